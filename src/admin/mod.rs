@@ -1,0 +1,252 @@
+//! The admin API: liveness, readiness and metrics for probes and scrapers;
+//! config and upstream state for operators (bearer token). Errors are JSON
+//! and never carry internals.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{parse_document, ConfigErrors, Format};
+use crate::health::now_ms;
+use crate::proxy::{ApplyError, Gateway};
+
+/// Largest document `PUT /config` accepts.
+const MAX_DOCUMENT_BYTES: usize = 4 << 20;
+
+pub struct AdminState {
+    pub gateway: Arc<Gateway>,
+    pub token: Option<String>,
+}
+
+type AdminResponse = Response<Full<Bytes>>;
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> AdminResponse {
+    let mut body = value.to_string();
+    body.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, message: &str) -> AdminResponse {
+    json_response(status, json!({ "error": message }))
+}
+
+/// `422` body: one entry per broken rule.
+pub fn errors_json(errors: &ConfigErrors) -> serde_json::Value {
+    json!({
+        "error": "invalid document",
+        "errors": errors.iter().map(|e| json!({ "path": e.path, "message": e.kind.to_string() })).collect::<Vec<_>>(),
+    })
+}
+
+impl AdminState {
+    fn authorized(&self, req: &Request<Incoming>) -> Result<(), AdminResponse> {
+        let Some(token) = &self.token else {
+            return Err(error(StatusCode::FORBIDDEN, "no admin token is configured on this node"));
+        };
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            Ok(())
+        } else {
+            Err(error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> AdminResponse {
+        let path = req.uri().path().to_string();
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => {
+                if self.gateway.version() > 0 {
+                    text(StatusCode::OK, "ready\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "no gateway document applied yet\n")
+                }
+            }
+            (&Method::GET, "/metrics") => {
+                let mut r = Response::new(Full::new(Bytes::from(self.gateway.metrics.render())));
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+                r
+            }
+            (_, "/config" | "/upstreams") => {
+                if let Err(r) = self.authorized(&req) {
+                    return r;
+                }
+                match (req.method(), path.as_str()) {
+                    (&Method::GET, "/config") => self.get_config(),
+                    (&Method::PUT, "/config") => self.put_config(req).await,
+                    (&Method::GET, "/upstreams") => self.upstreams(),
+                    _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+                }
+            }
+            _ => error(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+
+    fn get_config(&self) -> AdminResponse {
+        let snap = self.gateway.snapshot();
+        match serde_json::to_value(&*snap.document) {
+            Ok(doc) => json_response(StatusCode::OK, doc),
+            Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "could not encode the document"),
+        }
+    }
+
+    async fn put_config(&self, req: Request<Incoming>) -> AdminResponse {
+        let expected = match expected_version(&req) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let format = match req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+            Some(ct) if ct.starts_with("application/json") => Format::Json,
+            _ => Format::Toml,
+        };
+        let body = match Limited::new(req.into_body(), MAX_DOCUMENT_BYTES).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "document too large or body unreadable"),
+        };
+        let Ok(text) = std::str::from_utf8(&body) else {
+            return error(StatusCode::BAD_REQUEST, "document is not UTF-8");
+        };
+        let doc = match parse_document(text, format) {
+            Ok(d) => d,
+            Err(errors) => {
+                self.gateway.metrics.config_applies.with_label_values(&["admin", "invalid"]).inc();
+                tracing::warn!(errors = %errors, "admin: document refused");
+                return json_response(StatusCode::UNPROCESSABLE_ENTITY, errors_json(&errors));
+            }
+        };
+        match self.gateway.apply_next(doc, expected) {
+            Ok(version) => {
+                self.gateway.metrics.config_applies.with_label_values(&["admin", "ok"]).inc();
+                json_response(StatusCode::OK, json!({ "version": version }))
+            }
+            Err(ApplyError::Conflict { expected, current }) => {
+                self.gateway.metrics.config_applies.with_label_values(&["admin", "conflict"]).inc();
+                json_response(
+                    StatusCode::CONFLICT,
+                    json!({ "error": "version conflict", "expected_version": expected, "current_version": current }),
+                )
+            }
+            Err(ApplyError::Invalid(errors)) => {
+                self.gateway.metrics.config_applies.with_label_values(&["admin", "invalid"]).inc();
+                json_response(StatusCode::UNPROCESSABLE_ENTITY, errors_json(&errors))
+            }
+        }
+    }
+
+    fn upstreams(&self) -> AdminResponse {
+        let snap = self.gateway.snapshot();
+        let now = now_ms();
+        let ups: serde_json::Map<String, serde_json::Value> = snap
+            .upstreams
+            .iter()
+            .map(|(name, up)| {
+                let targets: Vec<serde_json::Value> = up
+                    .pool
+                    .endpoints()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let until = e.health.ejected_until_ms();
+                        json!({
+                            "address": &*e.address,
+                            "weight": up.pool.weight(i),
+                            "healthy": e.health.active_up(),
+                            "ejected": e.health.is_ejected(now),
+                            "ejected_for_ms": until.saturating_sub(now),
+                            "available": e.health.is_available(now),
+                            "in_flight": e.in_flight(),
+                            "idle_connections": up.conns[i].idle_count(),
+                        })
+                    })
+                    .collect();
+                (
+                    name.clone(),
+                    json!({ "targets": targets, "in_flight": up.breaker.in_flight() }),
+                )
+            })
+            .collect();
+        json_response(StatusCode::OK, json!({ "version": snap.version, "upstreams": ups }))
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> AdminResponse {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+/// `If-Match: <version>` or `?expected_version=<version>`.
+fn expected_version(req: &Request<Incoming>) -> Result<Option<u64>, AdminResponse> {
+    let from_header = req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(|s| s.trim_matches('"').to_string());
+    let from_query = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("expected_version=")).map(str::to_string));
+    match from_header.or(from_query) {
+        None => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| error(StatusCode::BAD_REQUEST, "expected version must be a number")),
+    }
+}
+
+/// Serve the admin API on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken, tracker: TaskTracker) {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(address = ?addr, "admin API listening");
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(state.handle(req).await) }
+            });
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(10));
+            let conn = b.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+}

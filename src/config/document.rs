@@ -1,0 +1,302 @@
+//! The gateway document: upstream pools and routes. It is self-contained so the
+//! region can replicate it as one value; the node applies every version whole.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a gateway needs to route and forward traffic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayDocument {
+    /// Set by whoever applies the document (the node, or the region's log);
+    /// a value in a file is informational only.
+    #[serde(default)]
+    pub version: u64,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// `client_ip`, `header:<name>` or `cookie:<name>`; needed by `consistent_hash`.
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    #[serde(default)]
+    pub sticky: Option<StickyConfig>,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub pool: ConnectionPoolConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// `ip:port` or `host:port`.
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    #[default]
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    PeakEwma,
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyConfig {
+    #[serde(default = "default_sticky_cookie")]
+    pub cookie: String,
+    /// Cookie lifetime; `0s` makes it a session cookie.
+    #[serde(default = "default_sticky_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default)]
+    pub active: Option<ActiveHealthConfig>,
+    #[serde(default)]
+    pub passive: Option<PassiveHealthConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveHealthConfig {
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Host header of the probe; the target address when unset.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down target back.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that take an up target down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Accepted status codes; empty means any 2xx or 3xx.
+    #[serde(default)]
+    pub expected_status: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthConfig {
+    /// Consecutive failed requests (connect error, timeout or 5xx) before ejection.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// First ejection length; each further ejection doubles it.
+    #[serde(default = "default_base_ejection", with = "humantime_serde")]
+    pub base_ejection: Duration,
+    #[serde(default = "default_max_ejection", with = "humantime_serde")]
+    pub max_ejection: Duration,
+    /// Never eject more than this share of a pool, so a bad deploy of the
+    /// gateway itself cannot empty every pool.
+    #[serde(default = "default_max_ejected_percent")]
+    pub max_ejected_percent: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Requests in flight to the pool at once; more get 503.
+    #[serde(default = "default_max_requests")]
+    pub max_requests: u32,
+    /// Requests waiting for a new upstream connection at once; more get 503.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Extra attempts after the first one.
+    #[serde(default = "default_retry_attempts")]
+    pub attempts: u32,
+    /// Also retry idempotent requests without a body on 502/503/504 and on
+    /// connections reset before a response. Connect failures are always
+    /// retryable (nothing reached the upstream), as in nginx and HAProxy.
+    #[serde(default)]
+    pub on_5xx: bool,
+    /// Retries may add at most this share of the pool's requests (10 s window)...
+    #[serde(default = "default_budget_ratio")]
+    pub budget_ratio: f64,
+    /// ...but this many per second are always allowed.
+    #[serde(default = "default_min_retries_per_second")]
+    pub min_per_second: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPoolConfig {
+    /// Idle keep-alive connections kept per target.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_per_target: usize,
+    /// An idle connection older than this is closed rather than reused.
+    #[serde(default = "default_pool_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Exact hosts or `*.suffix` wildcards; empty matches any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub path_exact: Option<String>,
+    /// Segments like `/users/{id}/orders` or a trailing `{*rest}`.
+    #[serde(default)]
+    pub path_template: Option<String>,
+    /// Empty matches any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header name → exact value, or `*` for "present".
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub upstream: String,
+    /// Remove the matched `path_prefix` before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// New path: replaces the prefix of a prefix route, the whole path of an
+    /// exact route, or is a template filled from the captured segments.
+    #[serde(default)]
+    pub rewrite: Option<String>,
+    /// Forward the client's Host header (otherwise the target address is sent).
+    #[serde(default = "default_true")]
+    pub preserve_host: bool,
+    /// Time allowed for the upstream to answer with headers.
+    #[serde(default = "default_route_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Overrides the upstream's connect timeout for this route.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    /// Overrides the upstream's retry attempts for this route.
+    #[serde(default)]
+    pub retries: Option<u32>,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_sticky_cookie() -> String {
+    "meridian_sticky".to_string()
+}
+fn default_sticky_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_health_path() -> String {
+    "/healthz".to_string()
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_base_ejection() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_ejection() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_ejected_percent() -> u32 {
+    50
+}
+fn default_max_requests() -> u32 {
+    10_000
+}
+fn default_max_pending() -> u32 {
+    1_000
+}
+fn default_retry_attempts() -> u32 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_budget_ratio() -> f64 {
+    0.2
+}
+fn default_min_retries_per_second() -> u32 {
+    10
+}
+fn default_max_idle() -> usize {
+    512
+}
+fn default_pool_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_route_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            max_requests: default_max_requests(),
+            max_pending: default_max_pending(),
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: default_retry_attempts(),
+            on_5xx: false,
+            budget_ratio: default_budget_ratio(),
+            min_per_second: default_min_retries_per_second(),
+        }
+    }
+}
+
+impl Default for ConnectionPoolConfig {
+    fn default() -> Self {
+        Self {
+            max_idle_per_target: default_max_idle(),
+            idle_timeout: default_pool_idle_timeout(),
+        }
+    }
+}

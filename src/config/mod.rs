@@ -1,0 +1,103 @@
+//! Configuration: the node file (identity, listeners, admin, limits, logs) and
+//! the gateway document (upstreams, routes) that a region replicates.
+//!
+//! Parsing reports the key path of a bad field; [`validate_document`] and
+//! [`validate_node`] then check every rule and report all broken ones at once.
+
+mod document;
+mod error;
+mod node;
+mod validate;
+
+use std::path::Path;
+
+pub use document::*;
+pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
+pub use node::*;
+pub use validate::{validate_document, validate_node, Validated};
+pub(crate) use validate::route_path as validate_route_path;
+
+/// Encodings the admin API accepts for a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    Json,
+}
+
+/// Parse TOML or JSON into `T`, naming the key path of the first bad field.
+pub fn parse<T: serde::de::DeserializeOwned>(text: &str, format: Format) -> Result<T, ConfigErrors> {
+    match format {
+        Format::Toml => {
+            let de = toml::Deserializer::parse(text).map_err(|e| toml_syntax_error(text, &e))?;
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                ConfigError::new(clean_path(&path), ConfigErrorKind::Syntax(inner.message().to_string())).into()
+            })
+        }
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                ConfigError::new(
+                    clean_path(&path),
+                    ConfigErrorKind::Syntax(format!("{inner}")),
+                )
+                .into()
+            })
+        }
+    }
+}
+
+/// `serde_path_to_error` writes `.` for the root.
+fn clean_path(path: &str) -> String {
+    if path == "." {
+        String::new()
+    } else {
+        path.to_string()
+    }
+}
+
+fn toml_syntax_error(text: &str, e: &toml::de::Error) -> ConfigErrors {
+    let path = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}")
+        }
+        None => String::new(),
+    };
+    ConfigError::new(path, ConfigErrorKind::Syntax(e.message().to_string())).into()
+}
+
+/// Read, parse and validate a node file. Relative certificate paths are
+/// resolved against the file's directory.
+pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::from(ConfigError::new(
+            "",
+            ConfigErrorKind::Io {
+                file: path.display().to_string(),
+                reason: e.to_string(),
+            },
+        ))
+    })?;
+    let mut node: NodeConfig = parse(&text, Format::Toml)?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    for listener in &mut node.listeners {
+        if let Some(tls) = &mut listener.tls {
+            for cert in &mut tls.certificates {
+                cert.cert = base.join(&cert.cert);
+                cert.key = base.join(&cert.key);
+            }
+        }
+    }
+    validate_node(node)
+}
+
+/// Parse and validate a gateway document on its own (admin API, `ctl apply`).
+pub fn parse_document(text: &str, format: Format) -> Result<Validated<GatewayDocument>, ConfigErrors> {
+    validate_document(parse(text, format)?)
+}

@@ -1,0 +1,474 @@
+//! Every rule of the node file and the gateway document, checked at once so an
+//! operator sees all problems in one run. Pattern syntax is checked by the
+//! same parsers the data plane compiles with.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::time::Duration;
+
+use super::error::{ConfigErrorKind as K, ConfigErrors};
+use super::{Algorithm, GatewayDocument, NodeConfig, RouteConfig, UpstreamConfig};
+use crate::balance::{is_cookie_name_byte, HashOn};
+use crate::routing::{HostPattern, PathPattern, Rewrite, RewriteError};
+
+/// A value that passed validation. Only `validate_*` make one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated<T>(T);
+
+impl<T> Validated<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Validated<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+const MAX_WEIGHT: u32 = 10_000;
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn positive(errors: &mut ConfigErrors, path: String, d: Duration) {
+    if d.is_zero() {
+        errors.push(
+            path,
+            K::OutOfRange {
+                value: "0s".into(),
+                rule: "must be greater than zero",
+            },
+        );
+    }
+}
+
+fn range<T: PartialOrd + std::fmt::Display>(errors: &mut ConfigErrors, path: String, v: T, lo: T, hi: T, rule: &'static str) {
+    if v < lo || v > hi {
+        errors.push(path, K::OutOfRange { value: v.to_string(), rule });
+    }
+}
+
+/// Check a target address: `ip:port` or `host:port`.
+pub(crate) fn check_address(s: &str) -> Result<(), String> {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = s.rsplit_once(':').ok_or("expected host:port")?;
+    port.parse::<u16>().map_err(|_| format!("invalid port \"{port}\""))?;
+    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+        return Err(format!("invalid host \"{host}\""));
+    }
+    Ok(())
+}
+
+/// Check a gateway document; every broken rule is reported.
+pub fn validate_document(doc: GatewayDocument) -> Result<Validated<GatewayDocument>, ConfigErrors> {
+    let mut errors = ConfigErrors::default();
+    for (name, up) in &doc.upstreams {
+        check_upstream(&mut errors, name, up);
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, route) in doc.routes.iter().enumerate() {
+        if let Some(first) = seen.insert(route.name.as_str(), i) {
+            errors.push(
+                format!("routes[{i}].name"),
+                K::Duplicate {
+                    name: route.name.clone(),
+                    first: format!("routes[{first}]"),
+                },
+            );
+        }
+        check_route(&mut errors, i, route, &doc);
+    }
+    errors.into_result(Validated(doc))
+}
+
+fn check_upstream(errors: &mut ConfigErrors, name: &str, up: &UpstreamConfig) {
+    let p = format!("upstreams.{name}");
+    if !valid_name(name) {
+        errors.push(
+            p.clone(),
+            K::InvalidAddress {
+                value: name.to_string(),
+                reason: "an upstream name uses letters, digits, '-', '_' and '.'".into(),
+            },
+        );
+    }
+    if up.targets.is_empty() {
+        errors.push(format!("{p}.targets"), K::NoTargets);
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, t) in up.targets.iter().enumerate() {
+        let tp = format!("{p}.targets[{i}]");
+        if let Err(reason) = check_address(&t.address) {
+            errors.push(
+                format!("{tp}.address"),
+                K::InvalidAddress {
+                    value: t.address.clone(),
+                    reason,
+                },
+            );
+        }
+        if let Some(first) = seen.insert(t.address.as_str(), i) {
+            errors.push(
+                format!("{tp}.address"),
+                K::Duplicate {
+                    name: t.address.clone(),
+                    first: format!("{p}.targets[{first}]"),
+                },
+            );
+        }
+        range(errors, format!("{tp}.weight"), t.weight, 1, MAX_WEIGHT, "weight must be between 1 and 10000");
+    }
+    match (&up.hash_on, up.algorithm) {
+        (None, Algorithm::ConsistentHash) => errors.push(format!("{p}.hash_on"), K::MissingHashOn),
+        (Some(h), _) if HashOn::parse(h).is_none() => errors.push(format!("{p}.hash_on"), K::InvalidHashOn(h.clone())),
+        _ => {}
+    }
+    if let Some(sticky) = &up.sticky {
+        if sticky.cookie.is_empty() || !sticky.cookie.bytes().all(is_cookie_name_byte) {
+            errors.push(
+                format!("{p}.sticky.cookie"),
+                K::InvalidHeaderValue {
+                    name: "set-cookie".into(),
+                    value: sticky.cookie.clone(),
+                },
+            );
+        }
+    }
+    positive(errors, format!("{p}.connect_timeout"), up.connect_timeout);
+    if let Some(a) = &up.health.active {
+        let hp = format!("{p}.health.active");
+        if let Err(reason) = PathPattern::exact(&a.path) {
+            errors.push(
+                format!("{hp}.path"),
+                K::InvalidPath {
+                    value: a.path.clone(),
+                    reason,
+                },
+            );
+        }
+        positive(errors, format!("{hp}.interval"), a.interval);
+        positive(errors, format!("{hp}.timeout"), a.timeout);
+        range(errors, format!("{hp}.rise"), a.rise, 1, 100, "between 1 and 100");
+        range(errors, format!("{hp}.fall"), a.fall, 1, 100, "between 1 and 100");
+        for (i, s) in a.expected_status.iter().enumerate() {
+            if !(100..=599).contains(s) {
+                errors.push(format!("{hp}.expected_status[{i}]"), K::InvalidStatus(*s));
+            }
+        }
+        if let Some(h) = &a.host {
+            if http::HeaderValue::from_str(h).is_err() {
+                errors.push(
+                    format!("{hp}.host"),
+                    K::InvalidHeaderValue {
+                        name: "host".into(),
+                        value: h.clone(),
+                    },
+                );
+            }
+        }
+    }
+    if let Some(ps) = &up.health.passive {
+        let pp = format!("{p}.health.passive");
+        range(errors, format!("{pp}.consecutive_failures"), ps.consecutive_failures, 1, 1000, "between 1 and 1000");
+        positive(errors, format!("{pp}.base_ejection"), ps.base_ejection);
+        if ps.max_ejection < ps.base_ejection {
+            errors.push(
+                format!("{pp}.max_ejection"),
+                K::OutOfRange {
+                    value: humantime::format_duration(ps.max_ejection).to_string(),
+                    rule: "must not be shorter than base_ejection",
+                },
+            );
+        }
+        range(errors, format!("{pp}.max_ejected_percent"), ps.max_ejected_percent, 0, 100, "a percentage");
+    }
+    range(errors, format!("{p}.circuit_breaker.max_requests"), up.circuit_breaker.max_requests, 1, u32::MAX, "at least 1");
+    range(errors, format!("{p}.circuit_breaker.max_pending"), up.circuit_breaker.max_pending, 1, u32::MAX, "at least 1");
+    range(errors, format!("{p}.retry.attempts"), up.retry.attempts, 0, 10, "between 0 and 10");
+    range(errors, format!("{p}.retry.budget_ratio"), up.retry.budget_ratio, 0.0, 10.0, "between 0.0 and 10.0");
+    positive(errors, format!("{p}.pool.idle_timeout"), up.pool.idle_timeout);
+}
+
+fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &GatewayDocument) {
+    let p = format!("routes[{i}]");
+    if !valid_name(&r.name) {
+        errors.push(format!("{p}.name"), K::Empty);
+    }
+    if !doc.upstreams.contains_key(&r.upstream) {
+        errors.push(format!("{p}.upstream"), K::UnknownUpstream(r.upstream.clone()));
+    }
+    for (j, h) in r.hosts.iter().enumerate() {
+        if let Err(reason) = HostPattern::parse(h) {
+            errors.push(format!("{p}.hosts[{j}]"), K::InvalidHost { value: h.clone(), reason });
+        }
+    }
+    if let Some(path) = route_path(errors, &p, r) {
+        match Rewrite::new(&path, r.strip_prefix, r.rewrite.as_deref()) {
+            Ok(_) => {}
+            Err(RewriteError::StripWithoutPrefix) => errors.push(format!("{p}.strip_prefix"), K::StripPrefixWithoutPrefix),
+            Err(RewriteError::StripAndRewrite) => errors.push(format!("{p}.rewrite"), K::StripAndRewrite),
+            Err(RewriteError::UnknownParam(param)) => errors.push(
+                format!("{p}.rewrite"),
+                K::UnknownRewriteParam {
+                    rewrite: r.rewrite.clone().unwrap_or_default(),
+                    param,
+                },
+            ),
+            Err(RewriteError::Invalid(reason)) => errors.push(
+                format!("{p}.rewrite"),
+                K::InvalidPath {
+                    value: r.rewrite.clone().unwrap_or_default(),
+                    reason,
+                },
+            ),
+        }
+    }
+    for (j, m) in r.methods.iter().enumerate() {
+        if http::Method::from_bytes(m.as_bytes()).is_err() || m.is_empty() {
+            errors.push(format!("{p}.methods[{j}]"), K::InvalidMethod(m.clone()));
+        }
+    }
+    for (name, value) in &r.headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            errors.push(format!("{p}.headers.{name}"), K::InvalidHeaderName(name.clone()));
+        } else if value != "*" && http::HeaderValue::from_str(value).is_err() {
+            errors.push(
+                format!("{p}.headers.{name}"),
+                K::InvalidHeaderValue {
+                    name: name.clone(),
+                    value: value.clone(),
+                },
+            );
+        }
+    }
+    positive(errors, format!("{p}.timeout"), r.timeout);
+    if let Some(ct) = r.connect_timeout {
+        positive(errors, format!("{p}.connect_timeout"), ct);
+    }
+    if let Some(n) = r.retries {
+        range(errors, format!("{p}.retries"), n, 0, 10, "between 0 and 10");
+    }
+}
+
+/// The path pattern of a route; reports a conflict or a bad pattern.
+pub(crate) fn route_path(errors: &mut ConfigErrors, p: &str, r: &RouteConfig) -> Option<PathPattern> {
+    let set: Vec<(&str, &String)> = [
+        ("path_prefix", &r.path_prefix),
+        ("path_exact", &r.path_exact),
+        ("path_template", &r.path_template),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+    .collect();
+    match set.as_slice() {
+        [] => Some(PathPattern::Any),
+        [(key, value)] => {
+            let parsed = match *key {
+                "path_prefix" => PathPattern::prefix(value),
+                "path_exact" => PathPattern::exact(value),
+                _ => PathPattern::template(value),
+            };
+            match parsed {
+                Ok(pp) => Some(pp),
+                Err(reason) => {
+                    errors.push(
+                        format!("{p}.{key}"),
+                        K::InvalidPath {
+                            value: (*value).clone(),
+                            reason,
+                        },
+                    );
+                    None
+                }
+            }
+        }
+        many => {
+            errors.push(
+                p.to_string(),
+                K::ConflictingPathMatch {
+                    found: many.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
+                },
+            );
+            None
+        }
+    }
+}
+
+/// Check a node file, including its gateway document (paths under `gateway.`).
+pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigErrors> {
+    let mut errors = ConfigErrors::default();
+    if !valid_name(&node.node.name) {
+        errors.push("node.name", K::Empty);
+    }
+    if !valid_name(&node.node.region) {
+        errors.push("node.region", K::Empty);
+    }
+    if node.listeners.is_empty() {
+        errors.push("listeners", K::Empty);
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut addrs: HashMap<std::net::SocketAddr, usize> = HashMap::new();
+    for (i, l) in node.listeners.iter().enumerate() {
+        if let Some(first) = names.insert(l.name.as_str(), i) {
+            errors.push(
+                format!("listeners[{i}].name"),
+                K::Duplicate {
+                    name: l.name.clone(),
+                    first: format!("listeners[{first}]"),
+                },
+            );
+        }
+        if l.address.port() != 0 {
+            if let Some(first) = addrs.insert(l.address, i) {
+                errors.push(
+                    format!("listeners[{i}].address"),
+                    K::Duplicate {
+                        name: l.address.to_string(),
+                        first: format!("listeners[{first}]"),
+                    },
+                );
+            }
+        }
+        if let Some(tls) = &l.tls {
+            if tls.certificates.is_empty() {
+                errors.push(format!("listeners[{i}].tls.certificates"), K::Empty);
+            }
+            for (j, c) in tls.certificates.iter().enumerate() {
+                let cp = format!("listeners[{i}].tls.certificates[{j}]");
+                if let Err(e) = crate::tls::load_certified_key(&c.cert, &c.key) {
+                    errors.push(cp.clone(), K::Tls { file: e.file, reason: e.reason });
+                }
+                for (k, n) in c.server_names.iter().enumerate() {
+                    if let Err(reason) = HostPattern::parse(n) {
+                        errors.push(format!("{cp}.server_names[{k}]"), K::InvalidHost { value: n.clone(), reason });
+                    }
+                }
+            }
+        }
+    }
+    let limits = &node.limits;
+    range(&mut errors, "limits.max_header_bytes".into(), limits.max_header_bytes, 1024, 1 << 20, "between 1 KiB and 1 MiB");
+    positive(&mut errors, "limits.header_read_timeout".into(), limits.header_read_timeout);
+    positive(&mut errors, "limits.idle_timeout".into(), limits.idle_timeout);
+    range(&mut errors, "limits.max_concurrent_streams".into(), limits.max_concurrent_streams, 1, 100_000, "between 1 and 100000");
+    if tracing_subscriber::EnvFilter::try_new(&node.telemetry.log_level).is_err() {
+        errors.push(
+            "telemetry.log_level",
+            K::OutOfRange {
+                value: node.telemetry.log_level.clone(),
+                rule: "a tracing filter such as `info` or `meridian=debug,info`",
+            },
+        );
+    }
+    range(&mut errors, "runtime.worker_threads".into(), node.runtime.worker_threads, 0, 1024, "between 0 (one per core) and 1024");
+    if let Some(t) = &node.admin.token {
+        if t.len() < 16 {
+            errors.push("admin.token", K::AdminToken("use at least 16 characters".into()));
+        }
+    }
+    if let Err(doc_errors) = validate_document(node.gateway.clone()) {
+        errors.0.extend(doc_errors.prefixed("gateway.").0);
+    }
+    errors.into_result(Validated(node))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, Format};
+
+    fn doc(text: &str) -> Result<Validated<GatewayDocument>, ConfigErrors> {
+        validate_document(parse(text, Format::Toml)?)
+    }
+
+    fn paths(e: &ConfigErrors) -> Vec<String> {
+        e.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn reports_every_broken_rule_with_its_path() {
+        let e = doc(r#"
+            [upstreams.users]
+            targets = [{ address = "127.0.0.1:9001" }, { address = "nope", weight = 0 }]
+            algorithm = "consistent_hash"
+
+            [[routes]]
+            name = "a"
+            upstream = "users"
+
+            [[routes]]
+            name = "b"
+            upstream = "orders"
+            path_prefix = "/x"
+            path_exact = "/y"
+            methods = ["GET", "BAD METHOD"]
+
+            [[routes]]
+            name = "a"
+            upstream = "users"
+            path_template = "/u/{id}"
+            rewrite = "/v/{other}"
+        "#)
+        .unwrap_err();
+        let p = paths(&e);
+        let expect = [
+            "upstreams.users.targets[1].address: invalid address \"nope\": expected host:port",
+            "upstreams.users.targets[1].weight: 0 is out of range: weight must be between 1 and 10000",
+            "upstreams.users.hash_on: algorithm \"consistent_hash\" needs hash_on",
+            "routes[1].upstream: unknown upstream \"orders\"",
+            "routes[1]: only one of path_prefix, path_exact and path_template may be set (found path_prefix, path_exact)",
+            "routes[1].methods[1]: invalid HTTP method \"BAD METHOD\"",
+            "routes[2].name: duplicate name \"a\" (also at routes[0])",
+            "routes[2].rewrite: rewrite \"/v/{other}\" uses {other} which path_template does not capture",
+        ];
+        for x in expect {
+            assert!(p.iter().any(|l| l == x), "missing {x:?} in {p:#?}");
+        }
+        assert_eq!(p.len(), expect.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_path() {
+        let e = doc(r#"
+            [upstreams.u]
+            targets = [{ address = "127.0.0.1:1" }]
+            [[routes]]
+            name = "r"
+            upstream = "u"
+            [[routes]]
+            name = "s"
+            upstrem = "u"
+        "#)
+        .unwrap_err();
+        let line = e.to_string();
+        assert!(line.starts_with("routes[1]"), "{line}");
+        assert!(line.contains("upstrem"), "{line}");
+    }
+
+    #[test]
+    fn a_good_document_passes() {
+        let d = doc(r#"
+            [upstreams.u]
+            targets = [{ address = "127.0.0.1:1", weight = 3 }, { address = "backend.local:80" }]
+            algorithm = "consistent_hash"
+            hash_on = "header:x-user"
+            [upstreams.u.health.active]
+            path = "/healthz"
+            [[routes]]
+            name = "r"
+            hosts = ["*.example.com"]
+            path_template = "/users/{id}"
+            rewrite = "/v2/users/{id}"
+            upstream = "u"
+            timeout = "5s"
+        "#)
+        .unwrap();
+        assert_eq!(d.routes[0].timeout, Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,131 @@
+//! Starting and stopping a gateway node: data-plane listeners, the admin API
+//! and the first gateway document.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState};
+use crate::config::{load_node_file, ConfigErrors, NodeConfig, Validated};
+use crate::proxy::server::{ListenError, Listener};
+use crate::proxy::{Gateway, Settings};
+use crate::telemetry::GatewayMetrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("admin API: cannot bind {address}: {source}")]
+    Admin { address: SocketAddr, source: std::io::Error },
+    #[error("gateway document:\n{0}")]
+    Document(ConfigErrors),
+}
+
+/// A running node. Dropping it does not stop it; call [`RunningGateway::shutdown`].
+pub struct RunningGateway {
+    pub gateway: Arc<Gateway>,
+    /// Listener name → bound address (useful with port 0).
+    pub listeners: Vec<(Arc<str>, SocketAddr)>,
+    pub admin_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    drain_timeout: Duration,
+}
+
+impl RunningGateway {
+    /// The address of the first listener.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listeners[0].1
+    }
+
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(n, _)| &**n == name).map(|(_, a)| *a)
+    }
+
+    /// Re-read the node file and apply its gateway document as the next
+    /// version. On error the running document keeps serving.
+    pub fn reload(&self, path: &Path) -> Result<u64, ConfigErrors> {
+        let result = load_node_file(path).and_then(|node| {
+            let doc = crate::config::validate_document(node.into_inner().gateway)?;
+            self.gateway
+                .apply_next(doc, None)
+                .map_err(|e| match e {
+                    crate::proxy::ApplyError::Invalid(errors) => errors,
+                    other => ConfigErrors::from(crate::config::ConfigError::new(
+                        "",
+                        crate::config::ConfigErrorKind::Syntax(other.to_string()),
+                    )),
+                })
+        });
+        let label = if result.is_ok() { "ok" } else { "invalid" };
+        self.gateway.metrics.config_applies.with_label_values(&["file", label]).inc();
+        result
+    }
+
+    /// Stop accepting, let requests in flight finish (up to the drain timeout), stop.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.gateway.stop();
+        self.tracker.close();
+        if tokio::time::timeout(self.drain_timeout + Duration::from_secs(1), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the drain timeout");
+        }
+    }
+}
+
+/// Bind every listener and the admin API, apply the node file's document and serve.
+pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartError> {
+    crate::tls::install_crypto_provider();
+    let node = node.into_inner();
+    let metrics = Arc::new(GatewayMetrics::new(&node.node.name, &node.node.region));
+    let settings = Settings {
+        node_name: node.node.name.as_str().into(),
+        limits: node.limits.clone(),
+        access_log: node.telemetry.access_log,
+    };
+    let gateway = Gateway::new(settings, metrics);
+    let doc = crate::config::validate_document(node.gateway.clone()).map_err(StartError::Document)?;
+    gateway.apply(doc, 1).map_err(StartError::Document)?;
+
+    let mut bound = Vec::new();
+    for l in &node.listeners {
+        bound.push(Listener::bind(l).await?);
+    }
+    let admin_listener = TcpListener::bind(node.admin.address).await.map_err(|source| StartError::Admin {
+        address: node.admin.address,
+        source,
+    })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Admin {
+        address: node.admin.address,
+        source,
+    })?;
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let listeners = bound.iter().map(|l| (l.name.clone(), l.local_addr)).collect();
+    for l in bound {
+        tracker.spawn(l.serve(gateway.clone(), shutdown.clone(), tracker.clone()));
+    }
+    let state = Arc::new(AdminState {
+        gateway: gateway.clone(),
+        token: node.admin.resolve_token(),
+    });
+    tracker.spawn(admin::serve(admin_listener, state, shutdown.clone(), tracker.clone()));
+    tracing::info!(node = %node.node.name, region = %node.node.region, admin = %admin_addr, "gateway started");
+    Ok(RunningGateway {
+        gateway,
+        listeners,
+        admin_addr,
+        shutdown,
+        tracker,
+        drain_timeout: node.limits.drain_timeout,
+    })
+}

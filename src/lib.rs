@@ -1,0 +1,36 @@
+//! meridian: a multi-region, active-active API gateway cluster.
+//!
+//! # Layout
+//!
+//! - [`config`]: the node file and the gateway document (serde schema), and
+//!   `validate`, which names the key path of every broken rule.
+//! - [`routing`]: the compiled route table (host, path, method, header
+//!   matching; rewrites); knows nothing of HTTP proxying.
+//! - [`health`]: per-target health state, active HTTP checks and passive
+//!   outlier ejection.
+//! - [`balance`]: upstream pools and the target-picking algorithms (round robin,
+//!   smooth weighted round robin, least connections, peak-EWMA P2C, Maglev
+//!   consistent hashing, sticky cookies).
+//! - [`tls`]: rustls server configuration with certificates chosen by SNI.
+//! - [`proxy`]: the data plane: listeners, the per-request phases, upstream
+//!   connection pools, retries, circuit breaking, and the one place where
+//!   errors become HTTP responses.
+//! - [`admin`]: the admin API (health, readiness, metrics, config, upstreams).
+//! - [`telemetry`]: logging setup and the Prometheus metrics of a node.
+//! - [`backend`]: a small HTTP server used as a sample backend in demos and tests.
+//! - [`gateway`]: starts and stops a whole gateway node (data plane + admin).
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod backend;
+pub mod balance;
+pub mod config;
+pub mod gateway;
+pub mod health;
+pub mod proxy;
+pub mod routing;
+pub mod telemetry;
+pub mod tls;
+
+/// The version string printed by `meridian version` and sent in `Via`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

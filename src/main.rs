@@ -1,0 +1,152 @@
+//! The `meridian` binary: parse the command line, load and validate config,
+//! start telemetry and run the chosen role.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use meridian::config::{self, Format};
+
+#[derive(Parser)]
+#[command(name = "meridian", version = meridian::VERSION, about = "A multi-region, active-active API gateway cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a gateway node.
+    Gateway {
+        /// The node file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a node file (or, with --document, a gateway document) and print every error.
+    Validate {
+        file: PathBuf,
+        /// The file is a bare gateway document, as sent to `PUT /config`.
+        #[arg(long)]
+        document: bool,
+    },
+    /// Run the sample backend used by the demo and the tests.
+    Backend {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "backend")]
+        name: String,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Version => {
+            println!("meridian {}", meridian::VERSION);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { file, document } => validate(&file, document),
+        Command::Gateway { config } => run_gateway(config),
+        Command::Backend { listen, name } => run_backend(listen, name),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("meridian: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(file: &std::path::Path, document: bool) -> anyhow::Result<ExitCode> {
+    let result = if document {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let format = if file.extension().is_some_and(|e| e == "json") {
+            Format::Json
+        } else {
+            Format::Toml
+        };
+        config::parse_document(&text, format).map(|_| ())
+    } else {
+        config::load_node_file(file).map(|_| ())
+    };
+    match result {
+        Ok(()) => {
+            println!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("{}: {e}", file.display());
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if worker_threads > 1 {
+            b.worker_threads(worker_threads);
+        }
+        b
+    };
+    b.enable_all().build().context("starting the runtime")
+}
+
+fn run_gateway(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let node = match config::load_node_file(&path) {
+        Ok(n) => n,
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("{}: {e}", path.display());
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    meridian::telemetry::init_logging(&node.telemetry).map_err(anyhow::Error::msg)?;
+    let rt = runtime(node.runtime.worker_threads)?;
+    rt.block_on(async move {
+        let running = meridian::gateway::start(node).await?;
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => match running.reload(&path) {
+                    Ok(v) => tracing::info!(version = v, file = %path.display(), "reloaded on SIGHUP"),
+                    Err(errors) => tracing::error!(file = %path.display(), errors = %errors, "reload refused; still serving the previous document"),
+                },
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        tracing::info!("shutting down: draining connections");
+        running.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn run_backend(listen: SocketAddr, name: String) -> anyhow::Result<ExitCode> {
+    let rt = runtime(1)?;
+    rt.block_on(async move {
+        let backend = meridian::backend::start(listen, &name)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        eprintln!("backend {name} listening on {}", backend.addr);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = backend.stopped => {}
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,172 @@
+//! Bodies streamed through the proxy: the request body sent upstream (with the
+//! size limit enforced as it streams) and the response body sent to the client
+//! (which finishes the exchange's accounting when it ends or is dropped).
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::finish::Finish;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body exceeded `limits.max_body_bytes` while streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+/// What is sent upstream: nothing, or the client's body under a size limit.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Option<Incoming>,
+    remaining: u64,
+    limit: u64,
+}
+
+impl UpstreamBody {
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            remaining: 0,
+            limit: 0,
+        }
+    }
+
+    pub fn limited(body: Incoming, limit: u64) -> Self {
+        if body.is_end_stream() {
+            return Self::empty();
+        }
+        Self {
+            inner: Some(body),
+            remaining: limit,
+            limit,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > this.remaining {
+                        this.inner = None;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: this.limit }))));
+                    }
+                    this.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+/// What the client receives.
+pub struct ProxyBody {
+    inner: Inner,
+    finish: Option<Finish>,
+}
+
+impl ProxyBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let b = bytes.into();
+        Self {
+            inner: Inner::Full((!b.is_empty()).then_some(b)),
+            finish: None,
+        }
+    }
+
+    pub fn empty() -> Self {
+        Self {
+            inner: Inner::Full(None),
+            finish: None,
+        }
+    }
+
+    pub fn upstream(body: Incoming) -> Self {
+        Self {
+            inner: Inner::Upstream(body),
+            finish: None,
+        }
+    }
+
+    /// Attach the exchange's accounting; it completes when the body ends or drops.
+    pub(crate) fn with_finish(mut self, finish: Finish) -> Self {
+        self.finish = Some(finish);
+        self
+    }
+
+    fn ended(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(b) => b.is_end_stream(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let Some(f) = self.finish.take() {
+            let clean = self.ended();
+            f.complete(clean);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let frame = match &mut this.inner {
+            Inner::Full(b) => b.take().map(|d| Ok(Frame::data(d))),
+            Inner::Upstream(b) => ready!(Pin::new(b).poll_frame(cx)).map(|r| r.map_err(|e| Box::new(e) as BoxError)),
+        };
+        if let (Some(Ok(f)), Some(fin)) = (&frame, this.finish.as_mut()) {
+            if let Some(d) = f.data_ref() {
+                fin.bytes_sent += d.len() as u64;
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Upstream(b) => b.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Data-plane errors: what failed, on which side, whether a retry is safe,
+//! and — in exactly one place, [`ProxyError::status`] and [`error_body`] — the
+//! HTTP answer the client gets. Client-facing bodies never name upstream
+//! addresses; the access log and the error log do.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+
+/// Which side of the proxy caused a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route for {host}{path}")]
+    NoRoute { host: String, path: String },
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("upstream {upstream}: no healthy target")]
+    NoHealthyTarget { upstream: String },
+    #[error("upstream {upstream}: circuit open ({limit} reached)")]
+    CircuitOpen { upstream: String, limit: &'static str },
+    #[error("connect to {target} failed: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connect to {target} timed out after {after:?}")]
+    ConnectTimeout { target: String, after: Duration },
+    #[error("handshake with {target} failed: {source}")]
+    Handshake {
+        target: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("{target} sent no response head within {after:?}")]
+    UpstreamTimeout { target: String, after: Duration },
+    #[error("{target} switched protocols without being asked")]
+    UnexpectedUpgrade { target: String },
+    #[error("exchange with {target} failed: {source}")]
+    Upstream {
+        target: String,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NoHealthyTarget { .. } | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. }
+            | ProxyError::Handshake { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::UnexpectedUpgrade { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout { .. } | ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) | ProxyError::BodyTooLarge { .. } => Side::Client,
+            ProxyError::NoHealthyTarget { .. } | ProxyError::CircuitOpen { .. } => Side::Internal,
+            _ => Side::Upstream,
+        }
+    }
+
+    /// Safe to retry on another target whatever the method: nothing reached the upstream.
+    pub fn retry_safe(&self) -> bool {
+        matches!(self, ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. } | ProxyError::Handshake { .. })
+    }
+
+    /// A short stable name for metrics and the client body.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::NoHealthyTarget { .. } => "no_healthy_target",
+            ProxyError::CircuitOpen { .. } => "circuit_open",
+            ProxyError::Connect { .. } => "connect_failed",
+            ProxyError::ConnectTimeout { .. } => "connect_timeout",
+            ProxyError::Handshake { .. } => "handshake_failed",
+            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::Upstream { .. } => "upstream_failed",
+            ProxyError::UnexpectedUpgrade { .. } => "unexpected_upgrade",
+        }
+    }
+
+    /// What the client is told (no internal addresses).
+    fn public_message(&self) -> String {
+        match self {
+            ProxyError::NoRoute { .. } => "no route matches this request".into(),
+            ProxyError::BadRequest(why) => (*why).into(),
+            ProxyError::BodyTooLarge { limit } => format!("request body exceeds {limit} bytes"),
+            ProxyError::NoHealthyTarget { upstream } => format!("no healthy target in upstream \"{upstream}\""),
+            ProxyError::CircuitOpen { upstream, .. } => format!("upstream \"{upstream}\" is at capacity"),
+            ProxyError::Connect { .. } | ProxyError::Handshake { .. } => "could not connect to the upstream".into(),
+            ProxyError::ConnectTimeout { .. } => "timed out connecting to the upstream".into(),
+            ProxyError::UpstreamTimeout { .. } => "the upstream did not answer in time".into(),
+            ProxyError::Upstream { .. } | ProxyError::UnexpectedUpgrade { .. } => "the upstream connection failed".into(),
+        }
+    }
+}
+
+/// The JSON body of a gateway-generated error.
+pub fn error_body(err: &ProxyError, request_id: &str) -> Bytes {
+    let body = serde_json::json!({
+        "error": err.kind(),
+        "message": err.public_message(),
+        "request_id": request_id,
+    });
+    let mut s = body.to_string();
+    s.push('\n');
+    Bytes::from(s)
+}

@@ -1,0 +1,154 @@
+//! The data plane: listeners, the request path, upstream connections.
+//!
+//! A [`Gateway`] serves one compiled [`Snapshot`] of the gateway document at a
+//! time. Applying a document compiles a new snapshot and swaps it in
+//! atomically; requests in flight finish on the snapshot they started with.
+
+pub mod body;
+mod compile;
+pub mod error;
+mod finish;
+pub mod headers;
+pub mod server;
+mod service;
+pub mod upstream;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::balance::Endpoint;
+use crate::config::{ConfigErrors, GatewayDocument, LimitsConfig, Validated};
+use crate::routing::{Rewrite, RouteTable};
+use crate::telemetry::{GatewayMetrics, RouteMetrics};
+use upstream::{ConnPool, Upstream};
+
+/// Node-level settings the request path reads (fixed for the node's life).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_name: Arc<str>,
+    pub limits: LimitsConfig,
+    pub access_log: bool,
+}
+
+/// A compiled route.
+pub struct Route {
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    pub rewrite: Option<Rewrite>,
+    pub preserve_host: bool,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retries: u32,
+    pub metrics: Arc<RouteMetrics>,
+}
+
+/// One version of the gateway document, compiled.
+pub struct Snapshot {
+    pub version: u64,
+    pub document: Arc<GatewayDocument>,
+    pub table: RouteTable<Arc<Route>>,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+}
+
+/// Why a document was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("version conflict: expected {expected}, serving {current}")]
+    Conflict { expected: u64, current: u64 },
+    #[error("invalid document:\n{0}")]
+    Invalid(ConfigErrors),
+}
+
+/// State kept across config versions so a reload keeps health, load and
+/// idle connections of the targets it keeps.
+#[derive(Default)]
+struct Registry {
+    /// (upstream, address) → endpoint.
+    endpoints: HashMap<(String, String), Arc<Endpoint>>,
+    /// address → keep-alive connections.
+    conns: HashMap<String, Arc<ConnPool>>,
+    /// Stops the active checkers of the snapshot being served.
+    health: CancellationToken,
+}
+
+pub struct Gateway {
+    pub settings: Settings,
+    pub metrics: Arc<GatewayMetrics>,
+    snapshot: ArcSwap<Snapshot>,
+    unmatched: Arc<RouteMetrics>,
+    registry: Mutex<Registry>,
+}
+
+impl Gateway {
+    pub fn new(settings: Settings, metrics: Arc<GatewayMetrics>) -> Arc<Self> {
+        let empty = Snapshot {
+            version: 0,
+            document: Arc::new(GatewayDocument::default()),
+            table: RouteTable::new(Vec::new()),
+            upstreams: BTreeMap::new(),
+        };
+        Arc::new(Self {
+            unmatched: Arc::new(metrics.route("_unmatched")),
+            settings,
+            metrics,
+            snapshot: ArcSwap::from_pointee(empty),
+            registry: Mutex::new(Registry::default()),
+        })
+    }
+
+    /// The snapshot being served.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn version(&self) -> u64 {
+        self.snapshot.load().version
+    }
+
+    /// Compile `doc` and serve it as `version`. Needs a tokio runtime (it
+    /// starts the active health checks of the new snapshot).
+    pub fn apply(&self, doc: Validated<GatewayDocument>, version: u64) -> Result<(), ConfigErrors> {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        self.apply_locked(&mut registry, doc, version)
+    }
+
+    /// Serve `doc` as the next version; with `expected`, only if the version
+    /// served now is `expected` (compare-and-set).
+    pub fn apply_next(&self, doc: Validated<GatewayDocument>, expected: Option<u64>) -> Result<u64, ApplyError> {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.version();
+        if let Some(expected) = expected {
+            if expected != current {
+                return Err(ApplyError::Conflict { expected, current });
+            }
+        }
+        let version = current + 1;
+        self.apply_locked(&mut registry, doc, version).map_err(ApplyError::Invalid)?;
+        Ok(version)
+    }
+
+    fn apply_locked(&self, registry: &mut Registry, doc: Validated<GatewayDocument>, version: u64) -> Result<(), ConfigErrors> {
+        let mut doc = doc.into_inner();
+        doc.version = version;
+        let health = CancellationToken::new();
+        let snapshot = compile::compile(self, registry, doc, &health)?;
+        let routes = snapshot.table.len();
+        let upstreams = snapshot.upstreams.len();
+        let old = std::mem::replace(&mut registry.health, health);
+        self.snapshot.store(Arc::new(snapshot));
+        old.cancel();
+        self.metrics.config_version.set(version as i64);
+        tracing::info!(version, routes, upstreams, "gateway document applied");
+        Ok(())
+    }
+
+    /// Stop background work (active health checks).
+    pub fn stop(&self) {
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        registry.health.cancel();
+    }
+}

@@ -1,0 +1,363 @@
+//! Listeners and client connections: TLS with ALPN, HTTP/1.1 or HTTP/2 (h2c
+//! by prior knowledge on plain listeners), the idle watchdog, and graceful
+//! draining on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{service, Gateway};
+use crate::config::ListenerConfig;
+
+/// What the request path knows about the client connection.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The client IP, formatted once per connection for `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: HeaderValue,
+    pub listener: Arc<str>,
+    /// Requests being served; the idle watchdog leaves busy connections alone.
+    busy: AtomicU32,
+    /// Bumped on every read and write.
+    activity: AtomicU64,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, listener: Arc<str>, tls: bool) -> Self {
+        let ip = peer.ip().to_canonical().to_string();
+        Self {
+            peer,
+            client_ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+            listener,
+            busy: AtomicU32::new(0),
+            activity: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn busy(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(&self.busy)
+    }
+}
+
+pub(crate) struct Busy<'a>(&'a AtomicU32);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts reads and writes so the idle watchdog can tell a quiet connection.
+struct ActivityIo<T> {
+    inner: T,
+    info: Arc<ConnInfo>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if r.is_ready() {
+            self.info.activity.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if r.is_ready() {
+            self.info.activity.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            self.info.activity.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A bound listener, not yet serving.
+pub struct Listener {
+    pub name: Arc<str>,
+    pub local_addr: SocketAddr,
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+/// A listener that could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("listener {name}: cannot bind {address}: {source}")]
+    Bind {
+        name: String,
+        address: SocketAddr,
+        source: io::Error,
+    },
+    #[error("listener {name}: {source}")]
+    Tls {
+        name: String,
+        source: crate::tls::TlsFileError,
+    },
+}
+
+impl Listener {
+    pub async fn bind(cfg: &ListenerConfig) -> Result<Self, ListenError> {
+        let tls = match &cfg.tls {
+            Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(t).map_err(|source| ListenError::Tls {
+                name: cfg.name.clone(),
+                source,
+            })?)),
+            None => None,
+        };
+        let bind_err = |source| ListenError::Bind {
+            name: cfg.name.clone(),
+            address: cfg.address,
+            source,
+        };
+        let tcp = TcpListener::bind(cfg.address).await.map_err(bind_err)?;
+        let local_addr = tcp.local_addr().map_err(bind_err)?;
+        Ok(Self {
+            name: cfg.name.as_str().into(),
+            local_addr,
+            tcp,
+            tls,
+        })
+    }
+
+    /// Accept until `shutdown`; connections then drain within `limits.drain_timeout`.
+    pub async fn serve(self, gw: Arc<Gateway>, shutdown: CancellationToken, tracker: TaskTracker) {
+        let active = gw.metrics.active_connections.with_label_values(&[&self.name]);
+        let accepted = gw.metrics.connections.with_label_values(&[&self.name]);
+        tracing::info!(listener = %self.name, address = %self.local_addr, tls = self.tls.is_some(), "listening");
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.tcp.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        tracing::warn!(listener = %self.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            accepted.inc();
+            let gw = gw.clone();
+            let shutdown = shutdown.clone();
+            let tls = self.tls.clone();
+            let name = self.name.clone();
+            let active = active.clone();
+            tracker.spawn(async move {
+                active.inc();
+                serve_connection(stream, peer, name, tls, gw, shutdown).await;
+                active.dec();
+            });
+        }
+        tracing::info!(listener = %self.name, "stopped accepting");
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    name: Arc<str>,
+    tls: Option<TlsAcceptor>,
+    gw: Arc<Gateway>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let handshake_timeout = gw.settings.limits.header_read_timeout;
+    let info = Arc::new(ConnInfo::new(peer, name.clone(), tls.is_some()));
+    match tls {
+        Some(acceptor) => {
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    gw.metrics.tls_handshake_errors.with_label_values(&[&name]).inc();
+                    tracing::debug!(listener = %name, %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    gw.metrics.tls_handshake_errors.with_label_values(&[&name]).inc();
+                    tracing::debug!(listener = %name, %peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            run(ActivityIo { inner: stream, info: info.clone() }, h2, gw, info, shutdown).await;
+        }
+        None => {
+            let h2 = match detect_h2c(&stream, handshake_timeout).await {
+                Ok(h2) => h2,
+                Err(e) => {
+                    tracing::debug!(listener = %name, %peer, error = %e, "connection closed before a request");
+                    return;
+                }
+            };
+            run(ActivityIo { inner: stream, info: info.clone() }, h2, gw, info, shutdown).await;
+        }
+    }
+}
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain connection opens with the HTTP/2 preface (h2c prior knowledge).
+async fn detect_h2c(stream: &TcpStream, timeout: Duration) -> io::Result<bool> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no request head in time")),
+        };
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A partial preface: wait for the rest (peek would return at once).
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A served connection that can be asked to finish its requests and close.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown()
+    }
+}
+
+impl<I, S, E, B> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown()
+    }
+}
+
+async fn run<I>(io: I, h2: bool, gw: Arc<Gateway>, info: Arc<ConnInfo>, shutdown: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = gw.settings.limits.clone();
+    let svc = {
+        let gw = gw.clone();
+        let info = info.clone();
+        service_fn(move |req| {
+            let gw = gw.clone();
+            let info = info.clone();
+            async move { Ok::<_, Infallible>(service::handle(gw, info, req).await) }
+        })
+    };
+    let io = TokioIo::new(io);
+    if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        drive(b.serve_connection(io, svc), &info, &shutdown, &limits).await;
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_header_size(limits.max_header_bytes)
+            .keep_alive(true);
+        drive(b.serve_connection(io, svc).with_upgrades(), &info, &shutdown, &limits).await;
+    }
+}
+
+async fn drive<C: Graceful>(conn: C, info: &ConnInfo, shutdown: &CancellationToken, limits: &crate::config::LimitsConfig) {
+    tokio::pin!(conn);
+    let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + limits.idle_timeout, limits.idle_timeout);
+    let mut seen = info.activity.load(Ordering::Relaxed);
+    let drain = tokio::time::sleep(Duration::MAX.min(Duration::from_secs(86_400 * 365)));
+    tokio::pin!(drain);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(peer = %info.peer, error = %e, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful();
+                drain.as_mut().reset(tokio::time::Instant::now() + limits.drain_timeout);
+            }
+            _ = idle.tick(), if !closing => {
+                let now = info.activity.load(Ordering::Relaxed);
+                if now == seen && info.busy.load(Ordering::Relaxed) == 0 {
+                    tracing::debug!(peer = %info.peer, "closing idle connection");
+                    closing = true;
+                    conn.as_mut().graceful();
+                    drain.as_mut().reset(tokio::time::Instant::now() + limits.drain_timeout);
+                }
+                seen = now;
+            }
+            _ = &mut drain, if closing => return,
+        }
+    }
+}

@@ -1,0 +1,518 @@
+//! The request path. Phases, in order (see `docs/phases.md`):
+//! `accept` (request id, host, limits) → `route` → `prepare` (rewrite,
+//! forwarding headers) → `forward` (pick, connect, send, retry) → `respond`
+//! (response headers, upgrade tunnel) → `finish` (metrics, access log, pool
+//! return). A phase that fails ends the chain with a [`ProxyError`], which
+//! becomes a response in [`error_response`] only.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+
+use super::body::{BodyTooLarge, ProxyBody, UpstreamBody};
+use super::error::{error_body, ProxyError, Side};
+use super::finish::{AccessRecord, Finish};
+use super::headers;
+use super::server::ConnInfo;
+use super::upstream::{ConnPool, Upstream};
+use super::{Gateway, Route, Snapshot};
+use crate::balance::{hash_key, HashOn, InFlight};
+use crate::health::now_ms;
+use crate::routing::{normalize_host, Params, Rewrite};
+
+static VIA_11: HeaderValue = HeaderValue::from_static("1.1 meridian");
+static VIA_2: HeaderValue = HeaderValue::from_static("2 meridian");
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Stale pooled connections skipped per request before giving up.
+const MAX_STALE_CONNECTIONS: u32 = 4;
+
+/// Serve one request.
+pub(crate) async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let _busy = conn.busy();
+    let snap = gw.snapshot();
+    let request_id = headers::request_id(req.headers());
+    let log = gw.settings.access_log.then(|| {
+        Box::new(AccessRecord {
+            method: req.method().clone(),
+            version: req.version(),
+            host: req
+                .uri()
+                .host()
+                .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+                .unwrap_or("-")
+                .to_string(),
+            path: req.uri().path().to_string(),
+            client: conn.peer.ip(),
+            request_id: request_id.clone(),
+            route: None,
+            upstream: None,
+            target: None,
+            upstream_time: None,
+            attempts: 0,
+            error: None,
+            request_bytes: headers::content_length(req.headers()),
+        })
+    });
+    let finish = Finish::new(start, gw.unmatched.clone(), log);
+    match proxy(&gw, &snap, &conn, req, &request_id, finish).await {
+        Ok(resp) => resp,
+        Err((err, finish)) => error_response(&gw, err, &request_id, finish),
+    }
+}
+
+type Failed = (ProxyError, Finish);
+
+async fn proxy(
+    gw: &Gateway,
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+    mut fin: Finish,
+) -> Result<Response<ProxyBody>, Failed> {
+    let (mut parts, body) = req.into_parts();
+
+    // accept
+    let host_value = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+    let Some(host_value) = host_value else {
+        return Err((ProxyError::BadRequest("missing Host header"), fin));
+    };
+    let Ok(host) = host_value.to_str() else {
+        return Err((ProxyError::BadRequest("invalid Host header"), fin));
+    };
+    let path = parts.uri.path();
+    if !path.starts_with('/') {
+        return Err((ProxyError::BadRequest("request target must be an absolute path"), fin));
+    }
+    let limit = gw.settings.limits.max_body_bytes;
+    if headers::content_length(&parts.headers).is_some_and(|len| len > limit) {
+        return Err((ProxyError::BodyTooLarge { limit }, fin));
+    }
+
+    // route
+    let Some(m) = snap.table.find(host, path, &parts.method, &parts.headers) else {
+        let err = ProxyError::NoRoute {
+            host: normalize_host(host).into_owned(),
+            path: path.to_string(),
+        };
+        return Err((err, fin));
+    };
+    let route: &Arc<Route> = m.value;
+    let up = &route.upstream;
+    fin.metrics = route.metrics.clone();
+    if let Some(log) = fin.log.as_mut() {
+        log.route = Some(route.name.clone());
+        log.upstream = Some(up.name.clone());
+    }
+
+    // prepare
+    let uri = match upstream_uri(&mut parts.uri, route.rewrite.as_ref(), &m.params) {
+        Ok(u) => u,
+        Err(e) => return Err((e, fin)),
+    };
+    let hash = balance_key(up.pool.hash_on.as_ref(), conn, &parts.headers);
+    let sticky_id = up.sticky.as_ref().and_then(|s| {
+        headers::cookie(&parts.headers, &s.cookie).and_then(|v| u64::from_str_radix(v, 16).ok())
+    });
+    let upgrade = if parts.version == Version::HTTP_11 {
+        headers::upgrade_protocol(&parts.headers)
+    } else {
+        None
+    };
+    let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+    let via = if parts.version == Version::HTTP_2 { &VIA_2 } else { &VIA_11 };
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h);
+    h.remove(header::EXPECT);
+    if let Some(proto) = &upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, proto.clone());
+    }
+    if !h.contains_key(header::HOST) {
+        h.insert(header::HOST, host_value.clone());
+    }
+    headers::append_forwarded_for(h, &conn.client_ip);
+    h.insert(&headers::X_FORWARDED_PROTO, conn.proto.clone());
+    h.insert(&headers::X_FORWARDED_HOST, host_value);
+    headers::append_via(h, via);
+    h.insert(&headers::X_REQUEST_ID, request_id.clone());
+
+    let body = if upgrade.is_some() {
+        UpstreamBody::empty()
+    } else {
+        UpstreamBody::limited(body, limit)
+    };
+    let mut upstream_req = Request::new(body);
+    *upstream_req.method_mut() = parts.method;
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.headers_mut() = parts.headers;
+
+    // forward
+    let sent = match forward(gw, route, upstream_req, hash, sticky_id, &mut fin).await {
+        Ok(s) => s,
+        Err(e) => return Err((e, fin)),
+    };
+
+    // respond
+    let Sent {
+        response,
+        sender,
+        conns,
+        endpoint_id,
+        in_flight,
+        from_cookie,
+    } = sent;
+    let (mut rparts, rbody) = response.into_parts();
+    let status = rparts.status;
+    let switching = status == http::StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        match (client_upgrade, upgrade) {
+            (Some(client), Some(_)) => {
+                let upstream_up = rparts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+                spawn_tunnel(client, upstream_up, up.name.clone());
+            }
+            _ => {
+                // The upstream switched protocols the client never asked for.
+                let target = conns.address.to_string();
+                return Err((ProxyError::UnexpectedUpgrade { target }, fin));
+            }
+        }
+    } else {
+        headers::strip_hop_by_hop(&mut rparts.headers);
+    }
+    headers::append_via(&mut rparts.headers, via);
+    rparts.headers.insert(&headers::X_REQUEST_ID, request_id.clone());
+    if let Some(s) = &up.sticky {
+        if !from_cookie {
+            let v = format!("{}={:016x}{}", s.cookie, endpoint_id, s.attributes);
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                rparts.headers.append(header::SET_COOKIE, v);
+            }
+        }
+    }
+    fin.status = status.as_u16();
+    if !switching {
+        fin.conn = Some((conns, sender));
+    }
+    fin.in_flight = Some(in_flight);
+    Ok(Response::from_parts(rparts, ProxyBody::upstream(rbody).with_finish(fin)))
+}
+
+/// The path and query sent upstream.
+fn upstream_uri(uri: &mut Uri, rewrite: Option<&Rewrite>, params: &Params) -> Result<Uri, ProxyError> {
+    match rewrite {
+        None if uri.scheme().is_none() && uri.authority().is_none() => Ok(std::mem::take(uri)),
+        None => {
+            let pq = uri.path_and_query().cloned();
+            let mut p = http::uri::Parts::default();
+            p.path_and_query = pq;
+            Uri::from_parts(p).map_err(|_| ProxyError::BadRequest("invalid request target"))
+        }
+        Some(rw) => {
+            let path = rw.apply(uri.path(), params);
+            let full = match uri.query() {
+                Some(q) if path.contains('?') => format!("{path}&{q}"),
+                Some(q) => format!("{path}?{q}"),
+                None => path.into_owned(),
+            };
+            Uri::try_from(full).map_err(|_| ProxyError::BadRequest("rewritten path is not a valid URI"))
+        }
+    }
+}
+
+/// The consistent-hash key of a request.
+fn balance_key(hash_on: Option<&HashOn>, conn: &ConnInfo, headers: &http::HeaderMap) -> Option<u64> {
+    match hash_on? {
+        HashOn::ClientIp => Some(hash_key(conn.client_ip.as_bytes())),
+        HashOn::Header(name) => headers.get(name).map(|v| hash_key(v.as_bytes())),
+        HashOn::Cookie(name) => headers::cookie(headers, name).map(|v| hash_key(v.as_bytes())),
+    }
+}
+
+struct Sent {
+    response: Response<Incoming>,
+    sender: SendRequest<UpstreamBody>,
+    conns: Arc<ConnPool>,
+    endpoint_id: u64,
+    in_flight: InFlight,
+    from_cookie: bool,
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// A copy of a bodiless request, kept only when a retry after sending may happen.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn request(&self) -> Request<UpstreamBody> {
+        let mut r = Request::new(UpstreamBody::empty());
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+fn body_too_large(err: &hyper::Error) -> Option<u64> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(b) = e.downcast_ref::<BodyTooLarge>() {
+            return Some(b.limit);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// Pick a target, get a connection, send; retry where it is safe and the budget allows.
+async fn forward(
+    gw: &Gateway,
+    route: &Route,
+    mut req: Request<UpstreamBody>,
+    hash: Option<u64>,
+    sticky_id: Option<u64>,
+    fin: &mut Finish,
+) -> Result<Sent, ProxyError> {
+    let up: &Upstream = &route.upstream;
+    let pool = &up.pool;
+    let metrics = &gw.metrics;
+    let Some(_permit) = up.breaker.request() else {
+        metrics.circuit_open.with_label_values(&[&up.name, "max_requests"]).inc();
+        return Err(ProxyError::CircuitOpen {
+            upstream: up.name.to_string(),
+            limit: "max_requests",
+        });
+    };
+    let now = now_ms();
+    up.budget.deposit(now / 1000);
+    let max_attempts = 1 + route.retries;
+    let replay = (max_attempts > 1 && up.retry_on_5xx && idempotent(req.method()) && http_body::Body::is_end_stream(req.body()))
+        .then(|| Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        });
+    let mut tried = [usize::MAX; 11];
+    let mut attempt = 0u32;
+    let mut stale = 0u32;
+    // Whether another attempt may follow the failure of this one.
+    let may_retry = |attempt: u32| -> bool {
+        if attempt + 1 >= max_attempts {
+            return false;
+        }
+        if up.budget.try_withdraw(now_ms() / 1000) {
+            true
+        } else {
+            metrics.retry_budget_exhausted.with_label_values(&[&up.name]).inc();
+            false
+        }
+    };
+    loop {
+        let tried_now = &tried[..attempt as usize];
+        let now = now_ms();
+        let by_cookie = if attempt == 0 {
+            sticky_id.and_then(|id| pool.find_by_id(id, now))
+        } else {
+            None
+        };
+        let Some(idx) = by_cookie.or_else(|| pool.pick(hash, tried_now, now)) else {
+            return Err(ProxyError::NoHealthyTarget {
+                upstream: up.name.to_string(),
+            });
+        };
+        let conns = &up.conns[idx];
+        let endpoint = &pool.endpoints()[idx];
+        if let Some(log) = fin.log.as_mut() {
+            log.target = Some(endpoint.address.clone());
+            log.attempts = attempt + 1;
+        }
+        let mut sender = match conns.checkout() {
+            Some(s) => s,
+            None => {
+                let Some(_pending) = up.breaker.pending() else {
+                    metrics.circuit_open.with_label_values(&[&up.name, "max_pending"]).inc();
+                    return Err(ProxyError::CircuitOpen {
+                        upstream: up.name.to_string(),
+                        limit: "max_pending",
+                    });
+                };
+                match conns.connect(route.connect_timeout).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        record_failure(gw, up, idx, &e);
+                        if may_retry(attempt) {
+                            metrics.upstream_retries.with_label_values(&[&up.name, e.kind()]).inc();
+                            tracing::debug!(upstream = %up.name, target = %endpoint.address, error = %e, "retrying on another target");
+                            tried[attempt as usize] = idx;
+                            attempt += 1;
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        if !route.preserve_host {
+            req.headers_mut().insert(header::HOST, conns.host_header.clone());
+        }
+        let in_flight = endpoint.start();
+        let sent_at = Instant::now();
+        let result = tokio::time::timeout(route.timeout, sender.try_send_request(req)).await;
+        let upstream_time = sent_at.elapsed();
+        if let Some(log) = fin.log.as_mut() {
+            log.upstream_time = Some(upstream_time);
+        }
+        match result {
+            Err(_) => {
+                let e = ProxyError::UpstreamTimeout {
+                    target: endpoint.address.to_string(),
+                    after: route.timeout,
+                };
+                record_failure(gw, up, idx, &e);
+                return Err(e);
+            }
+            Ok(Err(mut e)) => {
+                if let Some(unsent) = e.take_message() {
+                    // The pooled connection closed before it took the request.
+                    stale += 1;
+                    if stale <= MAX_STALE_CONNECTIONS {
+                        req = unsent;
+                        continue;
+                    }
+                }
+                let source = e.into_error();
+                if let Some(limit) = body_too_large(&source) {
+                    return Err(ProxyError::BodyTooLarge { limit });
+                }
+                let err = ProxyError::Upstream {
+                    target: endpoint.address.to_string(),
+                    source,
+                };
+                record_failure(gw, up, idx, &err);
+                match &replay {
+                    Some(r) if may_retry(attempt) => {
+                        metrics.upstream_retries.with_label_values(&[&up.name, err.kind()]).inc();
+                        req = r.request();
+                        tried[attempt as usize] = idx;
+                        attempt += 1;
+                        continue;
+                    }
+                    _ => return Err(err),
+                }
+            }
+            Ok(Ok(response)) => {
+                let now = now_ms();
+                endpoint.observe_latency(upstream_time, now);
+                let status = response.status().as_u16();
+                report(gw, up, idx, status < 500, now);
+                if matches!(status, 502..=504) {
+                    if let Some(r) = &replay {
+                        if may_retry(attempt) {
+                            metrics
+                                .upstream_retries
+                                .with_label_values(&[&up.name, retry_reason(status)])
+                                .inc();
+                            req = r.request();
+                            tried[attempt as usize] = idx;
+                            attempt += 1;
+                            continue;
+                        }
+                    }
+                }
+                return Ok(Sent {
+                    response,
+                    sender,
+                    conns: conns.clone(),
+                    endpoint_id: endpoint.id,
+                    in_flight,
+                    from_cookie: by_cookie.is_some(),
+                });
+            }
+        }
+    }
+}
+
+fn retry_reason(status: u16) -> &'static str {
+    match status {
+        502 => "status_502",
+        503 => "status_503",
+        _ => "status_504",
+    }
+}
+
+fn record_failure(gw: &Gateway, up: &Upstream, idx: usize, err: &ProxyError) {
+    gw.metrics.upstream_errors.with_label_values(&[&up.name, err.kind()]).inc();
+    tracing::debug!(upstream = %up.name, error = %err, "upstream attempt failed");
+    report(gw, up, idx, false, now_ms());
+}
+
+fn report(gw: &Gateway, up: &Upstream, idx: usize, ok: bool, now: u64) {
+    if let Some(ms) = up.pool.report(idx, ok, now) {
+        let target = up.pool.endpoints()[idx].address.clone();
+        gw.metrics.upstream_ejections.with_label_values(&[&up.name, &target]).inc();
+        tracing::warn!(upstream = %up.name, target = %target, ejected_for_ms = ms, "target ejected after consecutive failures");
+    }
+}
+
+/// Copy bytes both ways between the client and upstream connections after a 101.
+fn spawn_tunnel(client: hyper::upgrade::OnUpgrade, upstream: Option<hyper::upgrade::OnUpgrade>, name: Arc<str>) {
+    tokio::spawn(async move {
+        let Some(upstream) = upstream else {
+            tracing::warn!(upstream = %name, "upstream answered 101 without an upgradable connection");
+            return;
+        };
+        match tokio::try_join!(client, upstream) {
+            Ok((c, u)) => {
+                let mut c = hyper_util::rt::TokioIo::new(c);
+                let mut u = hyper_util::rt::TokioIo::new(u);
+                match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                    Ok((to_up, to_client)) => {
+                        tracing::debug!(upstream = %name, to_up, to_client, "upgraded connection closed")
+                    }
+                    Err(e) => tracing::debug!(upstream = %name, error = %e, "upgraded connection ended with an error"),
+                }
+            }
+            Err(e) => tracing::debug!(upstream = %name, error = %e, "upgrade did not complete"),
+        }
+    });
+}
+
+/// The one place a [`ProxyError`] becomes a response.
+fn error_response(gw: &Gateway, err: ProxyError, request_id: &HeaderValue, mut fin: Finish) -> Response<ProxyBody> {
+    let status = err.status();
+    match err.side() {
+        Side::Client => {
+            gw.metrics.bad_requests.with_label_values(&[err.kind()]).inc();
+            tracing::debug!(error = %err, status = status.as_u16(), "request refused")
+        }
+        Side::Upstream | Side::Internal => {
+            tracing::warn!(error = %err, status = status.as_u16(), request_id = request_id.to_str().unwrap_or("-"), "request failed")
+        }
+    }
+    fin.status = status.as_u16();
+    if let Some(log) = fin.log.as_mut() {
+        log.error = Some(err.kind());
+    }
+    let body = error_body(&err, request_id.to_str().unwrap_or(""));
+    let mut resp = Response::new(ProxyBody::full(body).with_finish(fin));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, JSON.clone());
+    h.insert(&headers::X_REQUEST_ID, request_id.clone());
+    resp
+}

@@ -1,0 +1,129 @@
+//! The Prometheus metrics of a gateway node. Per-route handles are resolved
+//! once per config version so the request path does no label lookups.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Latency buckets in seconds, from a fast cache hit to a slow upstream.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+pub struct GatewayMetrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub active_connections: IntGaugeVec,
+    pub connections: IntCounterVec,
+    pub upstream_healthy: IntGaugeVec,
+    pub health_checks: IntCounterVec,
+    pub upstream_retries: IntCounterVec,
+    pub upstream_ejections: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub circuit_open: IntCounterVec,
+    pub retry_budget_exhausted: IntCounterVec,
+    pub config_version: IntGauge,
+    pub config_applies: IntCounterVec,
+    pub tls_handshake_errors: IntCounterVec,
+    pub bad_requests: IntCounterVec,
+}
+
+fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
+    // Names are fixed and unique within this registry, so registration cannot fail.
+    let _ = r.register(Box::new(m.clone()));
+    m
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    reg(r, IntCounterVec::new(Opts::new(name, help).namespace("meridian"), labels).unwrap_or_else(|e| panic!("metric {name}: {e}")))
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    reg(r, IntGaugeVec::new(Opts::new(name, help).namespace("meridian"), labels).unwrap_or_else(|e| panic!("metric {name}: {e}")))
+}
+
+impl GatewayMetrics {
+    pub fn new(node: &str, region: &str) -> Self {
+        let mut labels = std::collections::HashMap::new();
+        labels.insert("node".to_string(), node.to_string());
+        labels.insert("region".to_string(), region.to_string());
+        let r = Registry::new_custom(None, Some(labels)).unwrap_or_default();
+        let requests = counter_vec(&r, "requests_total", "Requests answered, by route and status class.", &["route", "class"]);
+        let request_duration = reg(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new("request_duration_seconds", "Time from request head to the end of the response.")
+                    .namespace("meridian")
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                &["route"],
+            )
+            .unwrap_or_else(|e| panic!("metric request_duration_seconds: {e}")),
+        );
+        let config_version = reg(
+            &r,
+            IntGauge::with_opts(Opts::new("config_version", "Version of the gateway document being served.").namespace("meridian"))
+                .unwrap_or_else(|e| panic!("metric config_version: {e}")),
+        );
+        Self {
+            requests,
+            request_duration,
+            active_connections: gauge_vec(&r, "active_connections", "Client connections open, by listener.", &["listener"]),
+            connections: counter_vec(&r, "connections_total", "Client connections accepted, by listener.", &["listener"]),
+            upstream_healthy: gauge_vec(&r, "upstream_target_healthy", "1 when active checks pass for the target.", &["upstream", "target"]),
+            health_checks: counter_vec(&r, "health_checks_total", "Active health probes, by result.", &["upstream", "target", "result"]),
+            upstream_retries: counter_vec(&r, "upstream_retries_total", "Retried upstream attempts, by reason.", &["upstream", "reason"]),
+            upstream_ejections: counter_vec(&r, "upstream_ejections_total", "Targets ejected by passive outlier detection.", &["upstream", "target"]),
+            upstream_errors: counter_vec(&r, "upstream_errors_total", "Failed upstream attempts, by kind.", &["upstream", "kind"]),
+            circuit_open: counter_vec(&r, "circuit_open_total", "Requests refused by a pool's circuit breaker, by limit.", &["upstream", "limit"]),
+            retry_budget_exhausted: counter_vec(&r, "retry_budget_exhausted_total", "Retries skipped because the budget was spent.", &["upstream"]),
+            config_version,
+            config_applies: counter_vec(&r, "config_applies_total", "Gateway document applies, by source and result.", &["source", "result"]),
+            tls_handshake_errors: counter_vec(&r, "tls_handshake_errors_total", "Failed TLS handshakes, by listener.", &["listener"]),
+            bad_requests: counter_vec(&r, "bad_requests_total", "Requests refused before routing, by reason.", &["reason"]),
+            registry: r,
+        }
+    }
+
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            by_class: std::array::from_fn(|i| self.requests.with_label_values(&[route, CLASSES[i]])),
+            duration: self.request_duration.with_label_values(&[route]),
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new().encode_to_string(&families).unwrap_or_default()
+    }
+}
+
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// Index into the per-class counters.
+pub fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
+
+/// Pre-resolved handles of one route.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    by_class: [IntCounter; 6],
+    pub duration: Histogram,
+}
+
+impl RouteMetrics {
+    #[inline]
+    pub fn observe(&self, status: u16, seconds: f64) {
+        self.by_class[status_class(status)].inc();
+        self.duration.observe(seconds);
+    }
+}
