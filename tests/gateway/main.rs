@@ -1,0 +1,16 @@
+//! Data-plane integration tests: a real gateway in-process on 127.0.0.1:0 in
+//! front of real sample backends, driven over real sockets.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod admin;
+mod balancing;
+mod config_samples;
+mod errors;
+mod health;
+mod limits;
+mod protocols;
+mod reload;
+mod routing;
+mod tls;

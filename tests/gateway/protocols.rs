@@ -1,0 +1,71 @@
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn h2c_prior_knowledge_end_to_end() {
+    let b = backend("b").await;
+    let gw = gateway(&format!("[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"all\"\nupstream = \"u\"", b.addr)).await;
+    let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    // Several streams at once on one connection, with request bodies.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let c = c.clone();
+        let url = format!("http://{}/stream/{i}", gw.http_addr());
+        tasks.push(tokio::spawn(async move {
+            send(&c, http::Request::post(url).body(vec![b'y'; 1000 * i].into()).unwrap()).await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        assert_eq!(v["path"], format!("/stream/{i}"));
+        assert_eq!(v["body_bytes"], 1000 * i);
+        assert_eq!(v["headers"]["via"], "2 meridian");
+    }
+    gw.shutdown().await;
+}
+
+/// A WebSocket echo server.
+async fn ws_echo() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() || m.is_binary() {
+                        if ws.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_gateway() {
+    let echo = ws_echo().await;
+    let gw = gateway(&format!("[upstreams.ws]\ntargets = [{{ address = \"{echo}\" }}]\n[[routes]]\nname = \"ws\"\npath_prefix = \"/ws\"\nupstream = \"ws\"")).await;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.http_addr())).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    assert!(resp.headers().contains_key("x-request-id"));
+    for i in 0..20 {
+        let msg = format!("hello {i}");
+        ws.send(Message::text(msg.clone())).await.unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), msg);
+    }
+    ws.send(Message::binary(vec![7u8; 100_000])).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_data().len(), 100_000);
+    ws.close(None).await.unwrap();
+    gw.shutdown().await;
+}

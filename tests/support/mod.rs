@@ -1,0 +1,172 @@
+//! Helpers shared by the integration tests: real servers on 127.0.0.1:0 and
+//! small HTTP clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use meridian::backend::Backend;
+use meridian::config::{self, Format, NodeConfig, Validated};
+use meridian::gateway::RunningGateway;
+
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+pub fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
+    });
+}
+
+pub async fn backend(name: &str) -> Backend {
+    meridian::backend::start("127.0.0.1:0".parse().unwrap(), name).await.unwrap()
+}
+
+/// A node file around `doc` (a gateway document in TOML), listening on port 0.
+pub fn node_config(doc: &str, extra_node: &str) -> Validated<NodeConfig> {
+    let mut text = format!(
+        r#"
+[node]
+name = "test-node"
+region = "test"
+
+[[listeners]]
+name = "http"
+address = "127.0.0.1:0"
+
+[admin]
+address = "127.0.0.1:0"
+token = "{TOKEN}"
+
+[telemetry]
+access_log = false
+
+{extra_node}
+"#
+    );
+    // Nest the document under [gateway].
+    let doc_value: toml::Table = toml::from_str(doc).expect("test document parses");
+    let mut node_value: toml::Table = toml::from_str(&text).expect("test node parses");
+    node_value.insert("gateway".into(), toml::Value::Table(doc_value));
+    text = toml::to_string(&node_value).unwrap();
+    let node: NodeConfig = config::parse(&text, Format::Toml).unwrap_or_else(|e| panic!("{e}"));
+    config::validate_node(node).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub async fn gateway(doc: &str) -> RunningGateway {
+    gateway_with(doc, "").await
+}
+
+pub async fn gateway_with(doc: &str, extra_node: &str) -> RunningGateway {
+    init_tracing();
+    meridian::gateway::start(node_config(doc, extra_node)).await.unwrap()
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build_http()
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn backend(&self) -> String {
+        self.headers
+            .get("x-backend")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+}
+
+pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full<Bytes>>) -> Reply {
+    let resp = client.request(req).await.expect("request sent");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body read").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    get_with(addr, path, &[]).await
+}
+
+pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut b = Request::get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(&client(), b.body(Full::default()).unwrap()).await
+}
+
+/// An admin API call with the test token.
+pub async fn admin(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    send(&client(), req).await
+}
+
+pub async fn metrics(addr: SocketAddr) -> String {
+    get(addr, "/metrics").await.text()
+}
+
+/// The value of one sample in Prometheus text, matching all `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Poll `check` every 20 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP port nothing listens on (bound once, then released).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
