@@ -9,6 +9,6 @@ listen="${BENCH_LISTEN_ADDR:-127.0.0.1:8080}"
 upstream="${BENCH_UPSTREAM_ADDR:-127.0.0.1:9001}"
 conf="$(mktemp "${TMPDIR:-/tmp}/meridian-bench.XXXXXX.toml")"
 trap 'rm -f "$conf"' EXIT
-sed -e "s/@LISTEN@/$listen/" -e "s/@UPSTREAM@/$upstream/" "$here/proxy.toml" > "$conf"
+sed -e "s/127.0.0.1:8080/$listen/" -e "s/127.0.0.1:9001/$upstream/" "$here/proxy.toml" > "$conf"
 if [ -n "${1:-}" ]; then cat "$here/$1" >> "$conf"; fi
 exec "$here/../target/release/meridian" gateway --config "$conf"

@@ -52,15 +52,13 @@ impl RunningGateway {
     pub fn reload(&self, path: &Path) -> Result<u64, ConfigErrors> {
         let result = load_node_file(path).and_then(|node| {
             let doc = crate::config::validate_document(node.into_inner().gateway)?;
-            self.gateway
-                .apply_next(doc, None)
-                .map_err(|e| match e {
-                    crate::proxy::ApplyError::Invalid(errors) => errors,
-                    other => ConfigErrors::from(crate::config::ConfigError::new(
-                        "",
-                        crate::config::ConfigErrorKind::Syntax(other.to_string()),
-                    )),
-                })
+            self.gateway.apply_next(doc, None).map_err(|e| match e {
+                crate::proxy::ApplyError::Invalid(errors) => errors,
+                other => ConfigErrors::from(crate::config::ConfigError::new(
+                    "",
+                    crate::config::ConfigErrorKind::Syntax(other.to_string()),
+                )),
+            })
         });
         let label = if result.is_ok() { "ok" } else { "invalid" };
         self.gateway.metrics.config_applies.with_label_values(&["file", label]).inc();
@@ -72,10 +70,7 @@ impl RunningGateway {
         self.shutdown.cancel();
         self.gateway.stop();
         self.tracker.close();
-        if tokio::time::timeout(self.drain_timeout + Duration::from_secs(1), self.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(self.drain_timeout + Duration::from_secs(1), self.tracker.wait()).await.is_err() {
             tracing::warn!("connections still open after the drain timeout");
         }
     }
@@ -99,14 +94,11 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
     for l in &node.listeners {
         bound.push(Listener::bind(l).await?);
     }
-    let admin_listener = TcpListener::bind(node.admin.address).await.map_err(|source| StartError::Admin {
-        address: node.admin.address,
-        source,
-    })?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Admin {
-        address: node.admin.address,
-        source,
-    })?;
+    let admin_listener = TcpListener::bind(node.admin.address)
+        .await
+        .map_err(|source| StartError::Admin { address: node.admin.address, source })?;
+    let admin_addr =
+        admin_listener.local_addr().map_err(|source| StartError::Admin { address: node.admin.address, source })?;
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -114,18 +106,8 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
     for l in bound {
         tracker.spawn(l.serve(gateway.clone(), shutdown.clone(), tracker.clone()));
     }
-    let state = Arc::new(AdminState {
-        gateway: gateway.clone(),
-        token: node.admin.resolve_token(),
-    });
+    let state = Arc::new(AdminState { gateway: gateway.clone(), token: node.admin.resolve_token() });
     tracker.spawn(admin::serve(admin_listener, state, shutdown.clone(), tracker.clone()));
     tracing::info!(node = %node.node.name, region = %node.node.region, admin = %admin_addr, "gateway started");
-    Ok(RunningGateway {
-        gateway,
-        listeners,
-        admin_addr,
-        shutdown,
-        tracker,
-        drain_timeout: node.limits.drain_timeout,
-    })
+    Ok(RunningGateway { gateway, listeners, admin_addr, shutdown, tracker, drain_timeout: node.limits.drain_timeout })
 }

@@ -66,11 +66,7 @@ fn main() -> ExitCode {
 fn validate(file: &std::path::Path, document: bool) -> anyhow::Result<ExitCode> {
     let result = if document {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let format = if file.extension().is_some_and(|e| e == "json") {
-            Format::Json
-        } else {
-            Format::Toml
-        };
+        let format = if file.extension().is_some_and(|e| e == "json") { Format::Json } else { Format::Toml };
         config::parse_document(&text, format).map(|_| ())
     } else {
         config::load_node_file(file).map(|_| ())
@@ -137,9 +133,7 @@ fn run_gateway(path: PathBuf) -> anyhow::Result<ExitCode> {
 fn run_backend(listen: SocketAddr, name: String) -> anyhow::Result<ExitCode> {
     let rt = runtime(1)?;
     rt.block_on(async move {
-        let backend = meridian::backend::start(listen, &name)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
+        let backend = meridian::backend::start(listen, &name).await.with_context(|| format!("binding {listen}"))?;
         eprintln!("backend {name} listening on {}", backend.addr);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

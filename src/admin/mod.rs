@@ -55,9 +55,9 @@ pub fn errors_json(errors: &ConfigErrors) -> serde_json::Value {
 }
 
 impl AdminState {
-    fn authorized(&self, req: &Request<Incoming>) -> Result<(), AdminResponse> {
+    fn authorized(&self, req: &Request<Incoming>) -> Result<(), Box<AdminResponse>> {
         let Some(token) = &self.token else {
-            return Err(error(StatusCode::FORBIDDEN, "no admin token is configured on this node"));
+            return Err(Box::new(error(StatusCode::FORBIDDEN, "no admin token is configured on this node")));
         };
         let given = req
             .headers()
@@ -68,7 +68,7 @@ impl AdminState {
         if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
             Ok(())
         } else {
-            Err(error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+            Err(Box::new(error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")))
         }
     }
 
@@ -85,13 +85,12 @@ impl AdminState {
             }
             (&Method::GET, "/metrics") => {
                 let mut r = Response::new(Full::new(Bytes::from(self.gateway.metrics.render())));
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
                 r
             }
             (_, "/config" | "/upstreams") => {
                 if let Err(r) = self.authorized(&req) {
-                    return r;
+                    return *r;
                 }
                 match (req.method(), path.as_str()) {
                     (&Method::GET, "/config") => self.get_config(),
@@ -115,7 +114,7 @@ impl AdminState {
     async fn put_config(&self, req: Request<Incoming>) -> AdminResponse {
         let expected = match expected_version(&req) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let format = match req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
             Some(ct) if ct.starts_with("application/json") => Format::Json,
@@ -181,10 +180,7 @@ impl AdminState {
                         })
                     })
                     .collect();
-                (
-                    name.clone(),
-                    json!({ "targets": targets, "in_flight": up.breaker.in_flight() }),
-                )
+                (name.clone(), json!({ "targets": targets, "in_flight": up.breaker.in_flight() }))
             })
             .collect();
         json_response(StatusCode::OK, json!({ "version": snap.version, "upstreams": ups }))
@@ -198,8 +194,9 @@ fn text(status: StatusCode, body: &'static str) -> AdminResponse {
 }
 
 /// `If-Match: <version>` or `?expected_version=<version>`.
-fn expected_version(req: &Request<Incoming>) -> Result<Option<u64>, AdminResponse> {
-    let from_header = req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(|s| s.trim_matches('"').to_string());
+fn expected_version(req: &Request<Incoming>) -> Result<Option<u64>, Box<AdminResponse>> {
+    let from_header =
+        req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(|s| s.trim_matches('"').to_string());
     let from_query = req
         .uri()
         .query()
@@ -209,7 +206,7 @@ fn expected_version(req: &Request<Incoming>) -> Result<Option<u64>, AdminRespons
         Some(s) => s
             .parse()
             .map(Some)
-            .map_err(|_| error(StatusCode::BAD_REQUEST, "expected version must be a number")),
+            .map_err(|_| Box::new(error(StatusCode::BAD_REQUEST, "expected version must be a number"))),
     }
 }
 

@@ -54,10 +54,7 @@ pub struct Backend {
 }
 
 fn query<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
-    req.uri()
-        .query()?
-        .split('&')
-        .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
+    req.uri().query()?.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
 }
 
 fn respond(status: StatusCode, name: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -115,9 +112,8 @@ async fn handle(ctl: Arc<BackendControl>, req: Request<Incoming>) -> Response<Fu
         };
     }
     ctl.requests.fetch_add(1, Ordering::Relaxed);
-    let delay = query(&req, "delay_ms")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| ctl.delay_ms.load(Ordering::Relaxed));
+    let delay =
+        query(&req, "delay_ms").and_then(|s| s.parse().ok()).unwrap_or_else(|| ctl.delay_ms.load(Ordering::Relaxed));
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
@@ -151,8 +147,7 @@ async fn handle(ctl: Arc<BackendControl>, req: Request<Incoming>) -> Response<Fu
         "body_bytes": body_bytes,
     });
     let mut r = respond(status, &name, format!("{echo}\n"));
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     r
 }
 

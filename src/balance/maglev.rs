@@ -32,10 +32,8 @@ impl MaglevTable {
         let g = weights.iter().copied().fold(0, gcd).max(1);
         let turns: Vec<u32> = weights.iter().map(|w| (w / g).max(1)).collect();
         let offset: Vec<u64> = ids.iter().map(|id| xxh3_64_with_seed(&id.to_le_bytes(), 0x6d61676c) % m).collect();
-        let skip: Vec<u64> = ids
-            .iter()
-            .map(|id| xxh3_64_with_seed(&id.to_le_bytes(), 0x736b6970) % (m - 1) + 1)
-            .collect();
+        let skip: Vec<u64> =
+            ids.iter().map(|id| xxh3_64_with_seed(&id.to_le_bytes(), 0x736b6970) % (m - 1) + 1).collect();
         let mut next = vec![0u64; n];
         let mut slots = vec![u32::MAX; TABLE_SIZE];
         let mut filled = 0usize;
@@ -56,9 +54,7 @@ impl MaglevTable {
                 }
             }
         }
-        Self {
-            slots: slots.into_boxed_slice(),
-        }
+        Self { slots: slots.into_boxed_slice() }
     }
 
     /// The first target from the key's slot onward that `usable` accepts.
@@ -69,9 +65,7 @@ impl MaglevTable {
             return None;
         }
         let start = (key % TABLE_SIZE as u64) as usize;
-        (0..TABLE_SIZE)
-            .map(|step| self.slots[(start + step) % TABLE_SIZE] as usize)
-            .find(|&i| usable(i))
+        (0..TABLE_SIZE).map(|step| self.slots[(start + step) % TABLE_SIZE] as usize).find(|&i| usable(i))
     }
 }
 

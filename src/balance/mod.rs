@@ -153,32 +153,18 @@ impl Pool {
     ) -> Self {
         use crate::config::Algorithm;
         let picker = match algorithm {
-            Algorithm::RoundRobin => Picker::RoundRobin {
-                next: AtomicUsize::new(fastrand::usize(..endpoints.len().max(1))),
-            },
-            Algorithm::WeightedRoundRobin => Picker::SmoothWeighted {
-                current: Mutex::new(vec![0; endpoints.len()]),
-            },
-            Algorithm::LeastConnections => Picker::LeastConnections {
-                next: AtomicUsize::new(0),
-            },
+            Algorithm::RoundRobin => {
+                Picker::RoundRobin { next: AtomicUsize::new(fastrand::usize(..endpoints.len().max(1))) }
+            }
+            Algorithm::WeightedRoundRobin => Picker::SmoothWeighted { current: Mutex::new(vec![0; endpoints.len()]) },
+            Algorithm::LeastConnections => Picker::LeastConnections { next: AtomicUsize::new(0) },
             Algorithm::PeakEwma => Picker::PeakEwma,
             Algorithm::ConsistentHash => {
                 let ids: Vec<u64> = endpoints.iter().map(|e| e.id).collect();
-                Picker::ConsistentHash {
-                    table: MaglevTable::new(&ids, &weights),
-                    fallback: AtomicUsize::new(0),
-                }
+                Picker::ConsistentHash { table: MaglevTable::new(&ids, &weights), fallback: AtomicUsize::new(0) }
             }
         };
-        Self {
-            name,
-            endpoints,
-            weights,
-            picker,
-            hash_on,
-            passive,
-        }
+        Self { name, endpoints, weights, picker, hash_on, passive }
     }
 
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
@@ -200,10 +186,7 @@ impl Pool {
 
     /// The target whose id is `id`, if it can take traffic (sticky sessions).
     pub fn find_by_id(&self, id: u64, now_ms: u64) -> Option<usize> {
-        self.endpoints
-            .iter()
-            .position(|e| e.id == id)
-            .filter(|&i| self.endpoints[i].health.is_available(now_ms))
+        self.endpoints.iter().position(|e| e.id == id).filter(|&i| self.endpoints[i].health.is_available(now_ms))
     }
 
     /// Pick a target. `key` is the hash of the balancing key for consistent
@@ -272,7 +255,8 @@ impl Pool {
                 let Some(b) = self.random_usable(n, now_ms, tried, Some(a)) else {
                     return Some(a);
                 };
-                let cost = |i: usize| self.endpoints[i].latency.cost(self.endpoints[i].in_flight(), self.weights[i], now_ms);
+                let cost =
+                    |i: usize| self.endpoints[i].latency.cost(self.endpoints[i].in_flight(), self.weights[i], now_ms);
                 Some(if cost(b) < cost(a) { b } else { a })
             }
             Picker::ConsistentHash { table, fallback } => {
@@ -292,9 +276,7 @@ impl Pool {
 
     fn random_usable(&self, n: usize, now_ms: u64, tried: Tried<'_>, not: Option<usize>) -> Option<usize> {
         let start = fastrand::usize(..n);
-        (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| Some(i) != not && self.usable(i, now_ms, tried))
+        (0..n).map(|k| (start + k) % n).find(|&i| Some(i) != not && self.usable(i, now_ms, tried))
     }
 
     /// Feed the outcome of a request to passive outlier detection. Returns the
@@ -383,8 +365,10 @@ mod tests {
     #[test]
     fn consistent_hash_is_stable_and_fails_over() {
         let p = pool(Algorithm::ConsistentHash, &[1, 1, 1, 1]);
-        let owner: Vec<usize> = (0..1000u64).map(|k| p.pick(Some(hash_key(&k.to_le_bytes())), &[], 0).unwrap()).collect();
-        let again: Vec<usize> = (0..1000u64).map(|k| p.pick(Some(hash_key(&k.to_le_bytes())), &[], 0).unwrap()).collect();
+        let owner: Vec<usize> =
+            (0..1000u64).map(|k| p.pick(Some(hash_key(&k.to_le_bytes())), &[], 0).unwrap()).collect();
+        let again: Vec<usize> =
+            (0..1000u64).map(|k| p.pick(Some(hash_key(&k.to_le_bytes())), &[], 0).unwrap()).collect();
         assert_eq!(owner, again);
         p.endpoints[2].health.set_active_up(false);
         for k in 0..1000u64 {

@@ -274,10 +274,7 @@ fn default_route_timeout() -> Duration {
 
 impl Default for CircuitBreakerConfig {
     fn default() -> Self {
-        Self {
-            max_requests: default_max_requests(),
-            max_pending: default_max_pending(),
-        }
+        Self { max_requests: default_max_requests(), max_pending: default_max_pending() }
     }
 }
 
@@ -294,9 +291,6 @@ impl Default for RetryConfig {
 
 impl Default for ConnectionPoolConfig {
     fn default() -> Self {
-        Self {
-            max_idle_per_target: default_max_idle(),
-            idle_timeout: default_pool_idle_timeout(),
-        }
+        Self { max_idle_per_target: default_max_idle(), idle_timeout: default_pool_idle_timeout() }
     }
 }

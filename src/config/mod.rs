@@ -14,8 +14,8 @@ use std::path::Path;
 pub use document::*;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use node::*;
-pub use validate::{validate_document, validate_node, Validated};
 pub(crate) use validate::route_path as validate_route_path;
+pub use validate::{validate_document, validate_node, Validated};
 
 /// Encodings the admin API accepts for a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +40,7 @@ pub fn parse<T: serde::de::DeserializeOwned>(text: &str, format: Format) -> Resu
             serde_path_to_error::deserialize(&mut de).map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
-                ConfigError::new(
-                    clean_path(&path),
-                    ConfigErrorKind::Syntax(format!("{inner}")),
-                )
-                .into()
+                ConfigError::new(clean_path(&path), ConfigErrorKind::Syntax(format!("{inner}"))).into()
             })
         }
     }
@@ -78,10 +74,7 @@ pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors::from(ConfigError::new(
             "",
-            ConfigErrorKind::Io {
-                file: path.display().to_string(),
-                reason: e.to_string(),
-            },
+            ConfigErrorKind::Io { file: path.display().to_string(), reason: e.to_string() },
         ))
     })?;
     let mut node: NodeConfig = parse(&text, Format::Toml)?;

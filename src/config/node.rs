@@ -135,11 +135,7 @@ fn default_region() -> String {
     "default".to_string()
 }
 fn default_listeners() -> Vec<ListenerConfig> {
-    vec![ListenerConfig {
-        name: "http".to_string(),
-        address: SocketAddr::from(([0, 0, 0, 0], 8080)),
-        tls: None,
-    }]
+    vec![ListenerConfig { name: "http".to_string(), address: SocketAddr::from(([0, 0, 0, 0], 8080)), tls: None }]
 }
 fn default_admin_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9901))
@@ -174,11 +170,7 @@ fn default_true() -> bool {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self {
-            address: default_admin_address(),
-            token: None,
-            token_env: default_token_env(),
-        }
+        Self { address: default_admin_address(), token: None, token_env: default_token_env() }
     }
 }
 
@@ -197,20 +189,13 @@ impl Default for LimitsConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self {
-            log_format: LogFormat::Pretty,
-            log_level: default_log_level(),
-            access_log: true,
-        }
+        Self { log_format: LogFormat::Pretty, log_level: default_log_level(), access_log: true }
     }
 }
 
 impl AdminConfig {
     /// The token from the file, else from the environment variable.
     pub fn resolve_token(&self) -> Option<String> {
-        self.token
-            .clone()
-            .or_else(|| std::env::var(&self.token_env).ok())
-            .filter(|t| !t.is_empty())
+        self.token.clone().or_else(|| std::env::var(&self.token_env).ok()).filter(|t| !t.is_empty())
     }
 }

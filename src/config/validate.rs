@@ -36,17 +36,18 @@ fn valid_name(s: &str) -> bool {
 
 fn positive(errors: &mut ConfigErrors, path: String, d: Duration) {
     if d.is_zero() {
-        errors.push(
-            path,
-            K::OutOfRange {
-                value: "0s".into(),
-                rule: "must be greater than zero",
-            },
-        );
+        errors.push(path, K::OutOfRange { value: "0s".into(), rule: "must be greater than zero" });
     }
 }
 
-fn range<T: PartialOrd + std::fmt::Display>(errors: &mut ConfigErrors, path: String, v: T, lo: T, hi: T, rule: &'static str) {
+fn range<T: PartialOrd + std::fmt::Display>(
+    errors: &mut ConfigErrors,
+    path: String,
+    v: T,
+    lo: T,
+    hi: T,
+    rule: &'static str,
+) {
     if v < lo || v > hi {
         errors.push(path, K::OutOfRange { value: v.to_string(), rule });
     }
@@ -76,10 +77,7 @@ pub fn validate_document(doc: GatewayDocument) -> Result<Validated<GatewayDocume
         if let Some(first) = seen.insert(route.name.as_str(), i) {
             errors.push(
                 format!("routes[{i}].name"),
-                K::Duplicate {
-                    name: route.name.clone(),
-                    first: format!("routes[{first}]"),
-                },
+                K::Duplicate { name: route.name.clone(), first: format!("routes[{first}]") },
             );
         }
         check_route(&mut errors, i, route, &doc);
@@ -105,21 +103,12 @@ fn check_upstream(errors: &mut ConfigErrors, name: &str, up: &UpstreamConfig) {
     for (i, t) in up.targets.iter().enumerate() {
         let tp = format!("{p}.targets[{i}]");
         if let Err(reason) = check_address(&t.address) {
-            errors.push(
-                format!("{tp}.address"),
-                K::InvalidAddress {
-                    value: t.address.clone(),
-                    reason,
-                },
-            );
+            errors.push(format!("{tp}.address"), K::InvalidAddress { value: t.address.clone(), reason });
         }
         if let Some(first) = seen.insert(t.address.as_str(), i) {
             errors.push(
                 format!("{tp}.address"),
-                K::Duplicate {
-                    name: t.address.clone(),
-                    first: format!("{p}.targets[{first}]"),
-                },
+                K::Duplicate { name: t.address.clone(), first: format!("{p}.targets[{first}]") },
             );
         }
         range(errors, format!("{tp}.weight"), t.weight, 1, MAX_WEIGHT, "weight must be between 1 and 10000");
@@ -133,10 +122,7 @@ fn check_upstream(errors: &mut ConfigErrors, name: &str, up: &UpstreamConfig) {
         if sticky.cookie.is_empty() || !sticky.cookie.bytes().all(is_cookie_name_byte) {
             errors.push(
                 format!("{p}.sticky.cookie"),
-                K::InvalidHeaderValue {
-                    name: "set-cookie".into(),
-                    value: sticky.cookie.clone(),
-                },
+                K::InvalidHeaderValue { name: "set-cookie".into(), value: sticky.cookie.clone() },
             );
         }
     }
@@ -144,13 +130,7 @@ fn check_upstream(errors: &mut ConfigErrors, name: &str, up: &UpstreamConfig) {
     if let Some(a) = &up.health.active {
         let hp = format!("{p}.health.active");
         if let Err(reason) = PathPattern::exact(&a.path) {
-            errors.push(
-                format!("{hp}.path"),
-                K::InvalidPath {
-                    value: a.path.clone(),
-                    reason,
-                },
-            );
+            errors.push(format!("{hp}.path"), K::InvalidPath { value: a.path.clone(), reason });
         }
         positive(errors, format!("{hp}.interval"), a.interval);
         positive(errors, format!("{hp}.timeout"), a.timeout);
@@ -163,13 +143,7 @@ fn check_upstream(errors: &mut ConfigErrors, name: &str, up: &UpstreamConfig) {
         }
         if let Some(h) = &a.host {
             if http::HeaderValue::from_str(h).is_err() {
-                errors.push(
-                    format!("{hp}.host"),
-                    K::InvalidHeaderValue {
-                        name: "host".into(),
-                        value: h.clone(),
-                    },
-                );
+                errors.push(format!("{hp}.host"), K::InvalidHeaderValue { name: "host".into(), value: h.clone() });
             }
         }
     }
@@ -188,8 +162,22 @@ fn check_upstream(errors: &mut ConfigErrors, name: &str, up: &UpstreamConfig) {
         }
         range(errors, format!("{pp}.max_ejected_percent"), ps.max_ejected_percent, 0, 100, "a percentage");
     }
-    range(errors, format!("{p}.circuit_breaker.max_requests"), up.circuit_breaker.max_requests, 1, u32::MAX, "at least 1");
-    range(errors, format!("{p}.circuit_breaker.max_pending"), up.circuit_breaker.max_pending, 1, u32::MAX, "at least 1");
+    range(
+        errors,
+        format!("{p}.circuit_breaker.max_requests"),
+        up.circuit_breaker.max_requests,
+        1,
+        u32::MAX,
+        "at least 1",
+    );
+    range(
+        errors,
+        format!("{p}.circuit_breaker.max_pending"),
+        up.circuit_breaker.max_pending,
+        1,
+        u32::MAX,
+        "at least 1",
+    );
     range(errors, format!("{p}.retry.attempts"), up.retry.attempts, 0, 10, "between 0 and 10");
     range(errors, format!("{p}.retry.budget_ratio"), up.retry.budget_ratio, 0.0, 10.0, "between 0.0 and 10.0");
     positive(errors, format!("{p}.pool.idle_timeout"), up.pool.idle_timeout);
@@ -211,22 +199,16 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
     if let Some(path) = route_path(errors, &p, r) {
         match Rewrite::new(&path, r.strip_prefix, r.rewrite.as_deref()) {
             Ok(_) => {}
-            Err(RewriteError::StripWithoutPrefix) => errors.push(format!("{p}.strip_prefix"), K::StripPrefixWithoutPrefix),
+            Err(RewriteError::StripWithoutPrefix) => {
+                errors.push(format!("{p}.strip_prefix"), K::StripPrefixWithoutPrefix)
+            }
             Err(RewriteError::StripAndRewrite) => errors.push(format!("{p}.rewrite"), K::StripAndRewrite),
             Err(RewriteError::UnknownParam(param)) => errors.push(
                 format!("{p}.rewrite"),
-                K::UnknownRewriteParam {
-                    rewrite: r.rewrite.clone().unwrap_or_default(),
-                    param,
-                },
+                K::UnknownRewriteParam { rewrite: r.rewrite.clone().unwrap_or_default(), param },
             ),
-            Err(RewriteError::Invalid(reason)) => errors.push(
-                format!("{p}.rewrite"),
-                K::InvalidPath {
-                    value: r.rewrite.clone().unwrap_or_default(),
-                    reason,
-                },
-            ),
+            Err(RewriteError::Invalid(reason)) => errors
+                .push(format!("{p}.rewrite"), K::InvalidPath { value: r.rewrite.clone().unwrap_or_default(), reason }),
         }
     }
     for (j, m) in r.methods.iter().enumerate() {
@@ -240,10 +222,7 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
         } else if value != "*" && http::HeaderValue::from_str(value).is_err() {
             errors.push(
                 format!("{p}.headers.{name}"),
-                K::InvalidHeaderValue {
-                    name: name.clone(),
-                    value: value.clone(),
-                },
+                K::InvalidHeaderValue { name: name.clone(), value: value.clone() },
             );
         }
     }
@@ -258,14 +237,11 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
 
 /// The path pattern of a route; reports a conflict or a bad pattern.
 pub(crate) fn route_path(errors: &mut ConfigErrors, p: &str, r: &RouteConfig) -> Option<PathPattern> {
-    let set: Vec<(&str, &String)> = [
-        ("path_prefix", &r.path_prefix),
-        ("path_exact", &r.path_exact),
-        ("path_template", &r.path_template),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-    .collect();
+    let set: Vec<(&str, &String)> =
+        [("path_prefix", &r.path_prefix), ("path_exact", &r.path_exact), ("path_template", &r.path_template)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+            .collect();
     match set.as_slice() {
         [] => Some(PathPattern::Any),
         [(key, value)] => {
@@ -277,13 +253,7 @@ pub(crate) fn route_path(errors: &mut ConfigErrors, p: &str, r: &RouteConfig) ->
             match parsed {
                 Ok(pp) => Some(pp),
                 Err(reason) => {
-                    errors.push(
-                        format!("{p}.{key}"),
-                        K::InvalidPath {
-                            value: (*value).clone(),
-                            reason,
-                        },
-                    );
+                    errors.push(format!("{p}.{key}"), K::InvalidPath { value: (*value).clone(), reason });
                     None
                 }
             }
@@ -291,9 +261,7 @@ pub(crate) fn route_path(errors: &mut ConfigErrors, p: &str, r: &RouteConfig) ->
         many => {
             errors.push(
                 p.to_string(),
-                K::ConflictingPathMatch {
-                    found: many.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
-                },
+                K::ConflictingPathMatch { found: many.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ") },
             );
             None
         }
@@ -318,20 +286,14 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
         if let Some(first) = names.insert(l.name.as_str(), i) {
             errors.push(
                 format!("listeners[{i}].name"),
-                K::Duplicate {
-                    name: l.name.clone(),
-                    first: format!("listeners[{first}]"),
-                },
+                K::Duplicate { name: l.name.clone(), first: format!("listeners[{first}]") },
             );
         }
         if l.address.port() != 0 {
             if let Some(first) = addrs.insert(l.address, i) {
                 errors.push(
                     format!("listeners[{i}].address"),
-                    K::Duplicate {
-                        name: l.address.to_string(),
-                        first: format!("listeners[{first}]"),
-                    },
+                    K::Duplicate { name: l.address.to_string(), first: format!("listeners[{first}]") },
                 );
             }
         }
@@ -353,10 +315,24 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
         }
     }
     let limits = &node.limits;
-    range(&mut errors, "limits.max_header_bytes".into(), limits.max_header_bytes, 1024, 1 << 20, "between 1 KiB and 1 MiB");
+    range(
+        &mut errors,
+        "limits.max_header_bytes".into(),
+        limits.max_header_bytes,
+        1024,
+        1 << 20,
+        "between 1 KiB and 1 MiB",
+    );
     positive(&mut errors, "limits.header_read_timeout".into(), limits.header_read_timeout);
     positive(&mut errors, "limits.idle_timeout".into(), limits.idle_timeout);
-    range(&mut errors, "limits.max_concurrent_streams".into(), limits.max_concurrent_streams, 1, 100_000, "between 1 and 100000");
+    range(
+        &mut errors,
+        "limits.max_concurrent_streams".into(),
+        limits.max_concurrent_streams,
+        1,
+        100_000,
+        "between 1 and 100000",
+    );
     if tracing_subscriber::EnvFilter::try_new(&node.telemetry.log_level).is_err() {
         errors.push(
             "telemetry.log_level",
@@ -366,7 +342,14 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
             },
         );
     }
-    range(&mut errors, "runtime.worker_threads".into(), node.runtime.worker_threads, 0, 1024, "between 0 (one per core) and 1024");
+    range(
+        &mut errors,
+        "runtime.worker_threads".into(),
+        node.runtime.worker_threads,
+        0,
+        1024,
+        "between 0 (one per core) and 1024",
+    );
     if let Some(t) = &node.admin.token {
         if t.len() < 16 {
             errors.push("admin.token", K::AdminToken("use at least 16 characters".into()));

@@ -46,11 +46,7 @@ pub struct ProbeStreak {
 
 impl ProbeStreak {
     pub fn new(up: bool) -> Self {
-        Self {
-            up,
-            successes: 0,
-            failures: 0,
-        }
+        Self { up, successes: 0, failures: 0 }
     }
 
     /// Record one probe; returns the new state when it changes.
@@ -162,8 +158,12 @@ where
                 health.set_active_up(up);
                 sink.healthy.set(i64::from(up));
                 match result {
-                    Ok(()) => tracing::info!(upstream = %sink.upstream, target = %sink.target, "target up: active check passed {} times", check.rise),
-                    Err(e) => tracing::warn!(upstream = %sink.upstream, target = %sink.target, error = %e, "target down: active check failed {} times", check.fall),
+                    Ok(()) => {
+                        tracing::info!(upstream = %sink.upstream, target = %sink.target, "target up: active check passed {} times", check.rise)
+                    }
+                    Err(e) => {
+                        tracing::warn!(upstream = %sink.upstream, target = %sink.target, error = %e, "target down: active check failed {} times", check.fall)
+                    }
                 }
             }
             let now = tokio::time::Instant::now();

@@ -20,6 +20,11 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
+/// Reading the client's body failed (malformed chunking, reset, ...).
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body: {0}")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
 /// What is sent upstream: nothing, or the client's body under a size limit.
 #[derive(Debug)]
 pub struct UpstreamBody {
@@ -30,22 +35,14 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     pub fn empty() -> Self {
-        Self {
-            inner: None,
-            remaining: 0,
-            limit: 0,
-        }
+        Self { inner: None, remaining: 0, limit: 0 }
     }
 
     pub fn limited(body: Incoming, limit: u64) -> Self {
         if body.is_end_stream() {
             return Self::empty();
         }
-        Self {
-            inner: Some(body),
-            remaining: limit,
-            limit,
-        }
+        Self { inner: Some(body), remaining: limit, limit }
     }
 }
 
@@ -70,7 +67,10 @@ impl Body for UpstreamBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+            Some(Err(e)) => {
+                this.inner = None;
+                Poll::Ready(Some(Err(Box::new(ClientBodyError(e)))))
+            }
             None => Poll::Ready(None),
         }
     }
@@ -98,24 +98,15 @@ pub struct ProxyBody {
 impl ProxyBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let b = bytes.into();
-        Self {
-            inner: Inner::Full((!b.is_empty()).then_some(b)),
-            finish: None,
-        }
+        Self { inner: Inner::Full((!b.is_empty()).then_some(b)), finish: None }
     }
 
     pub fn empty() -> Self {
-        Self {
-            inner: Inner::Full(None),
-            finish: None,
-        }
+        Self { inner: Inner::Full(None), finish: None }
     }
 
     pub fn upstream(body: Incoming) -> Self {
-        Self {
-            inner: Inner::Upstream(body),
-            finish: None,
-        }
+        Self { inner: Inner::Upstream(body), finish: None }
     }
 
     /// Attach the exchange's accounting; it completes when the body ends or drops.

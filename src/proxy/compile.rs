@@ -44,10 +44,7 @@ pub(super) fn compile(
             Err(e) => {
                 errors.push(
                     format!("{p}.rewrite"),
-                    K::InvalidPath {
-                        value: r.rewrite.clone().unwrap_or_default(),
-                        reason: format!("{e:?}"),
-                    },
+                    K::InvalidPath { value: r.rewrite.clone().unwrap_or_default(), reason: format!("{e:?}") },
                 );
                 continue;
             }
@@ -59,20 +56,12 @@ pub(super) fn compile(
             .iter()
             .filter_map(|(k, v)| {
                 let name = HeaderName::from_bytes(k.as_bytes()).ok()?;
-                let cond = if v == "*" {
-                    HeaderMatch::Present
-                } else {
-                    HeaderMatch::Exact(HeaderValue::from_str(v).ok()?)
-                };
+                let cond =
+                    if v == "*" { HeaderMatch::Present } else { HeaderMatch::Exact(HeaderValue::from_str(v).ok()?) };
                 Some((name, cond))
             })
             .collect();
-        let spec = RouteSpec {
-            hosts,
-            path,
-            methods,
-            headers,
-        };
+        let spec = RouteSpec { hosts, path, methods, headers };
         let route = Route {
             name: r.name.as_str().into(),
             connect_timeout: r.connect_timeout.unwrap_or(upstream.connect_timeout),
@@ -91,12 +80,7 @@ pub(super) fn compile(
     // Commit: the registry now holds exactly what this version uses.
     registry.endpoints = endpoints;
     registry.conns = conns;
-    Ok(Snapshot {
-        version: doc.version,
-        document: Arc::new(doc),
-        table: RouteTable::new(routes),
-        upstreams,
-    })
+    Ok(Snapshot { version: doc.version, document: Arc::new(doc), table: RouteTable::new(routes), upstreams })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -116,20 +100,14 @@ fn compile_upstream(
     let mut weights = Vec::with_capacity(cfg.targets.len());
     for t in &cfg.targets {
         let key = (name.to_string(), t.address.clone());
-        let ep = registry
-            .endpoints
-            .get(&key)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(Endpoint::new(&t.address)));
+        let ep = registry.endpoints.get(&key).cloned().unwrap_or_else(|| Arc::new(Endpoint::new(&t.address)));
         endpoints.insert(key, ep.clone());
         let cp = conns
             .entry(t.address.clone())
             .or_insert_with(|| {
-                registry
-                    .conns
-                    .get(&t.address)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(ConnPool::new(&t.address, cfg.pool.max_idle_per_target, cfg.pool.idle_timeout)))
+                registry.conns.get(&t.address).cloned().unwrap_or_else(|| {
+                    Arc::new(ConnPool::new(&t.address, cfg.pool.max_idle_per_target, cfg.pool.idle_timeout))
+                })
             })
             .clone();
         cp.configure(cfg.pool.max_idle_per_target, cfg.pool.idle_timeout);
@@ -147,11 +125,10 @@ fn compile_upstream(
         }
         None => None,
     };
-    let passive = cfg
-        .health
-        .passive
-        .as_ref()
-        .map(|p| PassivePolicy::new(p.consecutive_failures, p.base_ejection, p.max_ejection, p.max_ejected_percent));
+    let passive =
+        cfg.health.passive.as_ref().map(|p| {
+            PassivePolicy::new(p.consecutive_failures, p.base_ejection, p.max_ejection, p.max_ejected_percent)
+        });
     match &cfg.health.active {
         Some(a) => {
             let check = Arc::new(ActiveCheck {

@@ -105,12 +105,18 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no route matches this request".into(),
             ProxyError::BadRequest(why) => (*why).into(),
             ProxyError::BodyTooLarge { limit } => format!("request body exceeds {limit} bytes"),
-            ProxyError::NoHealthyTarget { upstream } => format!("no healthy target in upstream \"{upstream}\""),
-            ProxyError::CircuitOpen { upstream, .. } => format!("upstream \"{upstream}\" is at capacity"),
+            ProxyError::NoHealthyTarget { upstream } => {
+                format!("no healthy target in upstream \"{upstream}\"")
+            }
+            ProxyError::CircuitOpen { upstream, .. } => {
+                format!("upstream \"{upstream}\" is at capacity")
+            }
             ProxyError::Connect { .. } | ProxyError::Handshake { .. } => "could not connect to the upstream".into(),
             ProxyError::ConnectTimeout { .. } => "timed out connecting to the upstream".into(),
             ProxyError::UpstreamTimeout { .. } => "the upstream did not answer in time".into(),
-            ProxyError::Upstream { .. } | ProxyError::UnexpectedUpgrade { .. } => "the upstream connection failed".into(),
+            ProxyError::Upstream { .. } | ProxyError::UnexpectedUpgrade { .. } => {
+                "the upstream connection failed".into()
+            }
         }
     }
 }

@@ -42,15 +42,7 @@ pub(crate) struct Finish {
 
 impl Finish {
     pub fn new(start: Instant, metrics: Arc<RouteMetrics>, log: Option<Box<AccessRecord>>) -> Self {
-        Self {
-            start,
-            status: 0,
-            bytes_sent: 0,
-            metrics,
-            conn: None,
-            in_flight: None,
-            log,
-        }
+        Self { start, status: 0, bytes_sent: 0, metrics, conn: None, in_flight: None, log }
     }
 
     /// `clean`: the response body was sent whole. Only then is the upstream

@@ -131,7 +131,12 @@ impl Gateway {
         Ok(version)
     }
 
-    fn apply_locked(&self, registry: &mut Registry, doc: Validated<GatewayDocument>, version: u64) -> Result<(), ConfigErrors> {
+    fn apply_locked(
+        &self,
+        registry: &mut Registry,
+        doc: Validated<GatewayDocument>,
+        version: u64,
+    ) -> Result<(), ConfigErrors> {
         let mut doc = doc.into_inner();
         doc.version = version;
         let health = CancellationToken::new();

@@ -90,7 +90,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
         r
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if r.is_ready() {
             self.info.activity.fetch_add(1, Ordering::Relaxed);
@@ -123,40 +127,23 @@ pub struct Listener {
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error("listener {name}: cannot bind {address}: {source}")]
-    Bind {
-        name: String,
-        address: SocketAddr,
-        source: io::Error,
-    },
+    Bind { name: String, address: SocketAddr, source: io::Error },
     #[error("listener {name}: {source}")]
-    Tls {
-        name: String,
-        source: crate::tls::TlsFileError,
-    },
+    Tls { name: String, source: crate::tls::TlsFileError },
 }
 
 impl Listener {
     pub async fn bind(cfg: &ListenerConfig) -> Result<Self, ListenError> {
         let tls = match &cfg.tls {
-            Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(t).map_err(|source| ListenError::Tls {
-                name: cfg.name.clone(),
-                source,
-            })?)),
+            Some(t) => Some(TlsAcceptor::from(
+                crate::tls::server_config(t).map_err(|source| ListenError::Tls { name: cfg.name.clone(), source })?,
+            )),
             None => None,
         };
-        let bind_err = |source| ListenError::Bind {
-            name: cfg.name.clone(),
-            address: cfg.address,
-            source,
-        };
+        let bind_err = |source| ListenError::Bind { name: cfg.name.clone(), address: cfg.address, source };
         let tcp = TcpListener::bind(cfg.address).await.map_err(bind_err)?;
         let local_addr = tcp.local_addr().map_err(bind_err)?;
-        Ok(Self {
-            name: cfg.name.as_str().into(),
-            local_addr,
-            tcp,
-            tls,
-        })
+        Ok(Self { name: cfg.name.as_str().into(), local_addr, tcp, tls })
     }
 
     /// Accept until `shutdown`; connections then drain within `limits.drain_timeout`.
@@ -327,7 +314,12 @@ where
     }
 }
 
-async fn drive<C: Graceful>(conn: C, info: &ConnInfo, shutdown: &CancellationToken, limits: &crate::config::LimitsConfig) {
+async fn drive<C: Graceful>(
+    conn: C,
+    info: &ConnInfo,
+    shutdown: &CancellationToken,
+    limits: &crate::config::LimitsConfig,
+) {
     tokio::pin!(conn);
     let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + limits.idle_timeout, limits.idle_timeout);
     let mut seen = info.activity.load(Ordering::Relaxed);

@@ -13,7 +13,7 @@ use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
-use super::body::{BodyTooLarge, ProxyBody, UpstreamBody};
+use super::body::{BodyTooLarge, ClientBodyError, ProxyBody, UpstreamBody};
 use super::error::{error_body, ProxyError, Side};
 use super::finish::{AccessRecord, Finish};
 use super::headers;
@@ -100,10 +100,7 @@ async fn proxy(
 
     // route
     let Some(m) = snap.table.find(host, path, &parts.method, &parts.headers) else {
-        let err = ProxyError::NoRoute {
-            host: normalize_host(host).into_owned(),
-            path: path.to_string(),
-        };
+        let err = ProxyError::NoRoute { host: normalize_host(host).into_owned(), path: path.to_string() };
         return Err((err, fin));
     };
     let route: &Arc<Route> = m.value;
@@ -120,14 +117,11 @@ async fn proxy(
         Err(e) => return Err((e, fin)),
     };
     let hash = balance_key(up.pool.hash_on.as_ref(), conn, &parts.headers);
-    let sticky_id = up.sticky.as_ref().and_then(|s| {
-        headers::cookie(&parts.headers, &s.cookie).and_then(|v| u64::from_str_radix(v, 16).ok())
-    });
-    let upgrade = if parts.version == Version::HTTP_11 {
-        headers::upgrade_protocol(&parts.headers)
-    } else {
-        None
-    };
+    let sticky_id = up
+        .sticky
+        .as_ref()
+        .and_then(|s| headers::cookie(&parts.headers, &s.cookie).and_then(|v| u64::from_str_radix(v, 16).ok()));
+    let upgrade = if parts.version == Version::HTTP_11 { headers::upgrade_protocol(&parts.headers) } else { None };
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let via = if parts.version == Version::HTTP_2 { &VIA_2 } else { &VIA_11 };
     let h = &mut parts.headers;
@@ -146,11 +140,7 @@ async fn proxy(
     headers::append_via(h, via);
     h.insert(&headers::X_REQUEST_ID, request_id.clone());
 
-    let body = if upgrade.is_some() {
-        UpstreamBody::empty()
-    } else {
-        UpstreamBody::limited(body, limit)
-    };
+    let body = if upgrade.is_some() { UpstreamBody::empty() } else { UpstreamBody::limited(body, limit) };
     let mut upstream_req = Request::new(body);
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = uri;
@@ -163,14 +153,7 @@ async fn proxy(
     };
 
     // respond
-    let Sent {
-        response,
-        sender,
-        conns,
-        endpoint_id,
-        in_flight,
-        from_cookie,
-    } = sent;
+    let Sent { response, sender, conns, endpoint_id, in_flight, from_cookie } = sent;
     let (mut rparts, rbody) = response.into_parts();
     let status = rparts.status;
     let switching = status == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -268,11 +251,15 @@ impl Replay {
     }
 }
 
-fn body_too_large(err: &hyper::Error) -> Option<u64> {
+/// A send failure caused by the client's body rather than the upstream.
+fn client_body_fault(err: &hyper::Error) -> Option<ProxyError> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = source {
         if let Some(b) = e.downcast_ref::<BodyTooLarge>() {
-            return Some(b.limit);
+            return Some(ProxyError::BodyTooLarge { limit: b.limit });
+        }
+        if e.is::<ClientBodyError>() {
+            return Some(ProxyError::BadRequest("malformed or aborted request body"));
         }
         source = e.source();
     }
@@ -293,20 +280,14 @@ async fn forward(
     let metrics = &gw.metrics;
     let Some(_permit) = up.breaker.request() else {
         metrics.circuit_open.with_label_values(&[&up.name, "max_requests"]).inc();
-        return Err(ProxyError::CircuitOpen {
-            upstream: up.name.to_string(),
-            limit: "max_requests",
-        });
+        return Err(ProxyError::CircuitOpen { upstream: up.name.to_string(), limit: "max_requests" });
     };
     let now = now_ms();
     up.budget.deposit(now / 1000);
     let max_attempts = 1 + route.retries;
-    let replay = (max_attempts > 1 && up.retry_on_5xx && idempotent(req.method()) && http_body::Body::is_end_stream(req.body()))
-        .then(|| Replay {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
-        });
+    let replay =
+        (max_attempts > 1 && up.retry_on_5xx && idempotent(req.method()) && http_body::Body::is_end_stream(req.body()))
+            .then(|| Replay { method: req.method().clone(), uri: req.uri().clone(), headers: req.headers().clone() });
     let mut tried = [usize::MAX; 11];
     let mut attempt = 0u32;
     let mut stale = 0u32;
@@ -325,15 +306,9 @@ async fn forward(
     loop {
         let tried_now = &tried[..attempt as usize];
         let now = now_ms();
-        let by_cookie = if attempt == 0 {
-            sticky_id.and_then(|id| pool.find_by_id(id, now))
-        } else {
-            None
-        };
+        let by_cookie = if attempt == 0 { sticky_id.and_then(|id| pool.find_by_id(id, now)) } else { None };
         let Some(idx) = by_cookie.or_else(|| pool.pick(hash, tried_now, now)) else {
-            return Err(ProxyError::NoHealthyTarget {
-                upstream: up.name.to_string(),
-            });
+            return Err(ProxyError::NoHealthyTarget { upstream: up.name.to_string() });
         };
         let conns = &up.conns[idx];
         let endpoint = &pool.endpoints()[idx];
@@ -346,10 +321,7 @@ async fn forward(
             None => {
                 let Some(_pending) = up.breaker.pending() else {
                     metrics.circuit_open.with_label_values(&[&up.name, "max_pending"]).inc();
-                    return Err(ProxyError::CircuitOpen {
-                        upstream: up.name.to_string(),
-                        limit: "max_pending",
-                    });
+                    return Err(ProxyError::CircuitOpen { upstream: up.name.to_string(), limit: "max_pending" });
                 };
                 match conns.connect(route.connect_timeout).await {
                     Ok(s) => s,
@@ -379,10 +351,7 @@ async fn forward(
         }
         match result {
             Err(_) => {
-                let e = ProxyError::UpstreamTimeout {
-                    target: endpoint.address.to_string(),
-                    after: route.timeout,
-                };
+                let e = ProxyError::UpstreamTimeout { target: endpoint.address.to_string(), after: route.timeout };
                 record_failure(gw, up, idx, &e);
                 return Err(e);
             }
@@ -396,13 +365,10 @@ async fn forward(
                     }
                 }
                 let source = e.into_error();
-                if let Some(limit) = body_too_large(&source) {
-                    return Err(ProxyError::BodyTooLarge { limit });
+                if let Some(client_fault) = client_body_fault(&source) {
+                    return Err(client_fault);
                 }
-                let err = ProxyError::Upstream {
-                    target: endpoint.address.to_string(),
-                    source,
-                };
+                let err = ProxyError::Upstream { target: endpoint.address.to_string(), source };
                 record_failure(gw, up, idx, &err);
                 match &replay {
                     Some(r) if may_retry(attempt) => {
@@ -423,10 +389,7 @@ async fn forward(
                 if matches!(status, 502..=504) {
                     if let Some(r) = &replay {
                         if may_retry(attempt) {
-                            metrics
-                                .upstream_retries
-                                .with_label_values(&[&up.name, retry_reason(status)])
-                                .inc();
+                            metrics.upstream_retries.with_label_values(&[&up.name, retry_reason(status)]).inc();
                             req = r.request();
                             tried[attempt as usize] = idx;
                             attempt += 1;
@@ -484,7 +447,9 @@ fn spawn_tunnel(client: hyper::upgrade::OnUpgrade, upstream: Option<hyper::upgra
                     Ok((to_up, to_client)) => {
                         tracing::debug!(upstream = %name, to_up, to_client, "upgraded connection closed")
                     }
-                    Err(e) => tracing::debug!(upstream = %name, error = %e, "upgraded connection ended with an error"),
+                    Err(e) => {
+                        tracing::debug!(upstream = %name, error = %e, "upgraded connection ended with an error")
+                    }
                 }
             }
             Err(e) => tracing::debug!(upstream = %name, error = %e, "upgrade did not complete"),

@@ -28,7 +28,8 @@ impl ConnPool {
     pub fn new(address: &str, max_idle: usize, idle_timeout: Duration) -> Self {
         Self {
             address: address.into(),
-            host_header: http::HeaderValue::from_str(address).unwrap_or_else(|_| http::HeaderValue::from_static("localhost")),
+            host_header: http::HeaderValue::from_str(address)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("localhost")),
             idle: Mutex::new(Vec::new()),
             max_idle: AtomicU32::new(max_idle as u32),
             idle_timeout_ms: AtomicU64::new(idle_timeout.as_millis() as u64),
@@ -78,27 +79,14 @@ impl ConnPool {
         let target = &self.address;
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(&**target)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(source)) => {
-                return Err(ProxyError::Connect {
-                    target: target.to_string(),
-                    source,
-                })
-            }
-            Err(_) => {
-                return Err(ProxyError::ConnectTimeout {
-                    target: target.to_string(),
-                    after: timeout,
-                })
-            }
+            Ok(Err(source)) => return Err(ProxyError::Connect { target: target.to_string(), source }),
+            Err(_) => return Err(ProxyError::ConnectTimeout { target: target.to_string(), after: timeout }),
         };
         let _ = stream.set_nodelay(true);
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| ProxyError::Handshake {
-                target: target.to_string(),
-                source,
-            })?;
+            .map_err(|source| ProxyError::Handshake { target: target.to_string(), source })?;
         let address = self.address.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
@@ -141,12 +129,7 @@ fn acquire(counter: &AtomicU32, max: u32) -> Option<Permit<'_>> {
 
 impl Breaker {
     pub fn new(max_requests: u32, max_pending: u32) -> Self {
-        Self {
-            max_requests,
-            max_pending,
-            requests: AtomicU32::new(0),
-            pending: AtomicU32::new(0),
-        }
+        Self { max_requests, max_pending, requests: AtomicU32::new(0), pending: AtomicU32::new(0) }
     }
 
     pub fn request(&self) -> Option<Permit<'_>> {
@@ -182,11 +165,7 @@ pub struct RetryBudget {
 
 impl RetryBudget {
     pub fn new(ratio: f64, min_per_second: u32) -> Self {
-        Self {
-            ratio,
-            min_per_second,
-            buckets: Default::default(),
-        }
+        Self { ratio, min_per_second, buckets: Default::default() }
     }
 
     fn bucket(&self, now_s: u64) -> &BudgetBucket {
@@ -213,7 +192,8 @@ impl RetryBudget {
                 retries += b.retries.load(Ordering::Relaxed);
             }
         }
-        let allowed = (f64::from(self.min_per_second) * BUDGET_WINDOW_SECS as f64 + self.ratio * requests as f64) as u64;
+        let allowed =
+            (f64::from(self.min_per_second) * BUDGET_WINDOW_SECS as f64 + self.ratio * requests as f64) as u64;
         if retries >= allowed {
             return false;
         }

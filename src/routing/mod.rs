@@ -108,12 +108,7 @@ impl<T> RouteTable<T> {
             HostPattern::Suffix(s) => usize::MAX - s.len(),
             HostPattern::Exact(_) => 0,
         });
-        Self {
-            entries,
-            exact,
-            wildcard,
-            any_host,
-        }
+        Self { entries, exact, wildcard, any_host }
     }
 
     pub fn len(&self) -> usize {
@@ -151,11 +146,7 @@ impl<T> RouteTable<T> {
         list.iter().find_map(|&i| {
             let e = &self.entries[i as usize];
             let params = e.spec.path.matches(path)?;
-            e.spec.matches_rest(method, headers).then_some(RouteMatch {
-                value: &e.value,
-                spec: &e.spec,
-                params,
-            })
+            e.spec.matches_rest(method, headers).then_some(RouteMatch { value: &e.value, spec: &e.spec, params })
         })
     }
 }

@@ -34,15 +34,14 @@ impl HostPattern {
             if label.is_empty() {
                 return Err("empty label".into());
             }
-            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'[' || b == b']' || b == b':') {
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'[' || b == b']' || b == b':')
+            {
                 return Err(format!("invalid character in label \"{label}\""));
             }
         }
-        Ok(if wild {
-            HostPattern::Suffix(format!(".{name}").into())
-        } else {
-            HostPattern::Exact(name.into())
-        })
+        Ok(if wild { HostPattern::Suffix(format!(".{name}").into()) } else { HostPattern::Exact(name.into()) })
     }
 
     /// `host` must already be normalised (lowercase, no port, no trailing dot).

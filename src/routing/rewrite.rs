@@ -36,10 +36,9 @@ impl Rewrite {
         match (strip_prefix, rewrite) {
             (true, Some(_)) => Err(RewriteError::StripAndRewrite),
             (true, None) => match path {
-                PathPattern::Prefix(p) => Ok(Some(Rewrite::ReplacePrefix {
-                    len: p.trim_end_matches('/').len(),
-                    with: "".into(),
-                })),
+                PathPattern::Prefix(p) => {
+                    Ok(Some(Rewrite::ReplacePrefix { len: p.trim_end_matches('/').len(), with: "".into() }))
+                }
                 _ => Err(RewriteError::StripWithoutPrefix),
             },
             (false, None) => Ok(None),
@@ -52,10 +51,9 @@ impl Rewrite {
                         len: p.trim_end_matches('/').len(),
                         with: r.trim_end_matches('/').into(),
                     })),
-                    PathPattern::Any => Ok(Some(Rewrite::ReplacePrefix {
-                        len: 0,
-                        with: r.trim_end_matches('/').into(),
-                    })),
+                    PathPattern::Any => {
+                        Ok(Some(Rewrite::ReplacePrefix { len: 0, with: r.trim_end_matches('/').into() }))
+                    }
                     PathPattern::Exact(_) => Ok(Some(Rewrite::Replace(r.into()))),
                     PathPattern::Template(_) => Ok(Some(Rewrite::Template(parse_template(r, path.param_names())?))),
                 }
@@ -101,15 +99,10 @@ fn parse_template(r: &str, names: &[Box<str>]) -> Result<Vec<Part>, RewriteError
         if open > 0 {
             parts.push(Part::Literal(rest[..open].into()));
         }
-        let close = rest[open..]
-            .find('}')
-            .ok_or_else(|| RewriteError::Invalid("unclosed '{'".into()))?
-            + open;
+        let close = rest[open..].find('}').ok_or_else(|| RewriteError::Invalid("unclosed '{'".into()))? + open;
         let name = rest[open + 1..close].trim_start_matches('*');
-        let idx = names
-            .iter()
-            .position(|n| &**n == name)
-            .ok_or_else(|| RewriteError::UnknownParam(name.to_string()))?;
+        let idx =
+            names.iter().position(|n| &**n == name).ok_or_else(|| RewriteError::UnknownParam(name.to_string()))?;
         parts.push(Part::Param(idx));
         rest = &rest[close + 1..];
     }
@@ -140,7 +133,10 @@ mod tests {
     #[test]
     fn templates_and_exact() {
         let t = PathPattern::template("/users/{id}/orders/{*rest}").unwrap();
-        assert_eq!(run(t, false, Some("/v2/orders/{rest}?user={id}"), "/users/42/orders/a/b"), "/v2/orders/a/b?user=42");
+        assert_eq!(
+            run(t, false, Some("/v2/orders/{rest}?user={id}"), "/users/42/orders/a/b"),
+            "/v2/orders/a/b?user=42"
+        );
         assert_eq!(run(PathPattern::exact("/old").unwrap(), false, Some("/new"), "/old"), "/new");
         let t = PathPattern::template("/users/{id}").unwrap();
         assert_eq!(Rewrite::new(&t, false, Some("/{nope}")), Err(RewriteError::UnknownParam("nope".into())));

@@ -6,9 +6,8 @@ use prometheus::{
 };
 
 /// Latency buckets in seconds, from a fast cache hit to a slow upstream.
-const DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const DURATION_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 pub struct GatewayMetrics {
     pub registry: Registry,
@@ -36,11 +35,19 @@ fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> 
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    reg(r, IntCounterVec::new(Opts::new(name, help).namespace("meridian"), labels).unwrap_or_else(|e| panic!("metric {name}: {e}")))
+    reg(
+        r,
+        IntCounterVec::new(Opts::new(name, help).namespace("meridian"), labels)
+            .unwrap_or_else(|e| panic!("metric {name}: {e}")),
+    )
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    reg(r, IntGaugeVec::new(Opts::new(name, help).namespace("meridian"), labels).unwrap_or_else(|e| panic!("metric {name}: {e}")))
+    reg(
+        r,
+        IntGaugeVec::new(Opts::new(name, help).namespace("meridian"), labels)
+            .unwrap_or_else(|e| panic!("metric {name}: {e}")),
+    )
 }
 
 impl GatewayMetrics {
@@ -49,7 +56,8 @@ impl GatewayMetrics {
         labels.insert("node".to_string(), node.to_string());
         labels.insert("region".to_string(), region.to_string());
         let r = Registry::new_custom(None, Some(labels)).unwrap_or_default();
-        let requests = counter_vec(&r, "requests_total", "Requests answered, by route and status class.", &["route", "class"]);
+        let requests =
+            counter_vec(&r, "requests_total", "Requests answered, by route and status class.", &["route", "class"]);
         let request_duration = reg(
             &r,
             HistogramVec::new(
@@ -62,25 +70,87 @@ impl GatewayMetrics {
         );
         let config_version = reg(
             &r,
-            IntGauge::with_opts(Opts::new("config_version", "Version of the gateway document being served.").namespace("meridian"))
-                .unwrap_or_else(|e| panic!("metric config_version: {e}")),
+            IntGauge::with_opts(
+                Opts::new("config_version", "Version of the gateway document being served.").namespace("meridian"),
+            )
+            .unwrap_or_else(|e| panic!("metric config_version: {e}")),
         );
         Self {
             requests,
             request_duration,
-            active_connections: gauge_vec(&r, "active_connections", "Client connections open, by listener.", &["listener"]),
-            connections: counter_vec(&r, "connections_total", "Client connections accepted, by listener.", &["listener"]),
-            upstream_healthy: gauge_vec(&r, "upstream_target_healthy", "1 when active checks pass for the target.", &["upstream", "target"]),
-            health_checks: counter_vec(&r, "health_checks_total", "Active health probes, by result.", &["upstream", "target", "result"]),
-            upstream_retries: counter_vec(&r, "upstream_retries_total", "Retried upstream attempts, by reason.", &["upstream", "reason"]),
-            upstream_ejections: counter_vec(&r, "upstream_ejections_total", "Targets ejected by passive outlier detection.", &["upstream", "target"]),
-            upstream_errors: counter_vec(&r, "upstream_errors_total", "Failed upstream attempts, by kind.", &["upstream", "kind"]),
-            circuit_open: counter_vec(&r, "circuit_open_total", "Requests refused by a pool's circuit breaker, by limit.", &["upstream", "limit"]),
-            retry_budget_exhausted: counter_vec(&r, "retry_budget_exhausted_total", "Retries skipped because the budget was spent.", &["upstream"]),
+            active_connections: gauge_vec(
+                &r,
+                "active_connections",
+                "Client connections open, by listener.",
+                &["listener"],
+            ),
+            connections: counter_vec(
+                &r,
+                "connections_total",
+                "Client connections accepted, by listener.",
+                &["listener"],
+            ),
+            upstream_healthy: gauge_vec(
+                &r,
+                "upstream_target_healthy",
+                "1 when active checks pass for the target.",
+                &["upstream", "target"],
+            ),
+            health_checks: counter_vec(
+                &r,
+                "health_checks_total",
+                "Active health probes, by result.",
+                &["upstream", "target", "result"],
+            ),
+            upstream_retries: counter_vec(
+                &r,
+                "upstream_retries_total",
+                "Retried upstream attempts, by reason.",
+                &["upstream", "reason"],
+            ),
+            upstream_ejections: counter_vec(
+                &r,
+                "upstream_ejections_total",
+                "Targets ejected by passive outlier detection.",
+                &["upstream", "target"],
+            ),
+            upstream_errors: counter_vec(
+                &r,
+                "upstream_errors_total",
+                "Failed upstream attempts, by kind.",
+                &["upstream", "kind"],
+            ),
+            circuit_open: counter_vec(
+                &r,
+                "circuit_open_total",
+                "Requests refused by a pool's circuit breaker, by limit.",
+                &["upstream", "limit"],
+            ),
+            retry_budget_exhausted: counter_vec(
+                &r,
+                "retry_budget_exhausted_total",
+                "Retries skipped because the budget was spent.",
+                &["upstream"],
+            ),
             config_version,
-            config_applies: counter_vec(&r, "config_applies_total", "Gateway document applies, by source and result.", &["source", "result"]),
-            tls_handshake_errors: counter_vec(&r, "tls_handshake_errors_total", "Failed TLS handshakes, by listener.", &["listener"]),
-            bad_requests: counter_vec(&r, "bad_requests_total", "Requests refused before routing, by reason.", &["reason"]),
+            config_applies: counter_vec(
+                &r,
+                "config_applies_total",
+                "Gateway document applies, by source and result.",
+                &["source", "result"],
+            ),
+            tls_handshake_errors: counter_vec(
+                &r,
+                "tls_handshake_errors_total",
+                "Failed TLS handshakes, by listener.",
+                &["listener"],
+            ),
+            bad_requests: counter_vec(
+                &r,
+                "bad_requests_total",
+                "Requests refused before routing, by reason.",
+                &["reason"],
+            ),
             registry: r,
         }
     }

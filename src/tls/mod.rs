@@ -22,10 +22,7 @@ pub struct TlsFileError {
 }
 
 fn file_error(path: &Path, reason: impl ToString) -> TlsFileError {
-    TlsFileError {
-        file: path.display().to_string(),
-        reason: reason.to_string(),
-    }
+    TlsFileError { file: path.display().to_string(), reason: reason.to_string() }
 }
 
 /// The process-wide crypto provider (ring). Installing twice is harmless.
@@ -44,10 +41,7 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsFi
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;
     let provider = rustls::crypto::ring::default_provider();
-    let signing_key = provider
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|e| file_error(key, e))?;
+    let signing_key = provider.key_provider.load_private_key(key_der).map_err(|e| file_error(key, e))?;
     let certified = CertifiedKey::new(chain, signing_key);
     certified.keys_match().map_err(|e| file_error(key, format!("does not match the certificate: {e}")))?;
     Ok(certified)
@@ -98,11 +92,7 @@ impl SniResolver {
         }
         wildcard.sort_by_key(|(p, _)| usize::MAX - p.to_string().len());
         let default = default.ok_or_else(|| file_error(Path::new("tls.certificates"), "no certificate configured"))?;
-        Ok(Self {
-            exact,
-            wildcard,
-            default,
-        })
+        Ok(Self { exact, wildcard, default })
     }
 }
 
@@ -110,9 +100,7 @@ impl SniResolver {
 pub fn server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsFileError> {
     install_crypto_provider();
     let resolver = SniResolver::new(tls)?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+    let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

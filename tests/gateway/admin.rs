@@ -3,7 +3,11 @@ use crate::support::*;
 #[tokio::test]
 async fn admin_api_guards_and_applies_documents() {
     let a = backend("a").await;
-    let gw = gateway(&format!("[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"", a.addr)).await;
+    let gw = gateway(&format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"",
+        a.addr
+    ))
+    .await;
     let admin_addr = gw.admin_addr;
 
     assert_eq!(get(admin_addr, "/healthz").await.status, 200);
@@ -52,7 +56,8 @@ async fn admin_writes_are_refused_without_a_configured_token() {
         "[node]\nname = \"n\"\n[[listeners]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\ntoken_env = \"MERIDIAN_TEST_UNSET_TOKEN\"\n[gateway.upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n",
         a.addr
     );
-    let cfg = meridian::config::validate_node(meridian::config::parse(&node, meridian::config::Format::Toml).unwrap()).unwrap();
+    let cfg = meridian::config::validate_node(meridian::config::parse(&node, meridian::config::Format::Toml).unwrap())
+        .unwrap();
     let gw = meridian::gateway::start(cfg).await.unwrap();
     let r = admin(gw.admin_addr, "PUT", "/config", "").await;
     assert_eq!(r.status, 403);

@@ -69,7 +69,10 @@ async fn connect_failures_are_retried_on_another_target() {
     let good = backend("good").await;
     let dead = closed_port();
     let gw = gateway(&one_route(
-        &format!("[upstreams.u]\ntargets = [{{ address = \"{dead}\" }}, {{ address = \"{}\" }}]\nretry = {{ attempts = 1 }}", good.addr),
+        &format!(
+            "[upstreams.u]\ntargets = [{{ address = \"{dead}\" }}, {{ address = \"{}\" }}]\nretry = {{ attempts = 1 }}",
+            good.addr
+        ),
         "",
     ))
     .await;
@@ -131,7 +134,8 @@ async fn idempotent_requests_are_retried_on_5xx_when_enabled() {
     .await;
     let c = client();
     for _ in 0..10 {
-        let r = send(&c, http::Request::get(format!("http://{}/", gw.http_addr())).body(Default::default()).unwrap()).await;
+        let r =
+            send(&c, http::Request::get(format!("http://{}/", gw.http_addr())).body(Default::default()).unwrap()).await;
         assert_eq!(r.status, 200);
     }
     // A POST is not idempotent: its 503 goes to the client.
@@ -149,7 +153,10 @@ async fn circuit_breaker_limits_concurrency() {
     let slow = backend("slow").await;
     slow.control.delay_ms.store(300, Ordering::Relaxed);
     let gw = gateway(&one_route(
-        &format!("[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\ncircuit_breaker = {{ max_requests = 2 }}", slow.addr),
+        &format!(
+            "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\ncircuit_breaker = {{ max_requests = 2 }}",
+            slow.addr
+        ),
         "",
     ))
     .await;

@@ -30,7 +30,11 @@ upstream = "u"
     b.control.healthy.store(false, Ordering::Relaxed);
     assert!(
         eventually(Duration::from_secs(3), || async {
-            metric_value(&metrics(admin_addr).await, "meridian_upstream_target_healthy", &[("target", &b.addr.to_string())]) == 0.0
+            metric_value(
+                &metrics(admin_addr).await,
+                "meridian_upstream_target_healthy",
+                &[("target", &b.addr.to_string())],
+            ) == 0.0
         })
         .await,
         "b marked down"

@@ -31,7 +31,10 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
 async fn echo_gateway(extra_node: &str) -> (meridian::backend::Backend, meridian::gateway::RunningGateway) {
     let b = backend("b").await;
     let gw = gateway_with(
-        &format!("[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"all\"\nupstream = \"u\"", b.addr),
+        &format!(
+            "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"all\"\nupstream = \"u\"",
+            b.addr
+        ),
         extra_node,
     )
     .await;
@@ -64,7 +67,8 @@ async fn oversized_bodies_get_413_declared_or_streamed() {
     let body = format!("258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n");
     let resp = raw(
         gw.http_addr(),
-        format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}").as_bytes(),
+        format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}")
+            .as_bytes(),
     )
     .await;
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
@@ -81,23 +85,19 @@ async fn malformed_requests_get_4xx_and_the_gateway_keeps_serving() {
     let addr = gw.http_addr();
     let cases: &[&[u8]] = &[
         b"GARBAGE\r\n\r\n",
-        b"GET / HTTP/1.1\r\n\r\n",                               // no Host
+        b"GET / HTTP/1.1\r\n\r\n",                                 // no Host
         b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n", // bad length
         b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         b"GET foo HTTP/1.1\r\nHost: a\r\n\r\n",
         b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n",
         b"GET / HTTP/9.9\r\nHost: a\r\n\r\n",
-        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",          // TLS on a plain port
-        b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", // TLS on a plain port
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ];
     for case in cases {
         let resp = raw(addr, case).await;
         let status: u16 = resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        assert!(
-            (400..500).contains(&status) || resp.is_empty(),
-            "{:?} → {resp:?}",
-            String::from_utf8_lossy(case)
-        );
+        assert!((400..500).contains(&status) || resp.is_empty(), "{:?} → {resp:?}", String::from_utf8_lossy(case));
     }
     assert_eq!(get(addr, "/").await.status, 200);
     gw.shutdown().await;

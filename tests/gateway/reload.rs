@@ -53,7 +53,10 @@ async fn reload_under_load_loses_no_request() {
     for v in 1..=20 {
         tokio::time::sleep(Duration::from_millis(25)).await;
         let body = if v % 3 == 0 {
-            format!("[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r{v}\"\nupstream = \"u\"", a.addr)
+            format!(
+                "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r{v}\"\nupstream = \"u\"",
+                a.addr
+            )
         } else {
             doc(b.addr, a.addr, &format!("r{v}"))
         };
@@ -94,7 +97,13 @@ async fn invalid_documents_are_refused_and_the_old_one_keeps_serving() {
     // The same through the node file (what SIGHUP does).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.toml");
-    std::fs::write(&path, format!("[node]\nname = \"n\"\n[gateway]\n{bad}").replace("[upstreams", "[gateway.upstreams").replace("[[routes]]", "[[gateway.routes]]")).unwrap();
+    std::fs::write(
+        &path,
+        format!("[node]\nname = \"n\"\n[gateway]\n{bad}")
+            .replace("[upstreams", "[gateway.upstreams")
+            .replace("[[routes]]", "[[gateway.routes]]"),
+    )
+    .unwrap();
     let errors = gw.reload(&path).unwrap_err();
     assert!(errors.to_string().contains("gateway.routes[1].upstream: unknown upstream \"orders\""), "{errors}");
     assert_eq!(get(gw.http_addr(), "/").await.status, 200);
@@ -126,10 +135,7 @@ async fn sighup_reloads_the_node_file() {
         .spawn()
         .unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert!(eventually(Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-    })
-    .await);
+    assert!(eventually(Duration::from_secs(10), || async { tokio::net::TcpStream::connect(addr).await.is_ok() }).await);
     assert_eq!(get(addr, "/one").await.status, 200);
     assert_eq!(get(addr, "/two").await.status, 404);
     write("/two");

@@ -23,19 +23,12 @@ fn pki(names: &[&str]) -> Pki {
     let mut leaves = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![name.to_string()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
+        let cert = CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
         std::fs::write(dir.path().join(format!("leaf{i}.pem")), cert.pem()).unwrap();
         std::fs::write(dir.path().join(format!("leaf{i}.key")), key.serialize_pem()).unwrap();
         leaves.push(cert.der().clone());
     }
-    Pki {
-        dir,
-        ca: ca.der().clone(),
-        leaves,
-    }
+    Pki { dir, ca: ca.der().clone(), leaves }
 }
 
 fn client_config(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
@@ -51,7 +44,10 @@ async fn tls_gateway(p: &Pki) -> (meridian::backend::Backend, meridian::gateway:
     let b = backend("b").await;
     let d = p.dir.path().display();
     let gw = gateway_with(
-        &format!("[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"all\"\nupstream = \"u\"", b.addr),
+        &format!(
+            "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"all\"\nupstream = \"u\"",
+            b.addr
+        ),
         &format!(
             r#"
 [[listeners]]
@@ -86,9 +82,7 @@ async fn sni_picks_the_certificate() {
             .unwrap_or_else(|e| panic!("handshake for {sni}: {e}"));
         let peer = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
         assert_eq!(peer, p.leaves[expect], "certificate for {sni}");
-        tls.write_all(format!("GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        tls.write_all(format!("GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
         let mut out = Vec::new();
         let _ = tls.read_to_end(&mut out).await;
         let text = String::from_utf8_lossy(&out);
@@ -105,10 +99,7 @@ async fn http2_over_tls_by_alpn() {
     let addr = gw.addr("https").unwrap();
     let connector = tokio_rustls::TlsConnector::from(client_config(&p.ca, &[b"h2", b"http/1.1"]));
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = connector
-        .connect(ServerName::try_from("a.test").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = connector.connect(ServerName::try_from("a.test").unwrap(), tcp).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
@@ -136,8 +127,7 @@ async fn bad_certificate_files_are_refused_with_their_path() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.pem"), "not a certificate").unwrap();
     std::fs::write(dir.path().join("bad.key"), "not a key").unwrap();
-    let text = format!(
-        r#"
+    let text = r#"
 [node]
 name = "n"
 [[listeners]]
@@ -146,8 +136,7 @@ address = "127.0.0.1:0"
 [[listeners.tls.certificates]]
 cert = "bad.pem"
 key = "bad.key"
-"#
-    );
+"#;
     let path = dir.path().join("node.toml");
     std::fs::write(&path, text).unwrap();
     let errors = meridian::config::load_node_file(&path).unwrap_err();

@@ -72,9 +72,7 @@ pub async fn gateway_with(doc: &str, extra_node: &str) -> RunningGateway {
 }
 
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(5))
-        .build_http()
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(5)).build_http()
 }
 
 pub struct Reply {
@@ -93,10 +91,7 @@ impl Reply {
     }
 
     pub fn backend(&self) -> String {
-        self.headers
-            .get("x-backend")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default()
+        self.headers.get("x-backend").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
     }
 }
 
@@ -104,11 +99,7 @@ pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full
     let resp = client.request(req).await.expect("request sent");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body read").to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    Reply { status: parts.status, headers: parts.headers, body }
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {
