@@ -167,6 +167,11 @@ impl Pool {
         Self { name, endpoints, weights, picker, hash_on, passive }
     }
 
+    /// Whether picks depend on measured latency (callers may skip timing otherwise).
+    pub fn measures_latency(&self) -> bool {
+        matches!(self.picker, Picker::PeakEwma)
+    }
+
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
         &self.endpoints
     }

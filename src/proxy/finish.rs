@@ -32,6 +32,8 @@ pub(crate) struct AccessRecord {
 
 pub(crate) struct Finish {
     pub start: Instant,
+    /// `start` on the [`crate::health::now_ms`] clock.
+    pub start_ms: u64,
     pub status: u16,
     pub bytes_sent: u64,
     pub metrics: Arc<RouteMetrics>,
@@ -41,8 +43,8 @@ pub(crate) struct Finish {
 }
 
 impl Finish {
-    pub fn new(start: Instant, metrics: Arc<RouteMetrics>, log: Option<Box<AccessRecord>>) -> Self {
-        Self { start, status: 0, bytes_sent: 0, metrics, conn: None, in_flight: None, log }
+    pub fn new(start: Instant, start_ms: u64, metrics: Arc<RouteMetrics>, log: Option<Box<AccessRecord>>) -> Self {
+        Self { start, start_ms, status: 0, bytes_sent: 0, metrics, conn: None, in_flight: None, log }
     }
 
     /// `clean`: the response body was sent whole. Only then is the upstream
@@ -52,7 +54,7 @@ impl Finish {
         self.metrics.observe(self.status, elapsed.as_secs_f64());
         if let Some((pool, sender)) = self.conn.take() {
             if clean {
-                pool.checkin(sender);
+                pool.checkin(sender, self.start_ms + elapsed.as_millis() as u64);
             }
         }
         self.in_flight = None;

@@ -314,42 +314,50 @@ where
     }
 }
 
-async fn drive<C: Graceful>(
-    conn: C,
-    info: &ConnInfo,
-    shutdown: &CancellationToken,
-    limits: &crate::config::LimitsConfig,
-) {
+/// How often a connection checks for shutdown and idleness. Checking on a
+/// tick instead of polling a shutdown future on every wake-up keeps the
+/// request path free of it; shutdown starts draining within one tick.
+const CONTROL_TICK: Duration = Duration::from_secs(1);
+
+async fn drive<C: Graceful>(conn: C, info: &ConnInfo, shutdown: &CancellationToken, limits: &crate::config::LimitsConfig) {
     tokio::pin!(conn);
-    let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + limits.idle_timeout, limits.idle_timeout);
+    let tick = CONTROL_TICK.min(limits.idle_timeout);
+    let mut control = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = info.activity.load(Ordering::Relaxed);
-    let drain = tokio::time::sleep(Duration::MAX.min(Duration::from_secs(86_400 * 365)));
-    tokio::pin!(drain);
-    let mut closing = false;
+    let mut quiet_since = tokio::time::Instant::now();
+    let mut drain_by: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
+            biased;
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(peer = %info.peer, error = %e, "client connection ended with an error");
                 }
                 return;
             }
-            _ = shutdown.cancelled(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful();
-                drain.as_mut().reset(tokio::time::Instant::now() + limits.drain_timeout);
-            }
-            _ = idle.tick(), if !closing => {
-                let now = info.activity.load(Ordering::Relaxed);
-                if now == seen && info.busy.load(Ordering::Relaxed) == 0 {
-                    tracing::debug!(peer = %info.peer, "closing idle connection");
-                    closing = true;
-                    conn.as_mut().graceful();
-                    drain.as_mut().reset(tokio::time::Instant::now() + limits.drain_timeout);
+            now = control.tick() => {
+                if let Some(deadline) = drain_by {
+                    if now >= deadline {
+                        tracing::debug!(peer = %info.peer, "closing a connection that did not drain in time");
+                        return;
+                    }
+                    continue;
                 }
-                seen = now;
+                let activity = info.activity.load(Ordering::Relaxed);
+                if activity != seen || info.busy.load(Ordering::Relaxed) != 0 {
+                    seen = activity;
+                    quiet_since = now;
+                }
+                let idle = now.duration_since(quiet_since) >= limits.idle_timeout;
+                if shutdown.is_cancelled() || idle {
+                    if idle {
+                        tracing::debug!(peer = %info.peer, "closing idle connection");
+                    }
+                    conn.as_mut().graceful();
+                    drain_by = Some(now + limits.drain_timeout);
+                }
             }
-            _ = &mut drain, if closing => return,
         }
     }
 }

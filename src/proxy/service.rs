@@ -34,6 +34,7 @@ const MAX_STALE_CONNECTIONS: u32 = 4;
 /// Serve one request.
 pub(crate) async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
+    let start_ms = now_ms();
     let _busy = conn.busy();
     let snap = gw.snapshot();
     let request_id = headers::request_id(req.headers());
@@ -59,7 +60,7 @@ pub(crate) async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: Request<I
             request_bytes: headers::content_length(req.headers()),
         })
     });
-    let finish = Finish::new(start, gw.unmatched.clone(), log);
+    let finish = Finish::new(start, start_ms, gw.unmatched.clone(), log);
     match proxy(&gw, &snap, &conn, req, &request_id, finish).await {
         Ok(resp) => resp,
         Err((err, finish)) => error_response(&gw, err, &request_id, finish),
@@ -282,8 +283,10 @@ async fn forward(
         metrics.circuit_open.with_label_values(&[&up.name, "max_requests"]).inc();
         return Err(ProxyError::CircuitOpen { upstream: up.name.to_string(), limit: "max_requests" });
     };
-    let now = now_ms();
+    let mut now = fin.start_ms;
     up.budget.deposit(now / 1000);
+    // Latency is only measured when something reads it.
+    let timed = pool.measures_latency() || fin.log.is_some();
     let max_attempts = 1 + route.retries;
     let replay =
         (max_attempts > 1 && up.retry_on_5xx && idempotent(req.method()) && http_body::Body::is_end_stream(req.body()))
@@ -292,11 +295,11 @@ async fn forward(
     let mut attempt = 0u32;
     let mut stale = 0u32;
     // Whether another attempt may follow the failure of this one.
-    let may_retry = |attempt: u32| -> bool {
+    let may_retry = |attempt: u32, now: u64| -> bool {
         if attempt + 1 >= max_attempts {
             return false;
         }
-        if up.budget.try_withdraw(now_ms() / 1000) {
+        if up.budget.try_withdraw(now / 1000) {
             true
         } else {
             metrics.retry_budget_exhausted.with_label_values(&[&up.name]).inc();
@@ -305,7 +308,9 @@ async fn forward(
     };
     loop {
         let tried_now = &tried[..attempt as usize];
-        let now = now_ms();
+        if attempt > 0 {
+            now = now_ms();
+        }
         let by_cookie = if attempt == 0 { sticky_id.and_then(|id| pool.find_by_id(id, now)) } else { None };
         let Some(idx) = by_cookie.or_else(|| pool.pick(hash, tried_now, now)) else {
             return Err(ProxyError::NoHealthyTarget { upstream: up.name.to_string() });
@@ -316,7 +321,7 @@ async fn forward(
             log.target = Some(endpoint.address.clone());
             log.attempts = attempt + 1;
         }
-        let mut sender = match conns.checkout() {
+        let mut sender = match conns.checkout(now) {
             Some(s) => s,
             None => {
                 let Some(_pending) = up.breaker.pending() else {
@@ -327,7 +332,7 @@ async fn forward(
                     Ok(s) => s,
                     Err(e) => {
                         record_failure(gw, up, idx, &e);
-                        if may_retry(attempt) {
+                        if may_retry(attempt, now) {
                             metrics.upstream_retries.with_label_values(&[&up.name, e.kind()]).inc();
                             tracing::debug!(upstream = %up.name, target = %endpoint.address, error = %e, "retrying on another target");
                             tried[attempt as usize] = idx;
@@ -343,11 +348,11 @@ async fn forward(
             req.headers_mut().insert(header::HOST, conns.host_header.clone());
         }
         let in_flight = endpoint.start();
-        let sent_at = Instant::now();
+        let sent_at = timed.then(Instant::now);
         let result = tokio::time::timeout(route.timeout, sender.try_send_request(req)).await;
-        let upstream_time = sent_at.elapsed();
+        let upstream_time = sent_at.map(|t| t.elapsed());
         if let Some(log) = fin.log.as_mut() {
-            log.upstream_time = Some(upstream_time);
+            log.upstream_time = upstream_time;
         }
         match result {
             Err(_) => {
@@ -371,7 +376,7 @@ async fn forward(
                 let err = ProxyError::Upstream { target: endpoint.address.to_string(), source };
                 record_failure(gw, up, idx, &err);
                 match &replay {
-                    Some(r) if may_retry(attempt) => {
+                    Some(r) if may_retry(attempt, now) => {
                         metrics.upstream_retries.with_label_values(&[&up.name, err.kind()]).inc();
                         req = r.request();
                         tried[attempt as usize] = idx;
@@ -382,13 +387,14 @@ async fn forward(
                 }
             }
             Ok(Ok(response)) => {
-                let now = now_ms();
-                endpoint.observe_latency(upstream_time, now);
+                if let (Some(t), true) = (upstream_time, pool.measures_latency()) {
+                    endpoint.observe_latency(t, now + t.as_millis() as u64);
+                }
                 let status = response.status().as_u16();
                 report(gw, up, idx, status < 500, now);
                 if matches!(status, 502..=504) {
                     if let Some(r) = &replay {
-                        if may_retry(attempt) {
+                        if may_retry(attempt, now) {
                             metrics.upstream_retries.with_label_values(&[&up.name, retry_reason(status)]).inc();
                             req = r.request();
                             tried[attempt as usize] = idx;

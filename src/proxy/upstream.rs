@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -19,7 +19,8 @@ pub struct ConnPool {
     pub address: Arc<str>,
     /// Sent as `Host` by routes that do not preserve the client's.
     pub host_header: http::HeaderValue,
-    idle: Mutex<Vec<(SendRequest<UpstreamBody>, Instant)>>,
+    /// Idle connections with the time (ms, [`crate::health::now_ms`]) they went idle.
+    idle: Mutex<Vec<(SendRequest<UpstreamBody>, u64)>>,
     max_idle: AtomicU32,
     idle_timeout_ms: AtomicU64,
 }
@@ -42,17 +43,17 @@ impl ConnPool {
         self.idle_timeout_ms.store(idle_timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(SendRequest<UpstreamBody>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(SendRequest<UpstreamBody>, u64)>> {
         // The list stays consistent even if a holder panicked.
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The most recently used idle connection that is still open.
-    pub fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
-        let max_age = Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed));
+    pub fn checkout(&self, now_ms: u64) -> Option<SendRequest<UpstreamBody>> {
+        let max_age = self.idle_timeout_ms.load(Ordering::Relaxed);
         let mut idle = self.lock();
         while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < max_age {
+            if !sender.is_closed() && now_ms.saturating_sub(since) < max_age {
                 return Some(sender);
             }
         }
@@ -60,13 +61,13 @@ impl ConnPool {
     }
 
     /// Return a connection whose exchange completed cleanly.
-    pub fn checkin(&self, sender: SendRequest<UpstreamBody>) {
+    pub fn checkin(&self, sender: SendRequest<UpstreamBody>, now_ms: u64) {
         if sender.is_closed() {
             return;
         }
         let mut idle = self.lock();
         if idle.len() < self.max_idle.load(Ordering::Relaxed) as usize {
-            idle.push((sender, Instant::now()));
+            idle.push((sender, now_ms));
         }
     }
 
