@@ -14,6 +14,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{load_node_file, ConfigErrors, NodeConfig, Validated};
 use crate::proxy::server::{ListenError, Listener};
 use crate::proxy::{Gateway, Settings};
+use crate::raft::{Command, CommandResult, RegionNode};
 use crate::telemetry::GatewayMetrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +25,15 @@ pub enum StartError {
     Admin { address: SocketAddr, source: std::io::Error },
     #[error("gateway document:\n{0}")]
     Document(ConfigErrors),
+    #[error("region member: {0}")]
+    Region(#[from] crate::raft::node::StartError),
 }
 
 /// A running node. Dropping it does not stop it; call [`RunningGateway::shutdown`].
 pub struct RunningGateway {
     pub gateway: Arc<Gateway>,
+    /// The node's membership of its region group, when it has one.
+    pub region: Option<Arc<RegionNode>>,
     /// Listener name → bound address (useful with port 0).
     pub listeners: Vec<(Arc<str>, SocketAddr)>,
     pub admin_addr: SocketAddr,
@@ -48,8 +53,43 @@ impl RunningGateway {
     }
 
     /// Re-read the node file and apply its gateway document as the next
-    /// version. On error the running document keeps serving.
-    pub fn reload(&self, path: &Path) -> Result<u64, ConfigErrors> {
+    /// version; in a region, propose it to the group. On error the running
+    /// document keeps serving.
+    pub async fn reload(&self, path: &Path) -> Result<u64, ConfigErrors> {
+        if let Some(region) = &self.region {
+            let node = load_node_file(path)?;
+            let document = serde_json::to_string(&node.gateway).map_err(|e| {
+                ConfigErrors::from(crate::config::ConfigError::new(
+                    "gateway",
+                    crate::config::ConfigErrorKind::Syntax(e.to_string()),
+                ))
+            })?;
+            let result = region.write(Command::PutConfig { expected_version: None, document }).await;
+            let label = if matches!(result, Ok(CommandResult::ConfigApplied { .. })) { "ok" } else { "invalid" };
+            self.gateway.metrics.config_applies.with_label_values(&["file", label]).inc();
+            let fail = |msg: String| {
+                ConfigErrors::from(crate::config::ConfigError::new(
+                    "gateway",
+                    crate::config::ConfigErrorKind::Syntax(msg),
+                ))
+            };
+            return match result {
+                Ok(CommandResult::ConfigApplied { version }) => Ok(version),
+                Ok(CommandResult::Invalid { errors }) => Err(ConfigErrors(
+                    errors
+                        .into_iter()
+                        .map(|(p, m)| {
+                            crate::config::ConfigError::new(
+                                format!("gateway.{p}"),
+                                crate::config::ConfigErrorKind::Syntax(m),
+                            )
+                        })
+                        .collect(),
+                )),
+                Ok(other) => Err(fail(format!("{other:?}"))),
+                Err(e) => Err(fail(e.to_string())),
+            };
+        }
         let result = load_node_file(path).and_then(|node| {
             let doc = crate::config::validate_document(node.into_inner().gateway)?;
             self.gateway.apply_next(doc, None).map_err(|e| match e {
@@ -68,6 +108,9 @@ impl RunningGateway {
     /// Stop accepting, let requests in flight finish (up to the drain timeout), stop.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
+        if let Some(region) = &self.region {
+            region.shutdown().await;
+        }
         self.gateway.stop();
         self.tracker.close();
         if tokio::time::timeout(self.drain_timeout + Duration::from_secs(1), self.tracker.wait()).await.is_err() {
@@ -86,9 +129,25 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
         limits: node.limits.clone(),
         access_log: node.telemetry.access_log,
     };
-    let gateway = Gateway::new(settings, metrics);
-    let doc = crate::config::validate_document(node.gateway.clone()).map_err(StartError::Document)?;
-    gateway.apply(doc, 1).map_err(StartError::Document)?;
+    let gateway = Gateway::new(settings, metrics.clone());
+    let region = match &node.cluster {
+        // In a region the replicated state decides what is served; the file's
+        // document only seeds a new region.
+        Some(cluster) => {
+            let seed = if cluster.bootstrap {
+                crate::config::validate_document(node.gateway.clone()).map_err(StartError::Document)?;
+                serde_json::to_string(&node.gateway).ok()
+            } else {
+                None
+            };
+            Some(RegionNode::start(cluster, &node.node.name, &node.node.region, gateway.clone(), metrics, seed).await?)
+        }
+        None => {
+            let doc = crate::config::validate_document(node.gateway.clone()).map_err(StartError::Document)?;
+            gateway.apply(doc, 1).map_err(StartError::Document)?;
+            None
+        }
+    };
 
     let mut bound = Vec::new();
     for l in &node.listeners {
@@ -106,8 +165,17 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
     for l in bound {
         tracker.spawn(l.serve(gateway.clone(), shutdown.clone(), tracker.clone()));
     }
-    let state = Arc::new(AdminState { gateway: gateway.clone(), token: node.admin.resolve_token() });
+    let state =
+        Arc::new(AdminState { gateway: gateway.clone(), region: region.clone(), token: node.admin.resolve_token() });
     tracker.spawn(admin::serve(admin_listener, state, shutdown.clone(), tracker.clone()));
     tracing::info!(node = %node.node.name, region = %node.node.region, admin = %admin_addr, "gateway started");
-    Ok(RunningGateway { gateway, listeners, admin_addr, shutdown, tracker, drain_timeout: node.limits.drain_timeout })
+    Ok(RunningGateway {
+        gateway,
+        region,
+        listeners,
+        admin_addr,
+        shutdown,
+        tracker,
+        drain_timeout: node.limits.drain_timeout,
+    })
 }

@@ -15,6 +15,9 @@
 //! - [`proxy`]: the data plane: listeners, the per-request phases, upstream
 //!   connection pools, retries, circuit breaking, and the one place where
 //!   errors become HTTP responses.
+//! - [`raft`]: the region's Raft group (openraft): durable log and snapshots,
+//!   the replicated state machine (gateway document, history), the
+//!   authenticated transport, writes forwarded to the leader.
 //! - [`admin`]: the admin API (health, readiness, metrics, config, upstreams).
 //! - [`telemetry`]: logging setup and the Prometheus metrics of a node.
 //! - [`backend`]: a small HTTP server used as a sample backend in demos and tests.
@@ -28,6 +31,7 @@ pub mod config;
 pub mod gateway;
 pub mod health;
 pub mod proxy;
+pub mod raft;
 pub mod routing;
 pub mod telemetry;
 pub mod tls;

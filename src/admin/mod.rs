@@ -19,15 +19,19 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{parse_document, ConfigErrors, Format};
+use crate::config::{parse_document, ConfigErrors, Format, GatewayDocument};
 use crate::health::now_ms;
 use crate::proxy::{ApplyError, Gateway};
+use crate::raft::transport::ForwardOp;
+use crate::raft::{Command, CommandResult, RegionNode, WriteError};
 
 /// Largest document `PUT /config` accepts.
 const MAX_DOCUMENT_BYTES: usize = 4 << 20;
 
 pub struct AdminState {
     pub gateway: Arc<Gateway>,
+    /// Set when the node is a member of a region: document writes go through it.
+    pub region: Option<Arc<RegionNode>>,
     pub token: Option<String>,
 }
 
@@ -88,14 +92,20 @@ impl AdminState {
                 r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
                 r
             }
-            (_, "/config" | "/upstreams") => {
+            (_, p) if p == "/config" || p == "/config/history" || p == "/upstreams" || p.starts_with("/cluster") => {
                 if let Err(r) = self.authorized(&req) {
                     return *r;
                 }
                 match (req.method(), path.as_str()) {
                     (&Method::GET, "/config") => self.get_config(),
                     (&Method::PUT, "/config") => self.put_config(req).await,
+                    (&Method::GET, "/config/history") => self.history().await,
                     (&Method::GET, "/upstreams") => self.upstreams(),
+                    (&Method::GET, "/cluster") => self.cluster().await,
+                    (&Method::POST, "/cluster/members") => self.add_member(req).await,
+                    (&Method::DELETE, p) if p.starts_with("/cluster/members/") => {
+                        self.remove_member(&p["/cluster/members/".len()..]).await
+                    }
                     _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
                 }
             }
@@ -135,6 +145,9 @@ impl AdminState {
                 return json_response(StatusCode::UNPROCESSABLE_ENTITY, errors_json(&errors));
             }
         };
+        if let Some(region) = &self.region {
+            return self.put_config_region(region, doc.into_inner(), expected).await;
+        }
         match self.gateway.apply_next(doc, expected) {
             Ok(version) => {
                 self.gateway.metrics.config_applies.with_label_values(&["admin", "ok"]).inc();
@@ -152,6 +165,132 @@ impl AdminState {
                 json_response(StatusCode::UNPROCESSABLE_ENTITY, errors_json(&errors))
             }
         }
+    }
+
+    /// A document write in a region: proposed to the group, answered after commit.
+    async fn put_config_region(
+        &self,
+        region: &RegionNode,
+        doc: GatewayDocument,
+        expected: Option<u64>,
+    ) -> AdminResponse {
+        let document = match serde_json::to_string(&doc) {
+            Ok(d) => d,
+            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "could not encode the document"),
+        };
+        let applies = &self.gateway.metrics.config_applies;
+        match region.write(Command::PutConfig { expected_version: expected, document }).await {
+            Ok(CommandResult::ConfigApplied { version }) => {
+                applies.with_label_values(&["admin", "ok"]).inc();
+                json_response(StatusCode::OK, json!({ "version": version }))
+            }
+            Ok(CommandResult::VersionConflict { expected, current }) => {
+                applies.with_label_values(&["admin", "conflict"]).inc();
+                json_response(
+                    StatusCode::CONFLICT,
+                    json!({ "error": "version conflict", "expected_version": expected, "current_version": current }),
+                )
+            }
+            Ok(CommandResult::Invalid { errors }) => {
+                applies.with_label_values(&["admin", "invalid"]).inc();
+                json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({
+                        "error": "invalid document",
+                        "errors": errors.iter().map(|(p, m)| json!({ "path": p, "message": m })).collect::<Vec<_>>(),
+                    }),
+                )
+            }
+            Ok(CommandResult::None) => error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result"),
+            Err(e) => {
+                applies.with_label_values(&["admin", "unavailable"]).inc();
+                tracing::warn!(error = %e, "document write not acknowledged");
+                let (code, reason) = match &e {
+                    WriteError::NoLeader(_) => ("no_leader", e.to_string()),
+                    WriteError::NoQuorum(_) => ("no_quorum", e.to_string()),
+                    WriteError::Unknown => ("unknown_outcome", e.to_string()),
+                    WriteError::Refused(_) => ("refused", e.to_string()),
+                };
+                json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": code, "reason": reason }))
+            }
+        }
+    }
+
+    async fn history(&self) -> AdminResponse {
+        let Some(region) = &self.region else {
+            return error(StatusCode::NOT_FOUND, "this node is not a member of a region");
+        };
+        let state = region.state().await;
+        json_response(StatusCode::OK, json!({ "version": state.version(), "revisions": state.history }))
+    }
+
+    async fn cluster(&self) -> AdminResponse {
+        let Some(region) = &self.region else {
+            return error(StatusCode::NOT_FOUND, "this node is not a member of a region");
+        };
+        let me = region.status();
+        let members: Vec<serde_json::Value> = region
+            .members()
+            .await
+            .into_iter()
+            .map(|(id, address, voter, status)| {
+                json!({
+                    "id": id,
+                    "address": address,
+                    "voter": voter,
+                    "reachable": status.is_some(),
+                    "status": status,
+                })
+            })
+            .collect();
+        json_response(
+            StatusCode::OK,
+            json!({
+                "region": me.region,
+                "node": me,
+                "leader": me.leader,
+                "term": me.term,
+                "members": members,
+            }),
+        )
+    }
+
+    async fn add_member(&self, req: Request<Incoming>) -> AdminResponse {
+        let Some(region) = &self.region else {
+            return error(StatusCode::NOT_FOUND, "this node is not a member of a region");
+        };
+        #[derive(serde::Deserialize)]
+        struct Add {
+            id: u64,
+            address: String,
+        }
+        let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable"),
+        };
+        let add: Add = match serde_json::from_slice(&body) {
+            Ok(a) => a,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{\"id\": N, \"address\": \"host:port\"}}: {e}"),
+                )
+            }
+        };
+        if crate::config::check_address(&add.address).is_err() {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, "address must be host:port");
+        }
+        membership_answer(region.submit(ForwardOp::AddMember { id: add.id, address: add.address }).await)
+    }
+
+    async fn remove_member(&self, id: &str) -> AdminResponse {
+        let Some(region) = &self.region else {
+            return error(StatusCode::NOT_FOUND, "this node is not a member of a region");
+        };
+        let Ok(id) = id.parse::<u64>() else {
+            return error(StatusCode::BAD_REQUEST, "member id must be a number");
+        };
+        membership_answer(region.submit(ForwardOp::RemoveMember { id }).await)
     }
 
     fn upstreams(&self) -> AdminResponse {
@@ -184,6 +323,16 @@ impl AdminState {
             })
             .collect();
         json_response(StatusCode::OK, json!({ "version": snap.version, "upstreams": ups }))
+    }
+}
+
+fn membership_answer(r: Result<CommandResult, WriteError>) -> AdminResponse {
+    match r {
+        Ok(_) => json_response(StatusCode::OK, json!({ "ok": true })),
+        Err(WriteError::Refused(msg)) => error(StatusCode::CONFLICT, &msg),
+        Err(e) => {
+            json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "unavailable", "reason": e.to_string() }))
+        }
     }
 }
 

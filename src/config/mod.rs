@@ -14,6 +14,7 @@ use std::path::Path;
 pub use document::*;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use node::*;
+pub use validate::check_address;
 pub(crate) use validate::route_path as validate_route_path;
 pub use validate::{validate_document, validate_node, Validated};
 
@@ -79,6 +80,12 @@ pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors
     })?;
     let mut node: NodeConfig = parse(&text, Format::Toml)?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
+    if let Some(c) = &mut node.cluster {
+        c.data_dir = base.join(&c.data_dir);
+        if let Some(f) = &mut c.secret_file {
+            *f = base.join(&*f);
+        }
+    }
     for listener in &mut node.listeners {
         if let Some(tls) = &mut listener.tls {
             for cert in &mut tls.certificates {

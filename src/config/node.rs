@@ -23,9 +23,111 @@ pub struct NodeConfig {
     pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub runtime: RuntimeConfig,
-    /// The document served until the admin API or the region replaces it.
+    /// Membership of the region's Raft group. Without it the node runs alone
+    /// and its document changes only through this file and its admin API.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+    /// Standalone: the document served until the admin API replaces it.
+    /// In a region: the first document of a new region (bootstrap only).
     #[serde(default)]
     pub gateway: GatewayDocument,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique within the region, never reused.
+    pub node_id: u64,
+    /// Raft listener.
+    #[serde(default = "default_raft_listen")]
+    pub listen: SocketAddr,
+    /// Address other members use; `listen` when unset.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Log, vote and snapshots; relative to the node file.
+    pub data_dir: PathBuf,
+    /// Set on the nodes of a new region for their first start: they form the
+    /// group from `members`. Harmless on later starts.
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// The initial voters (used by `bootstrap`).
+    #[serde(default)]
+    pub members: Vec<MemberConfig>,
+    /// File holding the cluster secret (relative to the node file)...
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// ...or the environment variable holding it.
+    #[serde(default = "default_secret_env")]
+    pub secret_env: String,
+    /// How long a write waits for its commit before it is answered 503.
+    #[serde(default = "default_write_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+    #[serde(default)]
+    pub raft: RaftTuning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub id: u64,
+    /// Its Raft address, `host:port`.
+    pub address: String,
+}
+
+/// Timing of the group. The defaults suit a LAN: a failed leader is replaced
+/// in about 0.5 s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftTuning {
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    #[serde(default = "default_election_min", with = "humantime_serde")]
+    pub election_timeout_min: Duration,
+    #[serde(default = "default_election_max", with = "humantime_serde")]
+    pub election_timeout_max: Duration,
+    /// Build a snapshot after this many log entries.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+    /// Entries kept behind a snapshot for followers that are only a little behind.
+    #[serde(default = "default_keep_logs")]
+    pub keep_logs: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: default_heartbeat(),
+            election_timeout_min: default_election_min(),
+            election_timeout_max: default_election_max(),
+            snapshot_every: default_snapshot_every(),
+            keep_logs: default_keep_logs(),
+        }
+    }
+}
+
+fn default_raft_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7100))
+}
+fn default_secret_env() -> String {
+    "MERIDIAN_CLUSTER_SECRET".to_string()
+}
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_election_min() -> Duration {
+    Duration::from_millis(150)
+}
+fn default_election_max() -> Duration {
+    Duration::from_millis(300)
+}
+fn default_snapshot_every() -> u64 {
+    500
+}
+fn default_keep_logs() -> u64 {
+    100
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

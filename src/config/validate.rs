@@ -54,7 +54,7 @@ fn range<T: PartialOrd + std::fmt::Display>(
 }
 
 /// Check a target address: `ip:port` or `host:port`.
-pub(crate) fn check_address(s: &str) -> Result<(), String> {
+pub fn check_address(s: &str) -> Result<(), String> {
     if s.parse::<std::net::SocketAddr>().is_ok() {
         return Ok(());
     }
@@ -355,10 +355,69 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
             errors.push("admin.token", K::AdminToken("use at least 16 characters".into()));
         }
     }
+    if let Some(c) = &node.cluster {
+        check_cluster(&mut errors, c);
+    }
     if let Err(doc_errors) = validate_document(node.gateway.clone()) {
         errors.0.extend(doc_errors.prefixed("gateway.").0);
     }
     errors.into_result(Validated(node))
+}
+
+fn check_cluster(errors: &mut ConfigErrors, c: &super::ClusterConfig) {
+    range(errors, "cluster.node_id".into(), c.node_id, 1, u64::MAX, "at least 1");
+    if c.bootstrap && c.members.is_empty() {
+        errors.push("cluster.members", K::Empty);
+    }
+    if c.bootstrap && !c.members.is_empty() && !c.members.iter().any(|m| m.id == c.node_id) {
+        errors.push(
+            "cluster.members",
+            K::OutOfRange {
+                value: format!("node_id {}", c.node_id),
+                rule: "a bootstrapping node must be one of the members",
+            },
+        );
+    }
+    let mut ids: HashMap<u64, usize> = HashMap::new();
+    for (i, m) in c.members.iter().enumerate() {
+        if let Some(first) = ids.insert(m.id, i) {
+            errors.push(
+                format!("cluster.members[{i}].id"),
+                K::Duplicate { name: m.id.to_string(), first: format!("cluster.members[{first}]") },
+            );
+        }
+        if let Err(reason) = check_address(&m.address) {
+            errors
+                .push(format!("cluster.members[{i}].address"), K::InvalidAddress { value: m.address.clone(), reason });
+        }
+    }
+    if let Some(a) = &c.advertise {
+        if let Err(reason) = check_address(a) {
+            errors.push("cluster.advertise", K::InvalidAddress { value: a.clone(), reason });
+        }
+    }
+    let r = &c.raft;
+    positive(errors, "cluster.raft.heartbeat_interval".into(), r.heartbeat_interval);
+    if r.election_timeout_min <= r.heartbeat_interval {
+        errors.push(
+            "cluster.raft.election_timeout_min",
+            K::OutOfRange {
+                value: humantime::format_duration(r.election_timeout_min).to_string(),
+                rule: "must be longer than heartbeat_interval",
+            },
+        );
+    }
+    if r.election_timeout_max <= r.election_timeout_min {
+        errors.push(
+            "cluster.raft.election_timeout_max",
+            K::OutOfRange {
+                value: humantime::format_duration(r.election_timeout_max).to_string(),
+                rule: "must be longer than election_timeout_min",
+            },
+        );
+    }
+    range(errors, "cluster.raft.snapshot_every".into(), r.snapshot_every, 1, u64::MAX, "at least 1");
+    positive(errors, "cluster.write_timeout".into(), c.write_timeout);
 }
 
 #[cfg(test)]

@@ -319,7 +319,12 @@ where
 /// request path free of it; shutdown starts draining within one tick.
 const CONTROL_TICK: Duration = Duration::from_secs(1);
 
-async fn drive<C: Graceful>(conn: C, info: &ConnInfo, shutdown: &CancellationToken, limits: &crate::config::LimitsConfig) {
+async fn drive<C: Graceful>(
+    conn: C,
+    info: &ConnInfo,
+    shutdown: &CancellationToken,
+    limits: &crate::config::LimitsConfig,
+) {
     tokio::pin!(conn);
     let tick = CONTROL_TICK.min(limits.idle_timeout);
     let mut control = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);

@@ -26,6 +26,14 @@ pub struct GatewayMetrics {
     pub config_applies: IntCounterVec,
     pub tls_handshake_errors: IntCounterVec,
     pub bad_requests: IntCounterVec,
+    pub raft_term: IntGauge,
+    pub raft_is_leader: IntGauge,
+    pub raft_leader_changes: IntCounter,
+    pub raft_commit_index: IntGauge,
+    pub raft_applied_index: IntGauge,
+    pub raft_last_log_index: IntGauge,
+    pub raft_apply_seconds: Histogram,
+    pub raft_refused_peers: IntCounter,
 }
 
 fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
@@ -38,6 +46,22 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     reg(
         r,
         IntCounterVec::new(Opts::new(name, help).namespace("meridian"), labels)
+            .unwrap_or_else(|e| panic!("metric {name}: {e}")),
+    )
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    reg(
+        r,
+        IntGauge::with_opts(Opts::new(name, help).namespace("meridian"))
+            .unwrap_or_else(|e| panic!("metric {name}: {e}")),
+    )
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    reg(
+        r,
+        IntCounter::with_opts(Opts::new(name, help).namespace("meridian"))
             .unwrap_or_else(|e| panic!("metric {name}: {e}")),
     )
 }
@@ -150,6 +174,30 @@ impl GatewayMetrics {
                 "bad_requests_total",
                 "Requests refused before routing, by reason.",
                 &["reason"],
+            ),
+            raft_term: gauge(&r, "raft_term", "Current Raft term of this member."),
+            raft_is_leader: gauge(&r, "raft_is_leader", "1 while this member leads its region."),
+            raft_leader_changes: counter(&r, "raft_leader_changes_total", "Leader changes seen by this member."),
+            raft_commit_index: gauge(&r, "raft_commit_index", "Last committed log index known here (-1: none)."),
+            raft_applied_index: gauge(
+                &r,
+                "raft_applied_index",
+                "Last log index applied to the state machine (-1: none).",
+            ),
+            raft_last_log_index: gauge(&r, "raft_last_log_index", "Last log index stored here (-1: none)."),
+            raft_apply_seconds: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("raft_apply_duration_seconds", "Time to apply a batch of committed entries.")
+                        .namespace("meridian")
+                        .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]),
+                )
+                .unwrap_or_else(|e| panic!("metric raft_apply_duration_seconds: {e}")),
+            ),
+            raft_refused_peers: counter(
+                &r,
+                "raft_refused_peers_total",
+                "Raft connections refused for failed authentication.",
             ),
             registry: r,
         }

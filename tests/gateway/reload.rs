@@ -104,7 +104,7 @@ async fn invalid_documents_are_refused_and_the_old_one_keeps_serving() {
             .replace("[[routes]]", "[[gateway.routes]]"),
     )
     .unwrap();
-    let errors = gw.reload(&path).unwrap_err();
+    let errors = gw.reload(&path).await.unwrap_err();
     assert!(errors.to_string().contains("gateway.routes[1].upstream: unknown upstream \"orders\""), "{errors}");
     assert_eq!(get(gw.http_addr(), "/").await.status, 200);
     gw.shutdown().await;

@@ -1,0 +1,346 @@
+//! The region's replicated state machine. Applying a command is a pure
+//! function of the state and the command ([`apply_command`]), so every member
+//! reaches the same state; serving the new gateway document is the one side
+//! effect, done after the state is updated.
+
+use std::collections::VecDeque;
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+use redb::Database;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, RwLock};
+
+use super::store::{load_snapshot, save_snapshot};
+use super::{bincode_config, Command, CommandResult, NodeId, TypeConfig};
+use crate::config::{parse_document, Format, GatewayDocument};
+use crate::proxy::Gateway;
+
+/// Revisions kept in the history (oldest dropped first).
+pub const HISTORY_LIMIT: usize = 10_000;
+
+/// The gateway document being served by the region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    pub version: u64,
+    /// JSON text of the document.
+    pub document: String,
+}
+
+/// One applied document version: what `GET /config/history` lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    pub version: u64,
+    pub log_index: u64,
+    /// xxh3 of the document text, hex.
+    pub digest: String,
+}
+
+/// Everything the region agrees on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionState {
+    pub config: Option<ConfigRecord>,
+    pub history: VecDeque<Revision>,
+}
+
+impl RegionState {
+    pub fn version(&self) -> u64 {
+        self.config.as_ref().map_or(0, |c| c.version)
+    }
+}
+
+/// Apply one command to the state. Deterministic: the same on every member.
+pub fn apply_command(state: &mut RegionState, cmd: &Command, log_index: u64) -> CommandResult {
+    match cmd {
+        Command::PutConfig { expected_version, document } => {
+            let current = state.version();
+            if let Some(expected) = *expected_version {
+                if expected != current {
+                    return CommandResult::VersionConflict { expected, current };
+                }
+            }
+            if let Err(errors) = parse_document(document, Format::Json) {
+                return CommandResult::Invalid {
+                    errors: errors.iter().map(|e| (e.path.clone(), e.kind.to_string())).collect(),
+                };
+            }
+            let version = current + 1;
+            state.config = Some(ConfigRecord { version, document: document.clone() });
+            state.history.push_back(Revision {
+                version,
+                log_index,
+                digest: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(document.as_bytes())),
+            });
+            while state.history.len() > HISTORY_LIMIT {
+                state.history.pop_front();
+            }
+            CommandResult::ConfigApplied { version }
+        }
+    }
+}
+
+/// What a snapshot holds.
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload {
+    last_applied: Option<LogId<NodeId>>,
+    last_membership: StoredMembership<NodeId, BasicNode>,
+    state: RegionState,
+}
+
+#[derive(Default)]
+struct Data {
+    last_applied: Option<LogId<NodeId>>,
+    last_membership: StoredMembership<NodeId, BasicNode>,
+    state: RegionState,
+}
+
+/// Applied progress, for status and waiters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub index: Option<u64>,
+    pub config_version: u64,
+}
+
+struct Shared {
+    data: RwLock<Data>,
+    db: Arc<Database>,
+    snapshot_seq: AtomicU64,
+    /// The data plane to switch when the document changes; `None` in storage tests.
+    gateway: Option<Arc<Gateway>>,
+    applied: watch::Sender<Applied>,
+    apply_seconds: Option<prometheus::Histogram>,
+}
+
+/// The state machine of a member. Clones share state.
+#[derive(Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+impl StateMachine {
+    /// Restore from the persisted snapshot (the log after it is re-applied by
+    /// Raft from the committed index) and serve its document.
+    pub fn open(
+        db: Arc<Database>,
+        gateway: Option<Arc<Gateway>>,
+        apply_seconds: Option<prometheus::Histogram>,
+    ) -> Result<Self, StorageError<NodeId>> {
+        let mut data = Data::default();
+        if let Some(snap) = load_snapshot(&db)? {
+            let payload: SnapshotPayload = decode_payload(&snap.data, &snap.meta)?;
+            data = Data {
+                last_applied: payload.last_applied,
+                last_membership: payload.last_membership,
+                state: payload.state,
+            };
+        }
+        let (applied, _) =
+            watch::channel(Applied { index: data.last_applied.map(|l| l.index), config_version: data.state.version() });
+        let config = data.state.config.clone();
+        let sm = Self {
+            shared: Arc::new(Shared {
+                snapshot_seq: AtomicU64::new(0),
+                db,
+                gateway,
+                applied,
+                apply_seconds,
+                data: RwLock::new(data),
+            }),
+        };
+        sm.serve(config);
+        Ok(sm)
+    }
+
+    pub fn applied(&self) -> watch::Receiver<Applied> {
+        self.shared.applied.subscribe()
+    }
+
+    /// A copy of the agreed state.
+    pub async fn state(&self) -> RegionState {
+        self.shared.data.read().await.state.clone()
+    }
+
+    /// Switch the data plane to `config`'s document.
+    fn serve(&self, config: Option<ConfigRecord>) {
+        let (Some(gw), Some(c)) = (&self.shared.gateway, config) else { return };
+        if gw.version() == c.version {
+            return;
+        }
+        match parse_document(&c.document, Format::Json) {
+            Ok(doc) => {
+                if let Err(e) = gw.apply(doc, c.version) {
+                    tracing::error!(version = c.version, errors = %e, "replicated document could not be compiled");
+                }
+            }
+            Err(e) => tracing::error!(version = c.version, errors = %e, "replicated document does not parse"),
+        }
+    }
+
+    fn publish(&self, data: &Data) {
+        self.shared
+            .applied
+            .send_replace(Applied { index: data.last_applied.map(|l| l.index), config_version: data.state.version() });
+    }
+}
+
+fn decode_payload(
+    bytes: &[u8],
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+) -> Result<SnapshotPayload, StorageError<NodeId>> {
+    bincode::serde::decode_from_slice(bytes, bincode_config())
+        .map(|(p, _)| p)
+        .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e).into())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (bytes, last_applied, last_membership) = {
+            let d = self.shared.data.read().await;
+            let payload = SnapshotPayload {
+                last_applied: d.last_applied,
+                last_membership: d.last_membership.clone(),
+                state: d.state.clone(),
+            };
+            let bytes = bincode::serde::encode_to_vec(&payload, bincode_config())
+                .map_err(|e| StorageIOError::read_state_machine(&e))?;
+            (bytes, d.last_applied, d.last_membership.clone())
+        };
+        let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{seq}", l.leader_id, l.index),
+            None => format!("none-{seq}"),
+        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
+        save_snapshot(&self.shared.db, &meta, bytes.clone()).await?;
+        tracing::debug!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "snapshot built");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>> {
+        let d = self.shared.data.read().await;
+        Ok((d.last_applied, d.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let started = std::time::Instant::now();
+        let mut results = Vec::new();
+        let mut changed = None;
+        {
+            let mut d = self.shared.data.write().await;
+            for entry in entries {
+                d.last_applied = Some(entry.log_id);
+                let result = match entry.payload {
+                    EntryPayload::Blank => CommandResult::None,
+                    EntryPayload::Membership(m) => {
+                        d.last_membership = StoredMembership::new(Some(entry.log_id), m);
+                        CommandResult::None
+                    }
+                    EntryPayload::Normal(cmd) => {
+                        let r = apply_command(&mut d.state, &cmd, entry.log_id.index);
+                        if matches!(r, CommandResult::ConfigApplied { .. }) {
+                            changed = d.state.config.clone();
+                        }
+                        r
+                    }
+                };
+                results.push(result);
+            }
+            self.publish(&d);
+        }
+        self.serve(changed);
+        if let Some(h) = &self.shared.apply_seconds {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let bytes = snapshot.into_inner();
+        let payload = decode_payload(&bytes, meta)?;
+        save_snapshot(&self.shared.db, meta, bytes).await?;
+        let config = payload.state.config.clone();
+        {
+            let mut d = self.shared.data.write().await;
+            d.state = payload.state;
+            d.last_applied = meta.last_log_id;
+            d.last_membership = meta.last_membership.clone();
+            self.publish(&d);
+        }
+        tracing::info!(snapshot = %meta.snapshot_id, version = config.as_ref().map_or(0, |c| c.version), "snapshot installed");
+        self.serve(config);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        Ok(load_snapshot(&self.shared.db)?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
+
+/// The document of a state, parsed (for `GET /config` on a member).
+pub fn document_of(state: &RegionState) -> Option<GatewayDocument> {
+    let c = state.config.as_ref()?;
+    let mut doc: GatewayDocument = serde_json::from_str(&c.document).ok()?;
+    doc.version = c.version;
+    Some(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(route: &str) -> String {
+        serde_json::json!({
+            "upstreams": { "u": { "targets": [{ "address": "127.0.0.1:1" }] } },
+            "routes": [{ "name": route, "upstream": "u" }],
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn put_config_is_compare_and_set() {
+        let mut s = RegionState::default();
+        let put = |v: Option<u64>, d: String| Command::PutConfig { expected_version: v, document: d };
+        assert_eq!(apply_command(&mut s, &put(Some(0), doc("a")), 1), CommandResult::ConfigApplied { version: 1 });
+        assert_eq!(apply_command(&mut s, &put(None, doc("b")), 2), CommandResult::ConfigApplied { version: 2 });
+        assert_eq!(
+            apply_command(&mut s, &put(Some(1), doc("c")), 3),
+            CommandResult::VersionConflict { expected: 1, current: 2 }
+        );
+        assert_eq!(s.version(), 2);
+        assert_eq!(s.history.iter().map(|r| r.version).collect::<Vec<_>>(), vec![1, 2]);
+        let bad = serde_json::json!({ "routes": [{ "name": "r", "upstream": "nope" }] }).to_string();
+        match apply_command(&mut s, &put(None, bad), 4) {
+            CommandResult::Invalid { errors } => assert_eq!(errors[0].0, "routes[0].upstream"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.version(), 2);
+    }
+}

@@ -1,0 +1,12 @@
+//! Region cluster tests: real members (Raft, admin API, data plane) in-process
+//! on loopback, talking over real sockets.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod harness;
+mod history;
+mod membership;
+mod region;
+mod security;
+mod storage;
