@@ -19,6 +19,7 @@
 //!   the replicated state machine (gateway document, history), the
 //!   authenticated transport, writes forwarded to the leader.
 //! - [`admin`]: the admin API (health, readiness, metrics, config, upstreams).
+//! - [`ctl`]: `meridian ctl`, the operator CLI over the admin API.
 //! - [`telemetry`]: logging setup and the Prometheus metrics of a node.
 //! - [`backend`]: a small HTTP server used as a sample backend in demos and tests.
 //! - [`gateway`]: starts and stops a whole gateway node (data plane + admin).
@@ -28,6 +29,7 @@ pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod config;
+pub mod ctl;
 pub mod gateway;
 pub mod health;
 pub mod proxy;

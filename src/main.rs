@@ -37,6 +37,8 @@ enum Command {
         #[arg(long)]
         document: bool,
     },
+    /// Operate a running cluster through its admin API.
+    Ctl(meridian::ctl::CtlArgs),
     /// Run the sample backend used by the demo and the tests.
     Backend {
         #[arg(long, default_value = "127.0.0.1:9001")]
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Validate { file, document } => validate(&file, document),
         Command::Gateway { config } => run_gateway(config),
         Command::Backend { listen, name } => run_backend(listen, name),
+        Command::Ctl(args) => runtime(1).and_then(|rt| rt.block_on(meridian::ctl::run(args))),
     };
     match result {
         Ok(code) => code,

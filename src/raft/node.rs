@@ -380,6 +380,11 @@ impl RegionNode {
         out
     }
 
+    /// Applied index and document version of this member, as they change.
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<super::state::Applied> {
+        self.sm.applied()
+    }
+
     pub async fn state(&self) -> RegionState {
         self.sm.state().await
     }

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod ctl;
 mod harness;
 mod history;
 mod membership;

@@ -1,0 +1,315 @@
+//! `meridian ctl`: the operator's CLI over the admin API of one or more regions.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Args, Subcommand, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use crate::config::{parse_document, Format};
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// Admin API base URL (overrides the ctl config), e.g. http://127.0.0.1:9901
+    #[arg(long, global = true)]
+    admin: Option<String>,
+    /// Bearer token of the admin API.
+    #[arg(long, env = "MERIDIAN_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Regions and their admin endpoints (TOML).
+    #[arg(long, env = "MERIDIAN_CTL_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCommand {
+    /// Apply a gateway document to a region (or every region).
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[arg(long, conflicts_with = "all_regions")]
+        region: Option<String>,
+        #[arg(long)]
+        all_regions: bool,
+        /// Only apply if the region serves this version now (compare-and-set).
+        #[arg(long)]
+        expected_version: Option<u64>,
+    },
+    /// Show what a region serves.
+    Get {
+        #[command(subcommand)]
+        what: GetWhat,
+    },
+    /// Members of each region: role, term, applied version, health.
+    Status {
+        #[arg(long, conflicts_with = "all_regions")]
+        region: Option<String>,
+        #[arg(long)]
+        all_regions: bool,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Change the membership of a region's group.
+    Members {
+        #[command(subcommand)]
+        op: MembersOp,
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GetWhat {
+    /// The gateway document being served.
+    Config {
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MembersOp {
+    /// Add a node (it must be running, without bootstrap) as a learner, then a voter.
+    Add { id: u64, address: String },
+    /// Remove a node from the voters.
+    Remove { id: u64 },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+/// `meridian-ctl.toml`: which admin endpoints belong to which region.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CtlConfig {
+    #[serde(default)]
+    default_region: Option<String>,
+    regions: BTreeMap<String, RegionEndpoints>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegionEndpoints {
+    admin: Vec<String>,
+}
+
+struct Ctl {
+    regions: BTreeMap<String, Vec<String>>,
+    default_region: String,
+    token: Option<String>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+struct Answer {
+    status: u16,
+    body: serde_json::Value,
+}
+
+impl Ctl {
+    fn new(args: &CtlArgs) -> anyhow::Result<Self> {
+        let (regions, default_region) = match (&args.admin, &args.config) {
+            (Some(url), _) => (BTreeMap::from([("default".to_string(), vec![url.clone()])]), "default".to_string()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let cfg: CtlConfig = crate::config::parse(&text, Format::Toml)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let default = cfg
+                    .default_region
+                    .clone()
+                    .or_else(|| cfg.regions.keys().next().cloned())
+                    .context("the ctl config lists no region")?;
+                (cfg.regions.into_iter().map(|(k, v)| (k, v.admin)).collect(), default)
+            }
+            (None, None) => (
+                BTreeMap::from([("default".to_string(), vec!["http://127.0.0.1:9901".to_string()])]),
+                "default".to_string(),
+            ),
+        };
+        Ok(Self {
+            regions,
+            default_region,
+            token: args.token.clone(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    fn pick(&self, region: Option<&String>, all: bool) -> anyhow::Result<Vec<String>> {
+        if all {
+            return Ok(self.regions.keys().cloned().collect());
+        }
+        let r = region.cloned().unwrap_or_else(|| self.default_region.clone());
+        if !self.regions.contains_key(&r) {
+            bail!("unknown region \"{r}\" (known: {})", self.regions.keys().cloned().collect::<Vec<_>>().join(", "));
+        }
+        Ok(vec![r])
+    }
+
+    /// Call the first endpoint of `region` that answers.
+    async fn call(
+        &self,
+        region: &str,
+        method: &str,
+        path: &str,
+        body: Option<(String, &str)>,
+    ) -> anyhow::Result<Answer> {
+        let endpoints = self.regions.get(region).context("unknown region")?;
+        let mut last_err = None;
+        for base in endpoints {
+            let mut b = http::Request::builder().method(method).uri(format!("{}{}", base.trim_end_matches('/'), path));
+            if let Some(t) = &self.token {
+                b = b.header("authorization", format!("Bearer {t}"));
+            }
+            let req = match &body {
+                Some((text, ct)) => b.header("content-type", *ct).body(Full::new(Bytes::from(text.clone()))),
+                None => b.body(Full::default()),
+            }
+            .context("building the request")?;
+            match self.client.request(req).await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let bytes = resp.into_body().collect().await.context("reading the answer")?.to_bytes();
+                    let body = serde_json::from_slice(&bytes)
+                        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+                    return Ok(Answer { status, body });
+                }
+                Err(e) => last_err = Some(format!("{base}: {e}")),
+            }
+        }
+        bail!("region {region}: no admin endpoint answered ({})", last_err.unwrap_or_default())
+    }
+}
+
+fn cell(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "-".into(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
+    let ctl = Ctl::new(&args)?;
+    let mut failed = false;
+    match &args.command {
+        CtlCommand::Apply { file, region, all_regions, expected_version } => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let format = if file.extension().is_some_and(|e| e == "json") { Format::Json } else { Format::Toml };
+            if let Err(errors) = parse_document(&text, format) {
+                for e in errors.iter() {
+                    eprintln!("{}: {e}", file.display());
+                }
+                return Ok(ExitCode::from(1));
+            }
+            let ct = if matches!(format, Format::Json) { "application/json" } else { "application/toml" };
+            let path = match expected_version {
+                Some(v) => format!("/config?expected_version={v}"),
+                None => "/config".to_string(),
+            };
+            for r in ctl.pick(region.as_ref(), *all_regions)? {
+                let a = ctl.call(&r, "PUT", &path, Some((text.clone(), ct))).await?;
+                if a.status == 200 {
+                    println!("{r}: applied, version {}", cell(&a.body["version"]));
+                } else {
+                    failed = true;
+                    println!("{r}: refused ({}): {}", a.status, a.body);
+                }
+            }
+        }
+        CtlCommand::Get { what: GetWhat::Config { region } } => {
+            let r = ctl.pick(region.as_ref(), false)?.remove(0);
+            let a = ctl.call(&r, "GET", "/config", None).await?;
+            failed = a.status != 200;
+            println!("{}", serde_json::to_string_pretty(&a.body).unwrap_or_default());
+        }
+        CtlCommand::Status { region, all_regions, output } => {
+            let mut rows = Vec::new();
+            for r in ctl.pick(region.as_ref(), *all_regions)? {
+                let a = match ctl.call(&r, "GET", "/cluster", None).await {
+                    Ok(a) if a.status == 200 => a,
+                    Ok(a) => {
+                        failed = true;
+                        rows.push(serde_json::json!({ "region": r, "health": format!("error {}", a.status) }));
+                        continue;
+                    }
+                    Err(e) => {
+                        failed = true;
+                        rows.push(serde_json::json!({ "region": r, "health": e.to_string() }));
+                        continue;
+                    }
+                };
+                let leader_version = a.body["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m["status"]["config_version"].as_u64())
+                    .max()
+                    .unwrap_or(0);
+                for m in a.body["members"].as_array().into_iter().flatten() {
+                    let s = &m["status"];
+                    let health = if m["reachable"] != true {
+                        "unreachable"
+                    } else if s["config_version"].as_u64() == Some(leader_version) {
+                        "ok"
+                    } else {
+                        "behind"
+                    };
+                    rows.push(serde_json::json!({
+                        "region": r,
+                        "node": s["name"].as_str().map_or_else(|| m["id"].to_string(), str::to_string),
+                        "id": m["id"],
+                        "role": s["role"],
+                        "term": s["term"],
+                        "applied_version": s["config_version"],
+                        "applied_index": s["applied_index"],
+                        "health": health,
+                    }));
+                }
+            }
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
+                Output::Table => {
+                    println!(
+                        "{:<8} {:<14} {:<4} {:<10} {:>6} {:>8} {:<12}",
+                        "REGION", "NODE", "ID", "ROLE", "TERM", "VERSION", "HEALTH"
+                    );
+                    for row in &rows {
+                        println!(
+                            "{:<8} {:<14} {:<4} {:<10} {:>6} {:>8} {:<12}",
+                            cell(&row["region"]),
+                            cell(&row["node"]),
+                            cell(&row["id"]),
+                            cell(&row["role"]),
+                            cell(&row["term"]),
+                            cell(&row["applied_version"]),
+                            cell(&row["health"]),
+                        );
+                    }
+                }
+            }
+        }
+        CtlCommand::Members { op, region } => {
+            let r = ctl.pick(region.as_ref(), false)?.remove(0);
+            let a = match op {
+                MembersOp::Add { id, address } => {
+                    let body = serde_json::json!({ "id": id, "address": address }).to_string();
+                    ctl.call(&r, "POST", "/cluster/members", Some((body, "application/json"))).await?
+                }
+                MembersOp::Remove { id } => ctl.call(&r, "DELETE", &format!("/cluster/members/{id}"), None).await?,
+            };
+            failed = a.status != 200;
+            println!("{r}: {} {}", a.status, a.body);
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
