@@ -50,6 +50,7 @@ lint:
 bench: bench-deps release
 	python3 $(BENCH_DIR)/proxy_compare.py --pin --reps 3 --duration 10 \
 	  --gateway-cmd 'benches/run-gateway.sh' --json target/bench-proxy.json
+	$(CARGO) bench --bench raft -- 300 15
 
 DEMO_DIR := target/demo
 demo: build demo-down
