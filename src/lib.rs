@@ -18,6 +18,8 @@
 //! - [`raft`]: the region's Raft group (openraft): durable log and snapshots,
 //!   the replicated state machine (gateway document, history), the
 //!   authenticated transport, writes forwarded to the leader.
+//! - [`vip`]: virtual IPs: lease engine, the agent that drives it, and the
+//!   actuators that move addresses (netlink + gratuitous ARP, exec, none).
 //! - [`admin`]: the admin API (health, readiness, metrics, config, upstreams).
 //! - [`ctl`]: `meridian ctl`, the operator CLI over the admin API.
 //! - [`telemetry`]: logging setup and the Prometheus metrics of a node.
@@ -37,6 +39,7 @@ pub mod raft;
 pub mod routing;
 pub mod telemetry;
 pub mod tls;
+pub mod vip;
 
 /// The version string printed by `meridian version` and sent in `Via`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -201,7 +201,9 @@ impl AdminState {
                     }),
                 )
             }
-            Ok(CommandResult::None) => error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result"),
+            Ok(CommandResult::None | CommandResult::Vip { .. } | CommandResult::Stale) => {
+                error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result")
+            }
             Err(e) => {
                 applies.with_label_values(&["admin", "unavailable"]).inc();
                 tracing::warn!(error = %e, "document write not acknowledged");

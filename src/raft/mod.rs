@@ -32,6 +32,46 @@ pub enum Command {
     /// Replace the gateway document. With `expected_version`, only if the
     /// current version is that one.
     PutConfig { expected_version: Option<u64>, document: String },
+    /// A member is alive: renews the leases of the VIPs it owns.
+    Renew { node: NodeId, healthy: bool },
+    /// Make sure these VIPs have an entry in the table.
+    RegisterVips { vips: Vec<String> },
+    /// Give a VIP whose owner's lease must have expired (or that has none) to
+    /// `owner`. Only if the VIP is still at `expected_epoch`.
+    AssignVip { vip: String, expected_epoch: u64, owner: Option<NodeId>, reason: MoveReason },
+    /// Start a graceful move: `from` gives the VIP up, then `to` takes it.
+    Handoff { vip: String, expected_epoch: u64, from: NodeId, to: NodeId, reason: MoveReason },
+    /// `node` has removed the VIP it was asked to give up (at `epoch`).
+    Released { vip: String, epoch: u64, node: NodeId },
+    /// Drain a member (its VIPs move away, it gets none) or take it back.
+    SetDrain { node: NodeId, draining: bool },
+}
+
+/// Why a VIP changed hands: a log line and a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveReason {
+    Initial,
+    OwnerLeaseExpired,
+    Preempt,
+    Drain,
+    Unhealthy,
+    Admin,
+    /// An owner whose lease lapsed (restart, lost quorum) asks for its VIP again.
+    Reacquire,
+}
+
+impl MoveReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            MoveReason::Initial => "initial",
+            MoveReason::OwnerLeaseExpired => "owner_lease_expired",
+            MoveReason::Preempt => "preempt",
+            MoveReason::Drain => "drain",
+            MoveReason::Unhealthy => "unhealthy",
+            MoveReason::Admin => "admin",
+            MoveReason::Reacquire => "reacquire",
+        }
+    }
 }
 
 /// What applying a command did.
@@ -51,6 +91,12 @@ pub enum CommandResult {
     Invalid {
         errors: Vec<(String, String)>,
     },
+    /// A VIP command took effect; the VIP is now at `epoch`.
+    Vip {
+        epoch: u64,
+    },
+    /// A VIP command was based on an old view and did nothing.
+    Stale,
 }
 
 openraft::declare_raft_types!(

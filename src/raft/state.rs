@@ -3,7 +3,7 @@
 //! reaches the same state; serving the new gateway document is the one side
 //! effect, done after the state is updated.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,11 +42,36 @@ pub struct Revision {
     pub digest: String,
 }
 
+/// Who holds a VIP. Ownership only changes through the log, and the leader
+/// only proposes a new owner once the old owner's lease must have run out
+/// (or the old owner confirmed it let go), so there is one owner at a time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipRecord {
+    pub owner: Option<NodeId>,
+    /// Bumped on every change; commands name the epoch they were based on.
+    pub epoch: u64,
+    /// During a graceful move: the node giving the VIP up...
+    pub releasing_from: Option<NodeId>,
+    /// ...and the node that takes it once it has.
+    pub next_owner: Option<NodeId>,
+}
+
+/// What the region knows about a member.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Renewals applied (liveness: members compare it over time).
+    pub renewals: u64,
+    pub healthy: bool,
+    pub draining: bool,
+}
+
 /// Everything the region agrees on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionState {
     pub config: Option<ConfigRecord>,
     pub history: VecDeque<Revision>,
+    pub vips: BTreeMap<String, VipRecord>,
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
 }
 
 impl RegionState {
@@ -82,6 +107,51 @@ pub fn apply_command(state: &mut RegionState, cmd: &Command, log_index: u64) -> 
             }
             CommandResult::ConfigApplied { version }
         }
+        Command::Renew { node, healthy } => {
+            let n = state.nodes.entry(*node).or_default();
+            n.renewals += 1;
+            n.healthy = *healthy;
+            CommandResult::None
+        }
+        Command::RegisterVips { vips } => {
+            for v in vips {
+                state.vips.entry(v.clone()).or_default();
+            }
+            CommandResult::None
+        }
+        Command::AssignVip { vip, expected_epoch, owner, .. } => match state.vips.get_mut(vip) {
+            Some(r) if r.epoch == *expected_epoch => {
+                r.owner = *owner;
+                r.releasing_from = None;
+                r.next_owner = None;
+                r.epoch += 1;
+                CommandResult::Vip { epoch: r.epoch }
+            }
+            _ => CommandResult::Stale,
+        },
+        Command::Handoff { vip, expected_epoch, from, to, .. } => match state.vips.get_mut(vip) {
+            Some(r) if r.epoch == *expected_epoch && r.owner == Some(*from) && from != to => {
+                r.owner = None;
+                r.releasing_from = Some(*from);
+                r.next_owner = Some(*to);
+                r.epoch += 1;
+                CommandResult::Vip { epoch: r.epoch }
+            }
+            _ => CommandResult::Stale,
+        },
+        Command::Released { vip, epoch, node } => match state.vips.get_mut(vip) {
+            Some(r) if r.epoch == *epoch && r.releasing_from == Some(*node) => {
+                r.owner = r.next_owner.take();
+                r.releasing_from = None;
+                r.epoch += 1;
+                CommandResult::Vip { epoch: r.epoch }
+            }
+            _ => CommandResult::Stale,
+        },
+        Command::SetDrain { node, draining } => {
+            state.nodes.entry(*node).or_default().draining = *draining;
+            CommandResult::None
+        }
     }
 }
 
@@ -100,6 +170,20 @@ struct Data {
     state: RegionState,
 }
 
+/// What the VIP agent of this member learns from applied entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateEvent {
+    /// A renewal of `node` was applied here (the agent notes the local time).
+    Renewed(NodeId),
+}
+
+/// The VIP table and member records, as of the last applied entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VipView {
+    pub vips: BTreeMap<String, VipRecord>,
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+}
+
 /// Applied progress, for status and waiters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -114,6 +198,10 @@ struct Shared {
     /// The data plane to switch when the document changes; `None` in storage tests.
     gateway: Option<Arc<Gateway>>,
     applied: watch::Sender<Applied>,
+    vip_view: watch::Sender<VipView>,
+    events: tokio::sync::mpsc::UnboundedSender<StateEvent>,
+    /// Taken once by the VIP agent.
+    events_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<StateEvent>>>,
     apply_seconds: Option<prometheus::Histogram>,
 }
 
@@ -143,12 +231,17 @@ impl StateMachine {
         let (applied, _) =
             watch::channel(Applied { index: data.last_applied.map(|l| l.index), config_version: data.state.version() });
         let config = data.state.config.clone();
+        let (vip_view, _) = watch::channel(VipView { vips: data.state.vips.clone(), nodes: data.state.nodes.clone() });
+        let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let sm = Self {
             shared: Arc::new(Shared {
                 snapshot_seq: AtomicU64::new(0),
                 db,
                 gateway,
                 applied,
+                vip_view,
+                events,
+                events_rx: std::sync::Mutex::new(Some(events_rx)),
                 apply_seconds,
                 data: RwLock::new(data),
             }),
@@ -159,6 +252,15 @@ impl StateMachine {
 
     pub fn applied(&self) -> watch::Receiver<Applied> {
         self.shared.applied.subscribe()
+    }
+
+    pub fn vip_view(&self) -> watch::Receiver<VipView> {
+        self.shared.vip_view.subscribe()
+    }
+
+    /// The stream of [`StateEvent`]s (once: the VIP agent owns it).
+    pub fn take_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<StateEvent>> {
+        self.shared.events_rx.lock().ok()?.take()
     }
 
     /// A copy of the agreed state.
@@ -182,10 +284,15 @@ impl StateMachine {
         }
     }
 
-    fn publish(&self, data: &Data) {
+    fn publish(&self, data: &Data, vips_changed: bool) {
         self.shared
             .applied
             .send_replace(Applied { index: data.last_applied.map(|l| l.index), config_version: data.state.version() });
+        if vips_changed {
+            self.shared
+                .vip_view
+                .send_replace(VipView { vips: data.state.vips.clone(), nodes: data.state.nodes.clone() });
+        }
     }
 }
 
@@ -241,6 +348,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let started = std::time::Instant::now();
         let mut results = Vec::new();
         let mut changed = None;
+        let mut vips_changed = false;
         {
             let mut d = self.shared.data.write().await;
             for entry in entries {
@@ -253,15 +361,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     EntryPayload::Normal(cmd) => {
                         let r = apply_command(&mut d.state, &cmd, entry.log_id.index);
-                        if matches!(r, CommandResult::ConfigApplied { .. }) {
-                            changed = d.state.config.clone();
+                        match (&cmd, &r) {
+                            (_, CommandResult::ConfigApplied { .. }) => changed = d.state.config.clone(),
+                            (Command::Renew { node, .. }, _) => {
+                                let _ = self.shared.events.send(StateEvent::Renewed(*node));
+                                // Health or a first renewal changes the view; counting renewals does not.
+                                vips_changed |= d.state.nodes.get(node).is_some_and(|n| n.renewals == 1);
+                            }
+                            (Command::PutConfig { .. }, _) => {}
+                            _ => vips_changed = true,
                         }
                         r
                     }
                 };
                 results.push(result);
             }
-            self.publish(&d);
+            self.publish(&d, vips_changed);
         }
         self.serve(changed);
         if let Some(h) = &self.shared.apply_seconds {
@@ -292,7 +407,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             d.state = payload.state;
             d.last_applied = meta.last_log_id;
             d.last_membership = meta.last_membership.clone();
-            self.publish(&d);
+            self.publish(&d, true);
         }
         tracing::info!(snapshot = %meta.snapshot_id, version = config.as_ref().map_or(0, |c| c.version), "snapshot installed");
         self.serve(config);
