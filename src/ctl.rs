@@ -57,6 +57,20 @@ enum CtlCommand {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Virtual IPs: who owns what; graceful moves.
+    Vip {
+        #[command(subcommand)]
+        op: VipOp,
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Drain a member (its VIPs move away gracefully), or take it back with --undo.
+    Node {
+        #[command(subcommand)]
+        op: NodeOp,
+        #[arg(long)]
+        region: Option<String>,
+    },
     /// Change the membership of a region's group.
     Members {
         #[command(subcommand)]
@@ -81,6 +95,30 @@ enum MembersOp {
     Add { id: u64, address: String },
     /// Remove a node from the voters.
     Remove { id: u64 },
+}
+
+#[derive(Subcommand, Debug)]
+enum VipOp {
+    /// Every VIP of the region, its owner and epoch.
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Hand a VIP to another member without two owners at once.
+    Move {
+        vip: String,
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeOp {
+    Drain {
+        id: u64,
+        #[arg(long)]
+        undo: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -297,6 +335,47 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+        }
+        CtlCommand::Vip { op, region } => {
+            let r = ctl.pick(region.as_ref(), false)?.remove(0);
+            match op {
+                VipOp::List { output } => {
+                    let a = ctl.call(&r, "GET", "/vips", None).await?;
+                    failed = a.status != 200;
+                    match output {
+                        Output::Json => println!("{}", serde_json::to_string_pretty(&a.body).unwrap_or_default()),
+                        Output::Table => {
+                            println!("{:<20} {:>6} {:>6} {:<12}", "VIP", "OWNER", "EPOCH", "MOVING");
+                            for v in a.body["vips"].as_array().into_iter().flatten() {
+                                let moving = match (&v["releasing_from"], &v["next_owner"]) {
+                                    (f, t) if !f.is_null() => format!("{} -> {}", cell(f), cell(t)),
+                                    _ => "-".into(),
+                                };
+                                println!(
+                                    "{:<20} {:>6} {:>6} {:<12}",
+                                    cell(&v["vip"]),
+                                    cell(&v["owner"]),
+                                    cell(&v["epoch"]),
+                                    moving
+                                );
+                            }
+                        }
+                    }
+                }
+                VipOp::Move { vip, to } => {
+                    let body = serde_json::json!({ "vip": vip, "to": to }).to_string();
+                    let a = ctl.call(&r, "POST", "/vips/move", Some((body, "application/json"))).await?;
+                    failed = a.status != 200;
+                    println!("{r}: {} {}", a.status, a.body);
+                }
+            }
+        }
+        CtlCommand::Node { op: NodeOp::Drain { id, undo }, region } => {
+            let r = ctl.pick(region.as_ref(), false)?.remove(0);
+            let path = format!("/nodes/{id}/{}", if *undo { "undrain" } else { "drain" });
+            let a = ctl.call(&r, "POST", &path, None).await?;
+            failed = a.status != 200;
+            println!("{r}: {} {}", a.status, a.body);
         }
         CtlCommand::Members { op, region } => {
             let r = ctl.pick(region.as_ref(), false)?.remove(0);

@@ -16,6 +16,7 @@ use crate::proxy::server::{ListenError, Listener};
 use crate::proxy::{Gateway, Settings};
 use crate::raft::{Command, CommandResult, RegionNode};
 use crate::telemetry::GatewayMetrics;
+use crate::vip::agent::VipStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -27,6 +28,8 @@ pub enum StartError {
     Document(ConfigErrors),
     #[error("region member: {0}")]
     Region(#[from] crate::raft::node::StartError),
+    #[error("vip: {0}")]
+    Vip(#[from] crate::vip::agent::AgentError),
 }
 
 /// A running node. Dropping it does not stop it; call [`RunningGateway::shutdown`].
@@ -34,6 +37,8 @@ pub struct RunningGateway {
     pub gateway: Arc<Gateway>,
     /// The node's membership of its region group, when it has one.
     pub region: Option<Arc<RegionNode>>,
+    /// The VIPs this member holds, when it has a `[vip]` section.
+    pub vips: Option<Arc<VipStatus>>,
     /// Listener name → bound address (useful with port 0).
     pub listeners: Vec<(Arc<str>, SocketAddr)>,
     pub admin_addr: SocketAddr,
@@ -108,6 +113,10 @@ impl RunningGateway {
     /// Stop accepting, let requests in flight finish (up to the drain timeout), stop.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
+        if self.vips.is_some() {
+            // Let the VIP agent take its addresses off before Raft stops.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         if let Some(region) = &self.region {
             region.shutdown().await;
         }
@@ -149,6 +158,13 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
         }
     };
 
+    let shutdown = CancellationToken::new();
+    let vips = match (&region, &node.vip) {
+        (Some(r), Some(v)) => {
+            Some(crate::vip::agent::start(r.clone(), v, gateway.metrics.clone(), shutdown.clone()).await?)
+        }
+        _ => None,
+    };
     let mut bound = Vec::new();
     for l in &node.listeners {
         bound.push(Listener::bind(l).await?);
@@ -159,19 +175,23 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
     let admin_addr =
         admin_listener.local_addr().map_err(|source| StartError::Admin { address: node.admin.address, source })?;
 
-    let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let listeners = bound.iter().map(|l| (l.name.clone(), l.local_addr)).collect();
     for l in bound {
         tracker.spawn(l.serve(gateway.clone(), shutdown.clone(), tracker.clone()));
     }
-    let state =
-        Arc::new(AdminState { gateway: gateway.clone(), region: region.clone(), token: node.admin.resolve_token() });
+    let state = Arc::new(AdminState {
+        gateway: gateway.clone(),
+        region: region.clone(),
+        vips: vips.clone(),
+        token: node.admin.resolve_token(),
+    });
     tracker.spawn(admin::serve(admin_listener, state, shutdown.clone(), tracker.clone()));
     tracing::info!(node = %node.node.name, region = %node.node.region, admin = %admin_addr, "gateway started");
     Ok(RunningGateway {
         gateway,
         region,
+        vips,
         listeners,
         admin_addr,
         shutdown,

@@ -25,7 +25,7 @@
 //! - [`telemetry`]: logging setup and the Prometheus metrics of a node.
 //! - [`backend`]: a small HTTP server used as a sample backend in demos and tests.
 //! - [`gateway`]: starts and stops a whole gateway node (data plane + admin).
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod backend;

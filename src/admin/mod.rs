@@ -32,6 +32,8 @@ pub struct AdminState {
     pub gateway: Arc<Gateway>,
     /// Set when the node is a member of a region: document writes go through it.
     pub region: Option<Arc<RegionNode>>,
+    /// What this member holds, when it runs the VIP agent.
+    pub vips: Option<Arc<crate::vip::agent::VipStatus>>,
     pub token: Option<String>,
 }
 
@@ -92,7 +94,14 @@ impl AdminState {
                 r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
                 r
             }
-            (_, p) if p == "/config" || p == "/config/history" || p == "/upstreams" || p.starts_with("/cluster") => {
+            (_, p)
+                if p == "/config"
+                    || p == "/config/history"
+                    || p == "/upstreams"
+                    || p.starts_with("/cluster")
+                    || p.starts_with("/vips")
+                    || p.starts_with("/nodes/") =>
+            {
                 if let Err(r) = self.authorized(&req) {
                     return *r;
                 }
@@ -105,6 +114,16 @@ impl AdminState {
                     (&Method::POST, "/cluster/members") => self.add_member(req).await,
                     (&Method::DELETE, p) if p.starts_with("/cluster/members/") => {
                         self.remove_member(&p["/cluster/members/".len()..]).await
+                    }
+                    (&Method::GET, "/vips") => self.list_vips(),
+                    (&Method::POST, "/vips/move") => self.move_vip(req).await,
+                    (&Method::POST, p)
+                        if p.starts_with("/nodes/") && (p.ends_with("/drain") || p.ends_with("/undrain")) =>
+                    {
+                        let draining = p.ends_with("/drain");
+                        let id =
+                            p.trim_start_matches("/nodes/").trim_end_matches("/drain").trim_end_matches("/undrain");
+                        self.drain(id, draining).await
                     }
                     _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
                 }
@@ -293,6 +312,112 @@ impl AdminState {
             return error(StatusCode::BAD_REQUEST, "member id must be a number");
         };
         membership_answer(region.submit(ForwardOp::RemoveMember { id }).await)
+    }
+
+    fn list_vips(&self) -> AdminResponse {
+        let Some(region) = &self.region else {
+            return error(StatusCode::NOT_FOUND, "this node is not a member of a region");
+        };
+        let view = region.vip_view().borrow().clone();
+        let held = self.vips.as_ref().map(|v| v.held()).unwrap_or_default();
+        let vips: Vec<serde_json::Value> = view
+            .vips
+            .iter()
+            .map(|(vip, r)| {
+                json!({
+                    "vip": vip,
+                    "owner": r.owner,
+                    "epoch": r.epoch,
+                    "releasing_from": r.releasing_from,
+                    "next_owner": r.next_owner,
+                    "held_here": held.contains(vip),
+                })
+            })
+            .collect();
+        let nodes: serde_json::Map<String, serde_json::Value> = view
+            .nodes
+            .iter()
+            .map(|(id, n)| {
+                (id.to_string(), json!({ "healthy": n.healthy, "draining": n.draining, "renewals": n.renewals }))
+            })
+            .collect();
+        let lease = self.vips.as_ref().map(|v| v.lease_valid.load(std::sync::atomic::Ordering::Relaxed));
+        json_response(StatusCode::OK, json!({ "node": region.id, "lease_valid": lease, "vips": vips, "nodes": nodes }))
+    }
+
+    async fn move_vip(&self, req: Request<Incoming>) -> AdminResponse {
+        let Some(region) = &self.region else {
+            return error(StatusCode::NOT_FOUND, "this node is not a member of a region");
+        };
+        #[derive(serde::Deserialize)]
+        struct Move {
+            vip: String,
+            to: u64,
+        }
+        let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable"),
+        };
+        let m: Move = match serde_json::from_slice(&body) {
+            Ok(m) => m,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{\"vip\": \"10.0.0.100/24\", \"to\": N}}: {e}"),
+                )
+            }
+        };
+        let view = region.vip_view().borrow().clone();
+        let Some(rec) = view.vips.get(&m.vip) else {
+            return error(StatusCode::NOT_FOUND, "unknown VIP (use the address/prefix form listed by GET /vips)");
+        };
+        let Some(from) = rec.owner else {
+            return error(StatusCode::CONFLICT, "the VIP has no owner right now; it will be assigned");
+        };
+        if from == m.to {
+            return json_response(StatusCode::OK, json!({ "vip": m.vip, "owner": from, "moved": false }));
+        }
+        let cmd = Command::Handoff {
+            vip: m.vip.clone(),
+            expected_epoch: rec.epoch,
+            from,
+            to: m.to,
+            reason: crate::raft::MoveReason::Admin,
+        };
+        match region.write(cmd).await {
+            Ok(CommandResult::Vip { epoch }) => {
+                self.gateway.metrics.vip_moves.with_label_values(&["admin"]).inc();
+                tracing::info!(vip = %m.vip, from, to = m.to, epoch, reason = "admin", "VIP handoff started");
+                json_response(
+                    StatusCode::OK,
+                    json!({ "vip": m.vip, "from": from, "to": m.to, "epoch": epoch, "moved": true }),
+                )
+            }
+            Ok(_) => error(StatusCode::CONFLICT, "the VIP changed meanwhile; look again"),
+            Err(e) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "unavailable", "reason": e.to_string() }),
+            ),
+        }
+    }
+
+    async fn drain(&self, id: &str, draining: bool) -> AdminResponse {
+        let Some(region) = &self.region else {
+            return error(StatusCode::NOT_FOUND, "this node is not a member of a region");
+        };
+        let Ok(node) = id.parse::<u64>() else {
+            return error(StatusCode::BAD_REQUEST, "node id must be a number");
+        };
+        match region.write(Command::SetDrain { node, draining }).await {
+            Ok(_) => {
+                tracing::info!(node, draining, "member drain state changed");
+                json_response(StatusCode::OK, json!({ "node": node, "draining": draining }))
+            }
+            Err(e) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "unavailable", "reason": e.to_string() }),
+            ),
+        }
     }
 
     fn upstreams(&self) -> AdminResponse {

@@ -27,6 +27,10 @@ pub struct NodeConfig {
     /// and its document changes only through this file and its admin API.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// Virtual IPs of the region (needs `[cluster]`). Every member of a
+    /// region lists the same addresses; the interface is this node's.
+    #[serde(default)]
+    pub vip: Option<VipConfig>,
     /// Standalone: the document served until the admin API replaces it.
     /// In a region: the first document of a new region (bootstrap only).
     #[serde(default)]
@@ -105,6 +109,87 @@ impl Default for RaftTuning {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipConfig {
+    #[serde(default)]
+    pub backend: VipBackend,
+    /// Interface that carries the VIPs (netlink, and passed to `command`).
+    #[serde(default = "default_vip_interface")]
+    pub interface: String,
+    /// For `backend = "exec"`: program and arguments; meridian appends
+    /// `add|del <address/prefix> <interface>`.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// An owner keeps its VIPs this long after a renewal it sent was committed.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+    #[serde(default = "default_renew", with = "humantime_serde")]
+    pub renew_interval: Duration,
+    /// A preferred owner must be healthy this long before it takes its VIP back.
+    #[serde(default = "default_hold_down", with = "humantime_serde")]
+    pub hold_down: Duration,
+    /// Largest relative clock-rate difference between members (0.05 = 5 %).
+    #[serde(default = "default_drift")]
+    pub clock_drift: f64,
+    /// Extra safety between an owner letting go and a new owner taking over.
+    #[serde(default = "default_margin", with = "humantime_serde")]
+    pub margin: Duration,
+    /// Gratuitous ARP / unsolicited NA sent after taking a VIP...
+    #[serde(default = "default_announce_count")]
+    pub announce_count: u32,
+    /// ...this far apart.
+    #[serde(default = "default_announce_interval", with = "humantime_serde")]
+    pub announce_interval: Duration,
+    #[serde(default)]
+    pub addresses: Vec<VipAddressConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VipBackend {
+    Netlink,
+    Exec,
+    /// Nothing moves: a loopback cluster where DNS hands out node addresses.
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipAddressConfig {
+    /// `10.0.0.100/24` or `fd00::100/64`.
+    pub address: String,
+    /// The member (node id) that should own it when healthy.
+    #[serde(default)]
+    pub preferred: Option<u64>,
+}
+
+fn default_vip_interface() -> String {
+    "eth0".to_string()
+}
+fn default_lease() -> Duration {
+    Duration::from_millis(600)
+}
+fn default_renew() -> Duration {
+    Duration::from_millis(150)
+}
+fn default_hold_down() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_drift() -> f64 {
+    0.05
+}
+fn default_margin() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_announce_count() -> u32 {
+    3
+}
+fn default_announce_interval() -> Duration {
+    Duration::from_millis(100)
+}
+
 fn default_raft_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 7100))
 }
@@ -146,6 +231,10 @@ pub struct ListenerConfig {
     /// TLS termination; plain HTTP (HTTP/1.1 and h2c prior knowledge) when unset.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Bind even if the address is not (yet) on this host (`IP_FREEBIND`):
+    /// a listener on a VIP that this node may own later.
+    #[serde(default)]
+    pub freebind: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,7 +326,12 @@ fn default_region() -> String {
     "default".to_string()
 }
 fn default_listeners() -> Vec<ListenerConfig> {
-    vec![ListenerConfig { name: "http".to_string(), address: SocketAddr::from(([0, 0, 0, 0], 8080)), tls: None }]
+    vec![ListenerConfig {
+        name: "http".to_string(),
+        address: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        tls: None,
+        freebind: false,
+    }]
 }
 fn default_admin_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9901))

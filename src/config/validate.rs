@@ -358,6 +358,18 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
     if let Some(c) = &node.cluster {
         check_cluster(&mut errors, c);
     }
+    if let Some(v) = &node.vip {
+        if node.cluster.is_none() {
+            errors.push(
+                "vip",
+                K::OutOfRange {
+                    value: "[vip]".into(),
+                    rule: "VIPs need [cluster]: ownership is granted by the region",
+                },
+            );
+        }
+        check_vip(&mut errors, v);
+    }
     if let Err(doc_errors) = validate_document(node.gateway.clone()) {
         errors.0.extend(doc_errors.prefixed("gateway.").0);
     }
@@ -418,6 +430,55 @@ fn check_cluster(errors: &mut ConfigErrors, c: &super::ClusterConfig) {
     }
     range(errors, "cluster.raft.snapshot_every".into(), r.snapshot_every, 1, u64::MAX, "at least 1");
     positive(errors, "cluster.write_timeout".into(), c.write_timeout);
+}
+
+fn check_vip(errors: &mut ConfigErrors, v: &super::VipConfig) {
+    use crate::vip::actuator::VipAddr;
+    if v.backend == super::VipBackend::Exec && v.command.is_empty() {
+        errors.push("vip.command", K::Empty);
+    }
+    if v.interface.is_empty() || v.interface.len() > 15 {
+        errors.push(
+            "vip.interface",
+            K::OutOfRange { value: v.interface.clone(), rule: "an interface name of 1 to 15 characters" },
+        );
+    }
+    positive(errors, "vip.renew_interval".into(), v.renew_interval);
+    if v.lease < v.renew_interval * 3 {
+        errors.push(
+            "vip.lease",
+            K::OutOfRange {
+                value: humantime::format_duration(v.lease).to_string(),
+                rule: "must be at least three renew intervals",
+            },
+        );
+    }
+    range(errors, "vip.clock_drift".into(), v.clock_drift, 0.0, 0.5, "between 0 and 0.5");
+    if v.margin * 4 > v.lease {
+        errors.push(
+            "vip.margin",
+            K::OutOfRange {
+                value: humantime::format_duration(v.margin).to_string(),
+                rule: "must be at most a quarter of the lease",
+            },
+        );
+    }
+    range(errors, "vip.announce_count".into(), v.announce_count, 0, 20, "between 0 and 20");
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, a) in v.addresses.iter().enumerate() {
+        match VipAddr::parse(&a.address) {
+            Ok(parsed) => {
+                if let Some(first) = seen.insert(parsed.ip.to_string(), i) {
+                    errors.push(
+                        format!("vip.addresses[{i}].address"),
+                        K::Duplicate { name: a.address.clone(), first: format!("vip.addresses[{first}]") },
+                    );
+                }
+            }
+            Err(reason) => errors
+                .push(format!("vip.addresses[{i}].address"), K::InvalidAddress { value: a.address.clone(), reason }),
+        }
+    }
 }
 
 #[cfg(test)]

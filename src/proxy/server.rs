@@ -141,7 +141,7 @@ impl Listener {
             None => None,
         };
         let bind_err = |source| ListenError::Bind { name: cfg.name.clone(), address: cfg.address, source };
-        let tcp = TcpListener::bind(cfg.address).await.map_err(bind_err)?;
+        let tcp = bind_tcp(cfg.address, cfg.freebind).map_err(bind_err)?;
         let local_addr = tcp.local_addr().map_err(bind_err)?;
         Ok(Self { name: cfg.name.as_str().into(), local_addr, tcp, tls })
     }
@@ -178,6 +178,24 @@ impl Listener {
         }
         tracing::info!(listener = %self.name, "stopped accepting");
     }
+}
+
+/// A listening socket; with `freebind`, the address need not be on this host yet.
+fn bind_tcp(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if freebind {
+        if addr.is_ipv4() {
+            socket.set_freebind_v4(true)?;
+        } else {
+            socket.set_freebind_v6(true)?;
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
 }
 
 async fn serve_connection(

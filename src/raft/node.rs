@@ -385,6 +385,16 @@ impl RegionNode {
         self.sm.applied()
     }
 
+    /// The VIP table and member records, as they change.
+    pub fn vip_view(&self) -> tokio::sync::watch::Receiver<super::state::VipView> {
+        self.sm.vip_view()
+    }
+
+    /// Renewals applied here (taken once, by the VIP agent).
+    pub fn take_state_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<super::state::StateEvent>> {
+        self.sm.take_events()
+    }
+
     pub async fn state(&self) -> RegionState {
         self.sm.state().await
     }

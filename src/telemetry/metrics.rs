@@ -34,6 +34,11 @@ pub struct GatewayMetrics {
     pub raft_last_log_index: IntGauge,
     pub raft_apply_seconds: Histogram,
     pub raft_refused_peers: IntCounter,
+    pub vip_owned: IntGaugeVec,
+    pub vip_moves: IntCounterVec,
+    pub vip_lease_renew_failures: IntCounter,
+    pub vip_fencing: IntCounter,
+    pub vip_actuator_errors: IntCounter,
 }
 
 fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
@@ -199,6 +204,24 @@ impl GatewayMetrics {
                 "raft_refused_peers_total",
                 "Raft connections refused for failed authentication.",
             ),
+            vip_owned: gauge_vec(&r, "vip_owned", "1 while this member holds the VIP.", &["vip"]),
+            vip_moves: counter_vec(
+                &r,
+                "vip_moves_total",
+                "VIP ownership changes committed by this member as leader, by reason.",
+                &["reason"],
+            ),
+            vip_lease_renew_failures: counter(
+                &r,
+                "vip_lease_renew_failures_total",
+                "Lease renewals not committed in time.",
+            ),
+            vip_fencing: counter(
+                &r,
+                "vip_fencing_total",
+                "VIPs dropped because the lease ran out (cut off from the quorum).",
+            ),
+            vip_actuator_errors: counter(&r, "vip_actuator_errors_total", "Failed address changes or announcements."),
             registry: r,
         }
     }

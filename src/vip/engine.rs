@@ -155,7 +155,10 @@ impl OwnerEngine {
                     actions.push(OwnerAction::Reacquire { vip: vip.clone(), epoch: rec.epoch });
                 }
             }
-            if rec.releasing_from == Some(self.me) && !self.held.contains(vip) && self.proposed.get(vip) != Some(&rec.epoch) {
+            if rec.releasing_from == Some(self.me)
+                && !self.held.contains(vip)
+                && self.proposed.get(vip) != Some(&rec.epoch)
+            {
                 // Confirmed only once the address is gone (below, or on an earlier step).
                 if !want.contains(vip) {
                     self.proposed.insert(vip.clone(), rec.epoch);
@@ -253,20 +256,38 @@ impl Assigner {
                 // A handoff in progress: if the releasing member vanished, its
                 // lease settles it; otherwise wait for its confirmation.
                 if self.expired(now, from) {
-                    let to = rec.next_owner.filter(|n| self.alive(now, view, *n)).or_else(|| self.candidate(now, view, vip, Some(from)));
-                    out.push(Command::AssignVip { vip: vip.clone(), expected_epoch: epoch, owner: to, reason: MoveReason::OwnerLeaseExpired });
+                    let to = rec
+                        .next_owner
+                        .filter(|n| self.alive(now, view, *n))
+                        .or_else(|| self.candidate(now, view, vip, Some(from)));
+                    out.push(Command::AssignVip {
+                        vip: vip.clone(),
+                        expected_epoch: epoch,
+                        owner: to,
+                        reason: MoveReason::OwnerLeaseExpired,
+                    });
                 }
                 continue;
             }
             match rec.owner {
                 None => {
                     if let Some(c) = self.candidate(now, view, vip, None) {
-                        out.push(Command::AssignVip { vip: vip.clone(), expected_epoch: epoch, owner: Some(c), reason: MoveReason::Initial });
+                        out.push(Command::AssignVip {
+                            vip: vip.clone(),
+                            expected_epoch: epoch,
+                            owner: Some(c),
+                            reason: MoveReason::Initial,
+                        });
                     }
                 }
                 Some(o) if self.expired(now, o) => {
                     if let Some(c) = self.candidate(now, view, vip, Some(o)) {
-                        out.push(Command::AssignVip { vip: vip.clone(), expected_epoch: epoch, owner: Some(c), reason: MoveReason::OwnerLeaseExpired });
+                        out.push(Command::AssignVip {
+                            vip: vip.clone(),
+                            expected_epoch: epoch,
+                            owner: Some(c),
+                            reason: MoveReason::OwnerLeaseExpired,
+                        });
                     }
                 }
                 Some(o) => {
@@ -278,14 +299,27 @@ impl Assigner {
                     };
                     if let Some(reason) = reason {
                         if let Some(c) = self.candidate(now, view, vip, Some(o)) {
-                            out.push(Command::Handoff { vip: vip.clone(), expected_epoch: epoch, from: o, to: c, reason });
+                            out.push(Command::Handoff {
+                                vip: vip.clone(),
+                                expected_epoch: epoch,
+                                from: o,
+                                to: c,
+                                reason,
+                            });
                         }
                         continue;
                     }
                     if let Some(p) = self.preferred.get(vip).copied() {
-                        let settled = self.alive_since.get(&p).is_some_and(|s| now.duration_since(*s) >= self.policy.hold_down);
+                        let settled =
+                            self.alive_since.get(&p).is_some_and(|s| now.duration_since(*s) >= self.policy.hold_down);
                         if p != o && self.alive(now, view, p) && settled && self.alive(now, view, o) {
-                            out.push(Command::Handoff { vip: vip.clone(), expected_epoch: epoch, from: o, to: p, reason: MoveReason::Preempt });
+                            out.push(Command::Handoff {
+                                vip: vip.clone(),
+                                expected_epoch: epoch,
+                                from: o,
+                                to: p,
+                                reason: MoveReason::Preempt,
+                            });
                         }
                     }
                 }

@@ -213,7 +213,8 @@ async fn a_partitioned_owner_drops_its_vip_before_anyone_takes_it() {
     s.run(Duration::from_secs(1)).await;
     s.members.get_mut(&1).unwrap().connected = false;
     s.run(Duration::from_secs(3)).await;
-    let removed = s.events.iter().find(|(_, v, n, add)| v == "v1" && *n == 1 && !add).map(|e| e.0).expect("owner fenced");
+    let removed =
+        s.events.iter().find(|(_, v, n, add)| v == "v1" && *n == 1 && !add).map(|e| e.0).expect("owner fenced");
     let added = s.events.iter().find(|(_, v, n, add)| v == "v1" && *n != 1 && *add).map(|e| e.0).expect("taken over");
     assert!(added > removed, "taken over before the cut-off owner let go");
     assert!(added.duration_since(removed) >= policy().takeover_after() - policy().owner_hold() - TICK * 2);
@@ -250,7 +251,13 @@ async fn a_graceful_move_releases_then_acquires_within_a_tick() {
     let mut s = Sim::new(&[("v1", 1)]);
     s.run(Duration::from_secs(1)).await;
     let epoch = s.state.vips["v1"].epoch;
-    let r = s.apply(Command::Handoff { vip: "v1".into(), expected_epoch: epoch, from: 1, to: 3, reason: MoveReason::Admin });
+    let r = s.apply(Command::Handoff {
+        vip: "v1".into(),
+        expected_epoch: epoch,
+        from: 1,
+        to: 3,
+        reason: MoveReason::Admin,
+    });
     assert!(matches!(r, CommandResult::Vip { .. }));
     let start = Instant::now();
     s.run(Duration::from_millis(500)).await;

@@ -13,6 +13,8 @@ pub struct Region {
     pub nodes: Vec<Option<RunningGateway>>,
     pub backend: meridian::backend::Backend,
     pub tuning: String,
+    /// Appended to every node file (e.g. a `[vip]` section).
+    pub extra: String,
 }
 
 pub fn doc(backend: SocketAddr, route: &str) -> String {
@@ -22,13 +24,23 @@ pub fn doc(backend: SocketAddr, route: &str) -> String {
 impl Region {
     /// `n` members; member 1 bootstraps the group with all of them.
     pub async fn start(n: usize, tuning: &str) -> Region {
+        Self::start_with(n, tuning, "").await
+    }
+
+    pub async fn start_with(n: usize, tuning: &str, extra: &str) -> Region {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("secret"), "region-secret-for-tests-0123456789").unwrap();
         let raft_ports = (0..n).map(|_| closed_port().port()).collect();
         let backend = backend("b").await;
-        let mut r =
-            Region { dir, raft_ports, nodes: (0..n).map(|_| None).collect(), backend, tuning: tuning.to_string() };
+        let mut r = Region {
+            dir,
+            raft_ports,
+            nodes: (0..n).map(|_| None).collect(),
+            backend,
+            tuning: tuning.to_string(),
+            extra: extra.to_string(),
+        };
         for i in 0..n {
             r.start_node(i).await;
         }
@@ -79,7 +91,10 @@ targets = [{{ address = "{backend}" }}]
 [[gateway.routes]]
 name = "initial"
 upstream = "u"
+
+{extra}
 "#,
+            extra = self.extra,
             id = i + 1,
             port = self.raft_ports[i],
             members = members.join(", "),

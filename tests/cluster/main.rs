@@ -11,3 +11,4 @@ mod membership;
 mod region;
 mod security;
 mod storage;
+mod vips;
