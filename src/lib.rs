@@ -23,6 +23,8 @@
 //! - [`admin`]: the admin API (health, readiness, metrics, config, upstreams).
 //! - [`ctl`]: `meridian ctl`, the operator CLI over the admin API.
 //! - [`telemetry`]: logging setup and the Prometheus metrics of a node.
+//! - [`netns`]: network-namespace labs for tests and drills (hosts on a
+//!   bridge, partitions with nft, guaranteed cleanup).
 //! - [`backend`]: a small HTTP server used as a sample backend in demos and tests.
 //! - [`gateway`]: starts and stops a whole gateway node (data plane + admin).
 #![deny(unsafe_code)]
@@ -34,6 +36,7 @@ pub mod config;
 pub mod ctl;
 pub mod gateway;
 pub mod health;
+pub mod netns;
 pub mod proxy;
 pub mod raft;
 pub mod routing;

@@ -1,0 +1,253 @@
+//! Network namespaces for tests and drills: a switch namespace with a bridge,
+//! one namespace per host joined to it by a veth pair, addresses inside the
+//! namespaces only. Names are unique per run (`mrd<run>-<host>`); everything
+//! is removed when the [`Lab`] drops — also after a failed test — and labs
+//! left behind by a killed run are swept by the next one.
+//!
+//! Partitions are `nft` rules inside a host's namespace (this kernel has no
+//! netem): traffic to and from the named peers is dropped.
+
+use std::fs::File;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+
+/// Where labs note their owner's PID, so a later run can sweep orphans.
+const REGISTRY: &str = "/run/meridian-lab";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("{command}: {reason}")]
+    Command { command: String, reason: String },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+fn run(args: &[&str]) -> Result<Output, LabError> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LabError::Command { command: args.join(" "), reason: e.to_string() })?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            command: args.join(" "),
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether this process may create namespaces (root, `ip` present).
+pub fn available() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("needs root (network namespaces)".into());
+    }
+    run(&["ip", "netns", "list"]).map(|_| ()).map_err(|e| format!("ip netns: {e}"))
+}
+
+/// A host of the lab.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub label: String,
+    /// Namespace name.
+    pub ns: String,
+    pub ip: Ipv4Addr,
+}
+
+pub struct Lab {
+    pub id: String,
+    pub prefix_len: u8,
+    switch: String,
+    hosts: Vec<Host>,
+    children: Mutex<Vec<Child>>,
+    cleaned: bool,
+}
+
+impl Lab {
+    /// A new, empty lab. Sweeps labs whose owning process is gone.
+    pub fn new() -> Result<Lab, LabError> {
+        sweep_stale();
+        let id = format!("{:04x}", fastrand::u16(..));
+        let switch = format!("mrd{id}-sw");
+        run(&["ip", "netns", "add", &switch])?;
+        let lab =
+            Lab { id, prefix_len: 24, switch, hosts: Vec::new(), children: Mutex::new(Vec::new()), cleaned: false };
+        let _ = std::fs::create_dir_all(REGISTRY);
+        let _ = std::fs::write(PathBuf::from(REGISTRY).join(&lab.id), std::process::id().to_string());
+        run(&["ip", "-n", &lab.switch, "link", "add", "br0", "type", "bridge"])?;
+        run(&["ip", "-n", &lab.switch, "link", "set", "br0", "up"])?;
+        run(&["ip", "-n", &lab.switch, "link", "set", "lo", "up"])?;
+        Ok(lab)
+    }
+
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    pub fn host(&self, label: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.label == label)
+    }
+
+    /// A host with `eth0` on the lab's bridge and address `ip/prefix_len`.
+    pub fn add_host(&mut self, label: &str, ip: Ipv4Addr) -> Result<Host, LabError> {
+        let ns = format!("mrd{}-{label}", self.id);
+        run(&["ip", "netns", "add", &ns])?;
+        let n = self.hosts.len();
+        let port = format!("p{n}{}", self.id);
+        run(&["ip", "-n", &self.switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        run(&["ip", "-n", &self.switch, "link", "set", &port, "master", "br0"])?;
+        run(&["ip", "-n", &self.switch, "link", "set", &port, "up"])?;
+        let cidr = format!("{ip}/{}", self.prefix_len);
+        run(&["ip", "-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
+        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+        let host = Host { label: label.to_string(), ns, ip };
+        self.hosts.push(host.clone());
+        Ok(host)
+    }
+
+    /// Start `program args` inside the host's namespace; killed at cleanup.
+    pub fn spawn(&self, host: &Host, program: &str, args: &[&str], log: Option<File>) -> Result<u32, LabError> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &host.ns, program]).args(args).stdin(Stdio::null());
+        match log {
+            Some(f) => {
+                let f2 = f.try_clone()?;
+                cmd.stdout(f).stderr(f2);
+            }
+            None => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let child =
+            cmd.spawn().map_err(|e| LabError::Command { command: program.to_string(), reason: e.to_string() })?;
+        let pid = child.id();
+        if let Ok(mut c) = self.children.lock() {
+            c.push(child);
+        }
+        Ok(pid)
+    }
+
+    /// Stop a process started with [`Lab::spawn`] (`SIGKILL` when `hard`).
+    pub fn kill(&self, pid: u32, hard: bool) {
+        let signal = if hard { nix::sys::signal::Signal::SIGKILL } else { nix::sys::signal::Signal::SIGTERM };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        if let Ok(mut c) = self.children.lock() {
+            if let Some(pos) = c.iter().position(|ch| ch.id() == pid) {
+                let mut child = c.remove(pos);
+                if hard {
+                    let _ = child.wait();
+                } else {
+                    std::thread::spawn(move || {
+                        let _ = child.wait();
+                    });
+                }
+            }
+        }
+    }
+
+    /// Run a command in the host's namespace and wait for it.
+    pub fn exec(&self, host: &Host, args: &[&str]) -> Result<Output, LabError> {
+        let mut full = vec!["ip", "netns", "exec", &host.ns];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// Drop everything between `host` and `peers`, both ways (the host still
+    /// talks to everyone else).
+    pub fn partition(&self, host: &Host, peers: &[Ipv4Addr]) -> Result<(), LabError> {
+        let set = peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+        let rules = format!(
+            "table inet mrdpartition {{\n chain input {{ type filter hook input priority 0; ip saddr {{ {set} }} drop; }}\n \
+             chain output {{ type filter hook output priority 0; ip daddr {{ {set} }} drop; }}\n}}\n"
+        );
+        let path = std::env::temp_dir().join(format!("mrd{}-{}.nft", self.id, host.label));
+        std::fs::write(&path, rules)?;
+        let p = path.to_string_lossy().to_string();
+        let r = self.exec(host, &["nft", "-f", &p]);
+        let _ = std::fs::remove_file(&path);
+        r.map(|_| ())
+    }
+
+    pub fn heal(&self, host: &Host) -> Result<(), LabError> {
+        self.exec(host, &["nft", "delete", "table", "inet", "mrdpartition"]).map(|_| ())
+    }
+
+    /// Run `f` on a thread that has entered the host's namespace (sockets it
+    /// opens live there).
+    pub fn in_namespace<F, T>(&self, host: &Host, f: F) -> std::thread::JoinHandle<Result<T, LabError>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let path = PathBuf::from("/var/run/netns").join(&host.ns);
+        std::thread::spawn(move || {
+            let fd = File::open(&path)?;
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            Ok(f())
+        })
+    }
+
+    /// Remove every process, namespace and note of this lab. Idempotent.
+    pub fn cleanup(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        self.cleaned = true;
+        if let Ok(mut c) = self.children.lock() {
+            for child in c.iter_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            c.clear();
+        }
+        for h in &self.hosts {
+            let _ = run(&["ip", "netns", "del", &h.ns]);
+        }
+        let _ = run(&["ip", "netns", "del", &self.switch]);
+        let _ = std::fs::remove_file(PathBuf::from(REGISTRY).join(&self.id));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// Remove namespaces of labs whose owning process no longer exists.
+pub fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(REGISTRY) else { return };
+    let netns =
+        run(&["ip", "netns", "list"]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    for e in entries.flatten() {
+        let id = e.file_name().to_string_lossy().to_string();
+        let pid: i32 = std::fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let alive = pid > 0 && PathBuf::from(format!("/proc/{pid}")).exists();
+        if alive {
+            continue;
+        }
+        let prefix = format!("mrd{id}-");
+        for line in netns.lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if name.starts_with(&prefix) {
+                // Kill what still runs inside, then remove it.
+                if let Ok(o) = run(&["ip", "netns", "pids", name]) {
+                    for p in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                        if let Ok(p) = p.parse::<i32>() {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(p),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                    }
+                }
+                let _ = run(&["ip", "netns", "del", name]);
+            }
+        }
+        let _ = std::fs::remove_file(e.path());
+    }
+}

@@ -1,0 +1,117 @@
+//! VIP failover in network namespaces: three gateway processes, each in its
+//! own namespace on a shared bridge, a backend next to each, and a client
+//! namespace that sends requests to the VIPs. Needs root; skipped otherwise.
+
+mod lab;
+
+use std::time::{Duration, Instant};
+
+use lab::{Outcome, VipLab};
+
+const VIP1: &str = "10.77.0.101";
+
+/// The first request after `since` answered by someone other than `not`.
+fn first_success_from_other(samples: &[Outcome], since: Instant, not: &str) -> Option<Instant> {
+    samples.iter().find(|o| o.at >= since && o.ok && o.backend != not).map(|o| o.at)
+}
+
+#[test]
+fn owner_killed_then_back_takes_its_vip_after_hold_down() {
+    let Some(mut lab) = VipLab::start("owner-kill") else { return };
+    lab.wait_owner(VIP1, "n1", Duration::from_secs(20));
+    let load = lab.client_load(VIP1, Duration::from_millis(10), Duration::from_millis(500), Duration::from_secs(8));
+    std::thread::sleep(Duration::from_millis(700));
+    let killed = Instant::now();
+    lab.kill_node(0, true);
+    std::thread::sleep(Duration::from_secs(3));
+    // (d) The node comes back: it clears the stale VIP, rejoins, and after the hold-down takes its VIP back.
+    lab.start_node(0);
+    let samples = load.join().unwrap();
+    let took =
+        first_success_from_other(&samples, killed, "n1").expect("the VIP was served again").duration_since(killed);
+    eprintln!("owner kill: VIP {VIP1} served from another node {} ms after kill -9", took.as_millis());
+    // Lease 600 ms (+ drift and margin); the bound covers scheduling in debug builds.
+    assert!(took <= Duration::from_millis(600 + 900), "takeover took {took:?}");
+    lab.wait_owner(VIP1, "n1", Duration::from_secs(20));
+    assert!(lab.holds(0, VIP1), "n1 holds its VIP again");
+}
+
+#[test]
+fn a_cut_off_owner_lets_go_before_anyone_else_takes_the_vip() {
+    let Some(lab) = VipLab::start("partition") else { return };
+    lab.wait_owner(VIP1, "n1", Duration::from_secs(20));
+    let samplers = lab.sample_addresses(VIP1, Duration::from_millis(10), Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    lab.partition_node(0);
+    std::thread::sleep(Duration::from_millis(3500));
+    lab.heal_node(0);
+    let timelines: Vec<Vec<(Instant, bool)>> = samplers.into_iter().map(|s| s.join().unwrap()).collect();
+    let samples: usize = timelines.iter().map(Vec::len).sum();
+    // Never two at once: every presence interval of one node ends before another's begins.
+    let mut intervals = Vec::new();
+    for (node, t) in timelines.iter().enumerate() {
+        let mut start = None;
+        for (at, present) in t {
+            match (present, start) {
+                (true, None) => start = Some(*at),
+                (false, Some(s)) => {
+                    intervals.push((node, s, *at));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            intervals.push((node, s, t.last().map(|x| x.0).unwrap_or(s)));
+        }
+    }
+    for a in &intervals {
+        for b in &intervals {
+            if a.0 != b.0 {
+                assert!(a.2 <= b.1 || b.2 <= a.1, "VIP on n{} and n{} at once: {a:?} {b:?}", a.0 + 1, b.0 + 1);
+            }
+        }
+    }
+    let cut = &timelines[0];
+    let had_it = cut.iter().position(|(_, p)| *p).expect("n1 held the VIP before the cut");
+    assert!(cut[had_it..].iter().any(|(_, p)| !*p), "the cut-off owner removed the VIP");
+    assert!(intervals.iter().any(|(n, _, _)| *n != 0), "another node took the VIP");
+    eprintln!("partition: {samples} address samples, {} presence intervals, no overlap", intervals.len());
+}
+
+#[test]
+fn the_raft_leader_owning_a_vip_is_killed() {
+    let Some(mut lab) = VipLab::start("leader-kill") else { return };
+    for (i, vip) in ["10.77.0.101", "10.77.0.102", "10.77.0.103"].iter().enumerate() {
+        lab.wait_owner(vip, &format!("n{}", i + 1), Duration::from_secs(20));
+    }
+    let leader = lab.leader();
+    let vip = format!("10.77.0.10{}", leader + 1);
+    let load = lab.client_load(&vip, Duration::from_millis(10), Duration::from_millis(500), Duration::from_secs(6));
+    std::thread::sleep(Duration::from_millis(700));
+    let killed = Instant::now();
+    lab.kill_node(leader, true);
+    let samples = load.join().unwrap();
+    let name = format!("n{}", leader + 1);
+    let took = first_success_from_other(&samples, killed, &name).expect("served again").duration_since(killed);
+    eprintln!("leader kill: VIP {vip} (owned by leader {name}) served elsewhere {} ms after kill -9", took.as_millis());
+    assert!(took <= Duration::from_secs(3), "takeover took {took:?}");
+}
+
+#[test]
+fn a_graceful_move_under_load_fails_no_request() {
+    let Some(lab) = VipLab::start("graceful") else { return };
+    lab.wait_owner(VIP1, "n1", Duration::from_secs(20));
+    // New connection per request, generous timeout: a request may wait out a SYN retransmit, never fail.
+    let load = lab.client_load(VIP1, Duration::from_millis(10), Duration::from_secs(4), Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(800));
+    let out = lab.admin(0, "POST", "/vips/move", &format!("{{\"vip\": \"{VIP1}/24\", \"to\": 2}}"));
+    assert!(out.contains("\"moved\":true"), "{out}");
+    let samples = load.join().unwrap();
+    let failed: Vec<_> = samples.iter().filter(|o| !o.ok).collect();
+    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), samples.len(), failed.first());
+    assert!(samples.iter().any(|o| o.backend == "n2"), "n2 serves after the move");
+    let slowest = samples.iter().map(|o| o.took).max().unwrap_or_default();
+    // After the hold-down, preference pulls the VIP back to n1: also a graceful move, also covered above.
+    eprintln!("graceful move: {} requests, 0 failed, slowest {} ms", samples.len(), slowest.as_millis());
+}
