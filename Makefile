@@ -40,7 +40,7 @@ bench-deps:
 
 # One build, then every test binary in parallel.
 test: deps
-	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+	$(CARGO) nextest run --lib --bins --tests --no-fail-fast
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -115,6 +115,7 @@ pub async fn start(
 impl Agent {
     async fn run(mut self, mut events: mpsc::UnboundedReceiver<StateEvent>, shutdown: CancellationToken) {
         let (ack_tx, mut acks) = mpsc::unbounded_channel::<Instant>();
+        let mut view = self.region.vip_view();
         let mut renew = tokio::time::interval(self.cfg.renew_interval);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let step_every = (self.cfg.renew_interval / 3).clamp(Duration::from_millis(10), Duration::from_millis(50));
@@ -131,6 +132,8 @@ impl Agent {
                 Some(ev) = events.recv() => match ev {
                     StateEvent::Renewed(node) => self.assigner.renewal_seen(node, Instant::now()),
                 },
+                // A grant or a release was applied: act on it now, not at the next tick.
+                Ok(()) = view.changed() => self.step().await,
                 _ = step.tick() => self.step().await,
             }
         }

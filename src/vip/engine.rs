@@ -201,11 +201,21 @@ pub struct Assigner {
     alive_since: BTreeMap<NodeId, Instant>,
     /// VIP → preferred owner.
     preferred: BTreeMap<String, NodeId>,
+    /// VIP → (epoch, when this member first saw it): a VIP that just moved
+    /// (an admin move, a takeover) is not pulled back before the hold-down.
+    changed: BTreeMap<String, (u64, Instant)>,
 }
 
 impl Assigner {
     pub fn new(policy: LeasePolicy, now: Instant, preferred: BTreeMap<String, NodeId>) -> Self {
-        Self { policy, started: now, seen: BTreeMap::new(), alive_since: BTreeMap::new(), preferred }
+        Self {
+            policy,
+            started: now,
+            seen: BTreeMap::new(),
+            alive_since: BTreeMap::new(),
+            preferred,
+            changed: BTreeMap::new(),
+        }
     }
 
     /// A renewal of `node` was applied on this member at `now`.
@@ -248,7 +258,12 @@ impl Assigner {
     }
 
     /// The commands the leader should propose now.
-    pub fn plan(&self, now: Instant, view: &VipView) -> Vec<Command> {
+    pub fn plan(&mut self, now: Instant, view: &VipView) -> Vec<Command> {
+        for (vip, rec) in &view.vips {
+            if self.changed.get(vip).is_none_or(|(e, _)| *e != rec.epoch) {
+                self.changed.insert(vip.clone(), (rec.epoch, now));
+            }
+        }
         let mut out = Vec::new();
         for (vip, rec) in &view.vips {
             let epoch = rec.epoch;
@@ -310,9 +325,10 @@ impl Assigner {
                         continue;
                     }
                     if let Some(p) = self.preferred.get(vip).copied() {
-                        let settled =
-                            self.alive_since.get(&p).is_some_and(|s| now.duration_since(*s) >= self.policy.hold_down);
-                        if p != o && self.alive(now, view, p) && settled && self.alive(now, view, o) {
+                        let hold = self.policy.hold_down;
+                        let settled = self.alive_since.get(&p).is_some_and(|s| now.duration_since(*s) >= hold);
+                        let quiet = self.changed.get(vip).is_some_and(|(_, at)| now.duration_since(*at) >= hold);
+                        if p != o && self.alive(now, view, p) && settled && quiet && self.alive(now, view, o) {
                             out.push(Command::Handoff {
                                 vip: vip.clone(),
                                 expected_epoch: epoch,

@@ -101,7 +101,8 @@ impl Sim {
         }
         if let Some(l) = self.leader() {
             let view = self.view();
-            for cmd in self.members[&l].assigner.plan(now, &view) {
+            let plan = self.members.get_mut(&l).unwrap().assigner.plan(now, &view);
+            for cmd in plan {
                 self.apply(cmd);
             }
         }
@@ -266,6 +267,11 @@ async fn a_graceful_move_releases_then_acquires_within_a_tick() {
     let added = s.events.iter().find(|(t, v, n, add)| *t >= start && v == "v1" && *n == 3 && *add).unwrap().0;
     // The gap is the release's own commit: at most a tick here, a round trip in a real region.
     assert!(added.duration_since(removed) <= TICK, "gap {:?}", added.duration_since(removed));
+    // A moved VIP stays put for the hold-down before preference pulls it back.
+    s.run(policy().hold_down - Duration::from_millis(700)).await;
+    assert_eq!(s.holders("v1"), vec![3]);
+    s.run(Duration::from_secs(1)).await;
+    assert_eq!(s.holders("v1"), vec![1]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,7 +10,7 @@ const VIPS: &str = r#"
 backend = "none"
 lease = "600ms"
 renew_interval = "150ms"
-hold_down = "1s"
+hold_down = "3s"
 [[vip.addresses]]
 address = "10.9.0.101/24"
 preferred = 1
@@ -72,8 +72,9 @@ async fn vips_follow_preference_failure_drain_and_admin_moves() {
     let body = serde_json::json!({ "vip": "10.9.0.101/24", "to": 2 }).to_string();
     let resp = admin(r.node(0).admin_addr, "POST", "/vips/move", &body).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    // ... and it stays there until preference pulls it back after the hold-down.
-    assert!(eventually(Duration::from_secs(2), || async { owners(&r, 1).await[0] == Some(2) }).await);
+    // ... and it stays there (preference pulls it back only after the hold-down).
+    let moved = eventually(Duration::from_secs(2), || async { owners(&r, 1).await[0] == Some(2) }).await;
+    assert!(moved, "{:?}", admin(r.node(1).admin_addr, "GET", "/vips", "").await.json());
 
     // Draining member 2 moves both of its VIPs away.
     let resp = admin(r.node(0).admin_addr, "POST", "/nodes/2/drain", "").await;

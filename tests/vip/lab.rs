@@ -184,6 +184,21 @@ upstream = "local"
             .unwrap_or(false)
     }
 
+    /// The VIP-related log lines of every node, for failure messages.
+    pub fn vip_log(&self) -> String {
+        (1..=3)
+            .flat_map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("n{i}.log")))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("VIP") || l.contains("lease") || l.contains("leader"))
+                    .map(|l| format!("n{i}: {l}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Wait until `vip` answers from the backend of `node` (as seen by the client).
     pub fn wait_owner(&self, vip: &str, node: &str, within: Duration) {
         let deadline = Instant::now() + within;
