@@ -30,6 +30,8 @@ pub enum StartError {
     Region(#[from] crate::raft::node::StartError),
     #[error("vip: {0}")]
     Vip(#[from] crate::vip::agent::AgentError),
+    #[error(transparent)]
+    Report(#[from] crate::gslb::publisher::SecretError),
 }
 
 /// A running node. Dropping it does not stop it; call [`RunningGateway::shutdown`].
@@ -165,6 +167,9 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
         }
         _ => None,
     };
+    if let (Some(r), Some(report)) = (&region, &node.report) {
+        crate::gslb::publisher::spawn(report, r.clone(), gateway.clone(), shutdown.clone())?;
+    }
     let mut bound = Vec::new();
     for l in &node.listeners {
         bound.push(Listener::bind(l).await?);

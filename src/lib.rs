@@ -20,6 +20,8 @@
 //!   authenticated transport, writes forwarded to the leader.
 //! - [`vip`]: virtual IPs: lease engine, the agent that drives it, and the
 //!   actuators that move addresses (netlink + gratuitous ARP, exec, none).
+//! - [`gslb`]: the DNS global balancer (hickory-server): health registry,
+//!   steering, and the gateway-side report publisher.
 //! - [`admin`]: the admin API (health, readiness, metrics, config, upstreams).
 //! - [`ctl`]: `meridian ctl`, the operator CLI over the admin API.
 //! - [`telemetry`]: logging setup and the Prometheus metrics of a node.
@@ -35,6 +37,7 @@ pub mod balance;
 pub mod config;
 pub mod ctl;
 pub mod gateway;
+pub mod gslb;
 pub mod health;
 pub mod netns;
 pub mod proxy;

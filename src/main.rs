@@ -37,6 +37,11 @@ enum Command {
         #[arg(long)]
         document: bool,
     },
+    /// Run a DNS global balancer instance.
+    Gslb {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Operate a running cluster through its admin API.
     Ctl(meridian::ctl::CtlArgs),
     /// Run the sample backend used by the demo and the tests.
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         }
         Command::Validate { file, document } => validate(&file, document),
         Command::Gateway { config } => run_gateway(config),
+        Command::Gslb { config } => run_gslb(config),
         Command::Backend { listen, name } => run_backend(listen, name),
         Command::Ctl(args) => runtime(1).and_then(|rt| rt.block_on(meridian::ctl::run(args))),
     };
@@ -72,7 +78,10 @@ fn main() -> ExitCode {
 }
 
 fn validate(file: &std::path::Path, document: bool) -> anyhow::Result<ExitCode> {
-    let result = if document {
+    let is_gslb = std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.trim() == "[gslb]"));
+    let result = if is_gslb {
+        meridian::gslb::config::load(file).map(|_| ())
+    } else if document {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         let format = if file.extension().is_some_and(|e| e == "json") { Format::Json } else { Format::Toml };
         config::parse_document(&text, format).map(|_| ())
@@ -133,6 +142,35 @@ fn run_gateway(path: PathBuf) -> anyhow::Result<ExitCode> {
             }
         }
         tracing::info!("shutting down: draining connections");
+        running.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn run_gslb(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let cfg = match meridian::gslb::config::load(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("{}: {e}", path.display());
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut telemetry = cfg.telemetry.clone();
+    if !telemetry.log_level.contains("hickory") {
+        // hickory logs every query at info.
+        telemetry.log_level = format!("{},hickory_server=warn", telemetry.log_level);
+    }
+    meridian::telemetry::init_logging(&telemetry).map_err(anyhow::Error::msg)?;
+    let rt = runtime(0)?;
+    rt.block_on(async move {
+        let running = meridian::gslb::start(cfg).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
         running.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })

@@ -80,6 +80,11 @@ pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors
     })?;
     let mut node: NodeConfig = parse(&text, Format::Toml)?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
+    if let Some(r) = &mut node.report {
+        if let Some(f) = &mut r.secret_file {
+            *f = base.join(&*f);
+        }
+    }
     if let Some(c) = &mut node.cluster {
         c.data_dir = base.join(&c.data_dir);
         if let Some(f) = &mut c.secret_file {

@@ -31,6 +31,9 @@ pub struct NodeConfig {
     /// region lists the same addresses; the interface is this node's.
     #[serde(default)]
     pub vip: Option<VipConfig>,
+    /// Health reports to the global balancers (sent by the region's leader).
+    #[serde(default)]
+    pub report: Option<ReportConfig>,
     /// Standalone: the document served until the admin API replaces it.
     /// In a region: the first document of a new region (bootstrap only).
     #[serde(default)]
@@ -107,6 +110,33 @@ impl Default for RaftTuning {
             keep_logs: default_keep_logs(),
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// Base URLs of every balancer's report API, e.g. `http://10.0.9.1:9953`.
+    pub endpoints: Vec<String>,
+    #[serde(default = "default_report_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_report_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The region's report secret (shared with the balancers, not the cluster secret)...
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// ...or the environment variable holding it.
+    #[serde(default = "default_report_secret_env")]
+    pub secret_env: String,
+}
+
+fn default_report_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_report_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_report_secret_env() -> String {
+    "MERIDIAN_REPORT_SECRET".to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,6 +265,10 @@ pub struct ListenerConfig {
     /// a listener on a VIP that this node may own later.
     #[serde(default)]
     pub freebind: bool,
+    /// Answered by the gateway itself: 200 while it serves a document, 503
+    /// before (what load balancers and the global balancer probe).
+    #[serde(default)]
+    pub health_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,6 +365,7 @@ fn default_listeners() -> Vec<ListenerConfig> {
         address: SocketAddr::from(([0, 0, 0, 0], 8080)),
         tls: None,
         freebind: false,
+        health_path: None,
     }]
 }
 fn default_admin_address() -> SocketAddr {

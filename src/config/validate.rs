@@ -16,6 +16,11 @@ use crate::routing::{HostPattern, PathPattern, Rewrite, RewriteError};
 pub struct Validated<T>(T);
 
 impl<T> Validated<T> {
+    /// For validators of other file kinds (the GSLB's): wrap a checked value.
+    pub(crate) fn new(value: T) -> Self {
+        Self(value)
+    }
+
     pub fn into_inner(self) -> T {
         self.0
     }
@@ -357,6 +362,37 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
     }
     if let Some(c) = &node.cluster {
         check_cluster(&mut errors, c);
+    }
+    if let Some(r) = &node.report {
+        if node.cluster.is_none() {
+            errors.push(
+                "report",
+                K::OutOfRange {
+                    value: "[report]".into(),
+                    rule: "reports are sent by a region's leader: needs [cluster]",
+                },
+            );
+        }
+        if r.endpoints.is_empty() {
+            errors.push("report.endpoints", K::Empty);
+        }
+        for (i, e) in r.endpoints.iter().enumerate() {
+            if !(e.starts_with("http://") && e.len() > 7) {
+                errors.push(
+                    format!("report.endpoints[{i}]"),
+                    K::InvalidAddress { value: e.clone(), reason: "expected http://host:port".into() },
+                );
+            }
+        }
+        positive(&mut errors, "report.interval".into(), r.interval);
+        positive(&mut errors, "report.timeout".into(), r.timeout);
+    }
+    for (i, l) in node.listeners.iter().enumerate() {
+        if let Some(p) = &l.health_path {
+            if let Err(reason) = PathPattern::exact(p) {
+                errors.push(format!("listeners[{i}].health_path"), K::InvalidPath { value: p.clone(), reason });
+            }
+        }
     }
     if let Some(v) = &node.vip {
         if node.cluster.is_none() {

@@ -32,6 +32,8 @@ pub struct ConnInfo {
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: HeaderValue,
     pub listener: Arc<str>,
+    /// Answered by the gateway itself (`listeners[].health_path`).
+    pub health_path: Option<Arc<str>>,
     /// Requests being served; the idle watchdog leaves busy connections alone.
     busy: AtomicU32,
     /// Bumped on every read and write.
@@ -39,13 +41,14 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, listener: Arc<str>, tls: bool) -> Self {
+    pub fn new(peer: SocketAddr, listener: Arc<str>, tls: bool, health_path: Option<Arc<str>>) -> Self {
         let ip = peer.ip().to_canonical().to_string();
         Self {
             peer,
             client_ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
             listener,
+            health_path,
             busy: AtomicU32::new(0),
             activity: AtomicU64::new(0),
         }
@@ -119,6 +122,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
 pub struct Listener {
     pub name: Arc<str>,
     pub local_addr: SocketAddr,
+    health_path: Option<Arc<str>>,
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
 }
@@ -143,7 +147,13 @@ impl Listener {
         let bind_err = |source| ListenError::Bind { name: cfg.name.clone(), address: cfg.address, source };
         let tcp = bind_tcp(cfg.address, cfg.freebind).map_err(bind_err)?;
         let local_addr = tcp.local_addr().map_err(bind_err)?;
-        Ok(Self { name: cfg.name.as_str().into(), local_addr, tcp, tls })
+        Ok(Self {
+            name: cfg.name.as_str().into(),
+            health_path: cfg.health_path.as_deref().map(Into::into),
+            local_addr,
+            tcp,
+            tls,
+        })
     }
 
     /// Accept until `shutdown`; connections then drain within `limits.drain_timeout`.
@@ -170,9 +180,10 @@ impl Listener {
             let tls = self.tls.clone();
             let name = self.name.clone();
             let active = active.clone();
+            let health = self.health_path.clone();
             tracker.spawn(async move {
                 active.inc();
-                serve_connection(stream, peer, name, tls, gw, shutdown).await;
+                serve_connection(stream, peer, name, tls, health, gw, shutdown).await;
                 active.dec();
             });
         }
@@ -203,12 +214,13 @@ async fn serve_connection(
     peer: SocketAddr,
     name: Arc<str>,
     tls: Option<TlsAcceptor>,
+    health_path: Option<Arc<str>>,
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let handshake_timeout = gw.settings.limits.header_read_timeout;
-    let info = Arc::new(ConnInfo::new(peer, name.clone(), tls.is_some()));
+    let info = Arc::new(ConnInfo::new(peer, name.clone(), tls.is_some(), health_path));
     match tls {
         Some(acceptor) => {
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {

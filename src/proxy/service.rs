@@ -33,6 +33,11 @@ const MAX_STALE_CONNECTIONS: u32 = 4;
 
 /// Serve one request.
 pub(crate) async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ProxyBody> {
+    if let Some(hp) = &conn.health_path {
+        if req.uri().path() == &**hp {
+            return health_response(&gw);
+        }
+    }
     let start = Instant::now();
     let start_ms = now_ms();
     let _busy = conn.busy();
@@ -461,6 +466,18 @@ fn spawn_tunnel(client: hyper::upgrade::OnUpgrade, upstream: Option<hyper::upgra
             Err(e) => tracing::debug!(upstream = %name, error = %e, "upgrade did not complete"),
         }
     });
+}
+
+/// The gateway's own health answer: it serves traffic once a document is applied.
+fn health_response(gw: &Gateway) -> Response<ProxyBody> {
+    let (status, body) = if gw.version() > 0 {
+        (http::StatusCode::OK, "ok\n")
+    } else {
+        (http::StatusCode::SERVICE_UNAVAILABLE, "no document yet\n")
+    };
+    let mut resp = Response::new(ProxyBody::full(bytes::Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp
 }
 
 /// The one place a [`ProxyError`] becomes a response.

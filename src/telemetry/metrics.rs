@@ -39,6 +39,7 @@ pub struct GatewayMetrics {
     pub vip_lease_renew_failures: IntCounter,
     pub vip_fencing: IntCounter,
     pub vip_actuator_errors: IntCounter,
+    pub gslb_reports: IntCounterVec,
 }
 
 fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
@@ -222,6 +223,12 @@ impl GatewayMetrics {
                 "VIPs dropped because the lease ran out (cut off from the quorum).",
             ),
             vip_actuator_errors: counter(&r, "vip_actuator_errors_total", "Failed address changes or announcements."),
+            gslb_reports: counter_vec(
+                &r,
+                "gslb_reports_total",
+                "Health reports sent to balancers, by endpoint and result.",
+                &["endpoint", "result"],
+            ),
             registry: r,
         }
     }

@@ -9,6 +9,7 @@ mod harness;
 mod history;
 mod membership;
 mod region;
+mod reports;
 mod security;
 mod storage;
 mod vips;

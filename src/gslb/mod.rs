@@ -1,0 +1,376 @@
+//! The DNS global balancer (`meridian gslb`): an authoritative server for a
+//! zone whose service names answer with the VIPs of the nearest healthy
+//! region. Health comes from signed reports of each region's leader and from
+//! this instance's own probes of every VIP; instances share nothing, so any
+//! number can run side by side and answer alike for the same health.
+//!
+//! - [`config`]: the `gslb.toml` schema and its checks.
+//! - [`report`]: report format, signatures, replay protection.
+//! - [`registry`]: region verdicts and the answer table.
+//! - [`steer`]: client location and the choice of region.
+//! - [`dns`]: the request handler.
+//! - [`publisher`]: the gateway side — a region's leader sends reports.
+
+pub mod config;
+pub mod dns;
+pub mod publisher;
+pub mod registry;
+pub mod report;
+pub mod steer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry as PromRegistry};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Validated;
+use crate::health::active::{probe, ActiveCheck, ProbeStreak};
+use config::GslbConfig;
+use dns::{DnsMetrics, GslbHandler, Zone};
+use registry::{AnswerTable, RegionHealthState, Registry, Verdict};
+use report::{Refusal, Verifier, SIGNATURE_HEADER};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GslbError {
+    #[error("cannot bind {what} {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("regions[{index}]: cannot read the report secret: {reason}")]
+    Secret { index: usize, reason: String },
+    #[error("zone: {0}")]
+    Zone(#[from] dns::ZoneError),
+}
+
+struct Metrics {
+    registry: PromRegistry,
+    dns: Arc<DnsMetrics>,
+    region_served: IntGaugeVec,
+    reports: IntCounterVec,
+    probes: IntCounterVec,
+}
+
+fn metrics(name: &str) -> Metrics {
+    let mut labels = std::collections::HashMap::new();
+    labels.insert("gslb".to_string(), name.to_string());
+    let r = PromRegistry::new_custom(None, Some(labels)).unwrap_or_default();
+    let counter_vec = |n: &str, h: &str, l: &[&str]| {
+        let m =
+            IntCounterVec::new(Opts::new(n, h).namespace("meridian_gslb"), l).unwrap_or_else(|e| panic!("{n}: {e}"));
+        let _ = r.register(Box::new(m.clone()));
+        m
+    };
+    let queries = counter_vec(
+        "queries_total",
+        "DNS queries answered, by name, type, chosen region and rcode.",
+        &["name", "type", "region", "rcode"],
+    );
+    let fail_open = prometheus::IntCounter::with_opts(
+        Opts::new("fail_open_total", "Answers with every region's addresses because none looked healthy.")
+            .namespace("meridian_gslb"),
+    )
+    .unwrap_or_else(|e| panic!("fail_open_total: {e}"));
+    let _ = r.register(Box::new(fail_open.clone()));
+    let answer_seconds = Histogram::with_opts(
+        HistogramOpts::new("answer_duration_seconds", "Time to compute a steered answer.")
+            .namespace("meridian_gslb")
+            .buckets(vec![0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005]),
+    )
+    .unwrap_or_else(|e| panic!("answer_duration_seconds: {e}"));
+    let _ = r.register(Box::new(answer_seconds.clone()));
+    let region_served = IntGaugeVec::new(
+        Opts::new("region_served", "1 while the region is in the answers.").namespace("meridian_gslb"),
+        &["region"],
+    )
+    .unwrap_or_else(|e| panic!("region_served: {e}"));
+    let _ = r.register(Box::new(region_served.clone()));
+    let reports = counter_vec("reports_total", "Health reports received, by region and result.", &["region", "result"]);
+    let probes = counter_vec("probes_total", "VIP probes, by region, VIP and result.", &["region", "vip", "result"]);
+    Metrics {
+        dns: Arc::new(DnsMetrics { queries, answer_seconds, fail_open }),
+        region_served,
+        reports,
+        probes,
+        registry: r,
+    }
+}
+
+/// A running balancer instance.
+pub struct RunningGslb {
+    pub dns_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub table: Arc<ArcSwap<AnswerTable>>,
+    shutdown: CancellationToken,
+}
+
+impl RunningGslb {
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn read_secret(index: usize, r: &config::RegionConfig) -> Result<Vec<u8>, GslbError> {
+    let bytes = match (&r.secret_file, &r.secret_env) {
+        (Some(f), _) => {
+            std::fs::read(f).map_err(|e| GslbError::Secret { index, reason: format!("{}: {e}", f.display()) })?
+        }
+        (None, Some(v)) => {
+            std::env::var(v).map_err(|_| GslbError::Secret { index, reason: format!("{v} is not set") })?.into_bytes()
+        }
+        (None, None) => return Err(GslbError::Secret { index, reason: "no secret configured".into() }),
+    };
+    Ok(bytes.trim_ascii().to_vec())
+}
+
+/// Start DNS (UDP + TCP), the report API, the probes and the table refresher.
+pub async fn start(cfg: Validated<GslbConfig>) -> Result<RunningGslb, GslbError> {
+    let cfg = cfg.into_inner();
+    let m = metrics(&cfg.gslb.name);
+    let mut secrets = HashMap::new();
+    let mut regions = BTreeMap::new();
+    for (i, r) in cfg.regions.iter().enumerate() {
+        secrets.insert(r.name.clone(), read_secret(i, r)?);
+        let loc = r.location.map(|p| steer::Coordinates { lat: p.lat, lon: p.lon });
+        regions.insert(r.name.clone(), Arc::new(RegionHealthState::new(&r.name, loc, r.weight, &r.vips)));
+    }
+    let registry = Arc::new(Registry {
+        regions,
+        order: cfg.regions.iter().map(|r| r.name.clone()).collect(),
+        freshness: cfg.gslb.report_freshness,
+    });
+    let table = Arc::new(ArcSwap::from_pointee(registry.table(Instant::now())));
+    let zone = Arc::new(Zone::build(&cfg)?);
+    let shutdown = CancellationToken::new();
+
+    let udp = UdpSocket::bind(cfg.gslb.dns).await.map_err(|source| GslbError::Bind {
+        what: "DNS (UDP)",
+        addr: cfg.gslb.dns,
+        source,
+    })?;
+    let dns_addr =
+        udp.local_addr().map_err(|source| GslbError::Bind { what: "DNS (UDP)", addr: cfg.gslb.dns, source })?;
+    // TCP on the same port as UDP (port 0: the one UDP got).
+    let tcp = TcpListener::bind(dns_addr).await.map_err(|source| GslbError::Bind {
+        what: "DNS (TCP)",
+        addr: dns_addr,
+        source,
+    })?;
+    let api = TcpListener::bind(cfg.gslb.api).await.map_err(|source| GslbError::Bind {
+        what: "API",
+        addr: cfg.gslb.api,
+        source,
+    })?;
+    let api_addr = api.local_addr().map_err(|source| GslbError::Bind { what: "API", addr: cfg.gslb.api, source })?;
+
+    let handler = GslbHandler { zone, table: table.clone(), metrics: m.dns.clone() };
+    let mut server = hickory_server::Server::new(handler);
+    server.register_socket(udp);
+    server.register_listener(tcp, Duration::from_secs(5), 32);
+    let token = server.shutdown_token().clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            r = server.block_until_done() => if let Err(e) = r { tracing::error!(error = %e, "DNS server stopped") },
+            _ = stop.cancelled() => token.cancel(),
+        }
+    });
+
+    // Probes: one task per VIP.
+    for r in &cfg.regions {
+        let state = registry.regions.get(&r.name).cloned();
+        let Some(state) = state else { continue };
+        for vip in &state.vips {
+            let check = ActiveCheck {
+                path: r.probe.path.clone(),
+                host: r.probe.host.clone(),
+                interval: r.probe.interval,
+                timeout: r.probe.timeout,
+                rise: r.probe.rise,
+                fall: r.probe.fall,
+                expected_status: Vec::new(),
+            };
+            let address = SocketAddr::new(vip.ip, r.probe.port).to_string();
+            let vip = vip.clone();
+            let (ok, failed) = (
+                m.probes.with_label_values(&[&r.name, &vip.ip.to_string(), "ok"]),
+                m.probes.with_label_values(&[&r.name, &vip.ip.to_string(), "failed"]),
+            );
+            let stop = shutdown.clone();
+            let region = r.name.clone();
+            tokio::spawn(async move {
+                let mut streak = ProbeStreak::new(false);
+                let mut tick = tokio::time::interval(check.interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let result = probe(&address, &check).await;
+                    if result.is_ok() {
+                        ok.inc()
+                    } else {
+                        failed.inc()
+                    }
+                    if let Some(up) = streak.observe(result.is_ok(), check.rise, check.fall) {
+                        vip.up.store(up, Ordering::Relaxed);
+                        match result {
+                            Ok(()) => tracing::info!(region = %region, vip = %vip.ip, "VIP probe passing"),
+                            Err(e) => tracing::warn!(region = %region, vip = %vip.ip, error = %e, "VIP probe failing"),
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    // The answer table, recomputed often enough that a stale report takes a
+    // region out within the freshness window plus one tick.
+    {
+        let (registry, table, stop, served) =
+            (registry.clone(), table.clone(), shutdown.clone(), m.region_served.clone());
+        tokio::spawn(async move {
+            let mut last: HashMap<String, Verdict> = HashMap::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let t = registry.table(Instant::now());
+                for r in &t.regions {
+                    served.with_label_values(&[&r.name]).set(i64::from(r.verdict == Verdict::Served));
+                    let prev = last.insert(r.name.clone(), r.verdict);
+                    if prev != Some(r.verdict) && prev.is_some() {
+                        if r.verdict == Verdict::Served {
+                            tracing::info!(region = %r.name, vips = r.healthy.len(), "region back in the answers");
+                        } else {
+                            tracing::warn!(region = %r.name, reason = r.verdict.label(), "region taken out of the answers");
+                        }
+                    }
+                }
+                table.store(Arc::new(t));
+            }
+        });
+    }
+
+    // The report API.
+    let api_state = Arc::new(ApiState {
+        verifier: Mutex::new(Verifier::new(secrets, cfg.gslb.replay_window.as_millis() as u64)),
+        registry,
+        table: table.clone(),
+        reports: m.reports.clone(),
+        prom: m.registry,
+    });
+    tokio::spawn(serve_api(api, api_state, shutdown.clone()));
+    tracing::info!(name = %cfg.gslb.name, dns = %dns_addr, api = %api_addr, regions = cfg.regions.len(), "global balancer started");
+    Ok(RunningGslb { dns_addr, api_addr, table, shutdown })
+}
+
+struct ApiState {
+    verifier: Mutex<Verifier>,
+    registry: Arc<Registry>,
+    table: Arc<ArcSwap<AnswerTable>>,
+    reports: IntCounterVec,
+    prom: PromRegistry,
+}
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+impl ApiState {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/healthz") => reply(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/metrics") => reply(
+                StatusCode::OK,
+                prometheus::TextEncoder::new().encode_to_string(&self.prom.gather()).unwrap_or_default(),
+            ),
+            (&Method::GET, "/v1/regions") => {
+                let t = self.table.load();
+                let v: Vec<serde_json::Value> = t
+                    .regions
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "region": r.name,
+                            "served": r.verdict == Verdict::Served,
+                            "reason": r.verdict.label(),
+                            "healthy_vips": r.healthy,
+                            "vips": r.all,
+                        })
+                    })
+                    .collect();
+                reply(StatusCode::OK, serde_json::to_string(&v).unwrap_or_default())
+            }
+            (&Method::POST, "/v1/report") => {
+                let sig = req.headers().get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "report too large\n"),
+                };
+                let verdict = self
+                    .verifier
+                    .lock()
+                    .map_err(|_| Refusal::Malformed)
+                    .and_then(|mut v| v.verify(&body, sig.as_deref(), report::unix_ms()));
+                match verdict {
+                    Ok(report) => {
+                        self.reports.with_label_values(&[&report.region, "accepted"]).inc();
+                        if let Some(state) = self.registry.regions.get(&report.region) {
+                            state.record(Instant::now(), report);
+                        }
+                        reply(StatusCode::NO_CONTENT, Bytes::new())
+                    }
+                    Err(why) => {
+                        let region = serde_json::from_slice::<serde_json::Value>(&body)
+                            .ok()
+                            .and_then(|v| v["region"].as_str().map(str::to_string))
+                            .filter(|r| self.registry.regions.contains_key(r))
+                            .unwrap_or_else(|| "-".into());
+                        self.reports.with_label_values(&[&region, why.label()]).inc();
+                        tracing::warn!(region = %region, reason = why.label(), "health report refused");
+                        let status = match why {
+                            Refusal::Malformed => StatusCode::BAD_REQUEST,
+                            _ => StatusCode::UNAUTHORIZED,
+                        };
+                        reply(status, format!("{why}\n"))
+                    }
+                }
+            }
+            _ => reply(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(state.handle(req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}

@@ -1,0 +1,138 @@
+//! The gateway side of the global balancer: the region's leader sends a
+//! signed health report to every balancer endpoint each interval. Whoever
+//! leads sends; the others stay quiet, so a new leader takes over by itself.
+//! Sending never blocks the data plane: it runs in its own task, with a
+//! timeout per endpoint.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use tokio_util::sync::CancellationToken;
+
+use super::report::{sign, unix_ms, HealthReport, SIGNATURE_HEADER};
+use crate::config::ReportConfig;
+use crate::proxy::Gateway;
+use crate::raft::RegionNode;
+
+#[derive(Debug, thiserror::Error)]
+#[error("report secret: {0}")]
+pub struct SecretError(String);
+
+fn secret(cfg: &ReportConfig) -> Result<Vec<u8>, SecretError> {
+    let bytes = match &cfg.secret_file {
+        Some(f) => std::fs::read(f).map_err(|e| SecretError(format!("{}: {e}", f.display())))?,
+        None => std::env::var(&cfg.secret_env)
+            .map_err(|_| SecretError(format!("{} is not set", cfg.secret_env)))?
+            .into_bytes(),
+    };
+    Ok(bytes.trim_ascii().to_vec())
+}
+
+/// What the leader knows about its region now.
+fn build_report(region: &RegionNode, gateway: &Gateway) -> HealthReport {
+    let m = region.raft.metrics().borrow().clone();
+    let last = m.last_log_index.unwrap_or(0);
+    let mut healthy = vec![region.id];
+    if let Some(repl) = &m.replication {
+        for (id, matched) in repl {
+            // A follower within a short distance of the leader's log is keeping up.
+            if *id != region.id && matched.is_some_and(|l| last.saturating_sub(l.index) < 100) {
+                healthy.push(*id);
+            }
+        }
+    }
+    healthy.sort_unstable();
+    let view = region.vip_view().borrow().clone();
+    let vips: BTreeMap<String, Option<u64>> = view.vips.iter().map(|(v, r)| (v.clone(), r.owner)).collect();
+    let load: f64 = gateway
+        .metrics
+        .registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "meridian_active_connections")
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_gauge().get_value()))
+        .sum();
+    HealthReport {
+        region: region.region.clone(),
+        timestamp_ms: unix_ms(),
+        nonce: format!("{:032x}", fastrand::u128(..)),
+        sender: region.id,
+        healthy_nodes: healthy,
+        vips,
+        config_version: gateway.version(),
+        load,
+    }
+}
+
+/// Send reports while this member leads, until `shutdown`.
+pub fn spawn(
+    cfg: &ReportConfig,
+    region: Arc<RegionNode>,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+) -> Result<(), SecretError> {
+    let key = secret(cfg)?;
+    let endpoints: Vec<String> =
+        cfg.endpoints.iter().map(|e| format!("{}/v1/report", e.trim_end_matches('/'))).collect();
+    let (interval, timeout) = (cfg.interval, cfg.timeout);
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let sent = gateway.metrics.gslb_reports.clone();
+    tokio::spawn(async move {
+        let mut failing: HashMap<String, bool> = HashMap::new();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if region.leader() != Some(region.id) {
+                continue;
+            }
+            let report = build_report(&region, &gateway);
+            let Ok(body) = serde_json::to_vec(&report) else { continue };
+            let signature = sign(&key, &body);
+            let sends = endpoints.iter().map(|url| {
+                let req = http::Request::post(url.as_str())
+                    .header("content-type", "application/json")
+                    .header(SIGNATURE_HEADER, signature.as_str())
+                    .body(Full::new(Bytes::from(body.clone())));
+                let client = client.clone();
+                async move {
+                    let Ok(req) = req else { return Err("bad endpoint URL".to_string()) };
+                    match tokio::time::timeout(timeout, client.request(req)).await {
+                        Ok(Ok(r)) if r.status().is_success() => Ok(()),
+                        Ok(Ok(r)) => Err(format!("answered {}", r.status())),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("no answer within {timeout:?}")),
+                    }
+                }
+            });
+            let results = futures_util::future::join_all(sends).await;
+            for (url, r) in endpoints.iter().zip(results) {
+                let was_failing = failing.insert(url.clone(), r.is_err()).unwrap_or(false);
+                match r {
+                    Ok(()) => {
+                        sent.with_label_values(&[url, "ok"]).inc();
+                        if was_failing {
+                            tracing::info!(endpoint = %url, "health reports delivered again");
+                        }
+                    }
+                    Err(e) => {
+                        sent.with_label_values(&[url, "failed"]).inc();
+                        if was_failing {
+                            tracing::debug!(endpoint = %url, error = %e, "health report not delivered");
+                        } else {
+                            tracing::warn!(endpoint = %url, error = %e, "health report not delivered");
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}

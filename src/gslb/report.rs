@@ -1,0 +1,151 @@
+//! Region health reports: what a region's leader tells every global
+//! balancer, and how the balancer knows it is genuine and fresh.
+//!
+//! The body is JSON; `X-Meridian-Signature` carries hex HMAC-SHA256 of the
+//! body under the region's secret. The body holds a timestamp and a random
+//! nonce: a balancer refuses reports outside its replay window and nonces it
+//! has already seen inside it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+pub const SIGNATURE_HEADER: &str = "x-meridian-signature";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub region: String,
+    /// Unix milliseconds at the sender.
+    pub timestamp_ms: u64,
+    /// Random, unique per report.
+    pub nonce: String,
+    /// The member that sent it (the region's leader).
+    pub sender: u64,
+    /// Members the leader considers healthy.
+    pub healthy_nodes: Vec<u64>,
+    /// VIP (`address/prefix`) → owner; `None` while unowned.
+    pub vips: BTreeMap<String, Option<u64>>,
+    pub config_version: u64,
+    /// Requests in flight on the sender, a coarse load signal.
+    pub load: f64,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(secret: &[u8]) -> HmacSha256 {
+    <HmacSha256 as KeyInit>::new_from_slice(secret)
+        .unwrap_or_else(|_| <HmacSha256 as KeyInit>::new(&Default::default()))
+}
+
+/// Hex signature of `body`.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut m = mac(secret);
+    m.update(body);
+    m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Why a report was refused (the label of the refusal metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("malformed report")]
+    Malformed,
+    #[error("unknown region")]
+    UnknownRegion,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("outside the replay window")]
+    Stale,
+    #[error("replayed nonce")]
+    Replayed,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::UnknownRegion => "unknown_region",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::Stale => "stale",
+            Refusal::Replayed => "replayed",
+        }
+    }
+}
+
+/// Checks reports: signature, freshness, nonces seen (per region).
+pub struct Verifier {
+    secrets: HashMap<String, Vec<u8>>,
+    window_ms: u64,
+    seen: HashMap<String, VecDeque<(u64, String)>>,
+}
+
+impl Verifier {
+    pub fn new(secrets: HashMap<String, Vec<u8>>, window_ms: u64) -> Self {
+        Self { secrets, window_ms, seen: HashMap::new() }
+    }
+
+    /// Verify `body` signed with `signature`, at local Unix time `now_ms`.
+    pub fn verify(&mut self, body: &[u8], signature: Option<&str>, now_ms: u64) -> Result<HealthReport, Refusal> {
+        let report: HealthReport = serde_json::from_slice(body).map_err(|_| Refusal::Malformed)?;
+        let secret = self.secrets.get(&report.region).ok_or(Refusal::UnknownRegion)?;
+        let given = signature.and_then(unhex).ok_or(Refusal::BadSignature)?;
+        let mut m = mac(secret);
+        m.update(body);
+        m.verify_slice(&given).map_err(|_| Refusal::BadSignature)?;
+        if now_ms.abs_diff(report.timestamp_ms) > self.window_ms {
+            return Err(Refusal::Stale);
+        }
+        let seen = self.seen.entry(report.region.clone()).or_default();
+        while seen.front().is_some_and(|(t, _)| now_ms.saturating_sub(*t) > 2 * self.window_ms) {
+            seen.pop_front();
+        }
+        if seen.iter().any(|(_, n)| *n == report.nonce) {
+            return Err(Refusal::Replayed);
+        }
+        seen.push_back((now_ms, report.nonce.clone()));
+        Ok(report)
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(ts: u64, nonce: &str) -> Vec<u8> {
+        serde_json::to_vec(&HealthReport {
+            region: "eu".into(),
+            timestamp_ms: ts,
+            nonce: nonce.into(),
+            sender: 1,
+            healthy_nodes: vec![1, 2],
+            vips: BTreeMap::new(),
+            config_version: 3,
+            load: 0.0,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn signatures_windows_and_replays() {
+        let mut v = Verifier::new(HashMap::from([("eu".to_string(), b"secret".to_vec())]), 5_000);
+        let body = report(100_000, "a");
+        assert!(v.verify(&body, Some(&sign(b"secret", &body)), 100_100).is_ok());
+        assert_eq!(v.verify(&body, Some(&sign(b"secret", &body)), 100_200), Err(Refusal::Replayed));
+        assert_eq!(v.verify(&body, Some(&sign(b"other", &body)), 100_200), Err(Refusal::BadSignature));
+        let old = report(10_000, "b");
+        assert_eq!(v.verify(&old, Some(&sign(b"secret", &old)), 100_200), Err(Refusal::Stale));
+        assert_eq!(v.verify(b"{}", Some("00"), 1), Err(Refusal::Malformed));
+    }
+}
