@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BENCH_DIR ?= ../shared/bench
 APT_TEST_PKGS := redis-server nftables iproute2
-APT_BENCH_PKGS := nginx haproxy wrk
+APT_BENCH_PKGS := nginx haproxy wrk dnsperf knot
 
 .PHONY: all build release test lint bench demo demo-down deps bench-deps clean
 
@@ -34,6 +34,8 @@ bench-deps:
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v dnsperf >/dev/null || missing="$$missing dnsperf"; \
+	command -v knotd >/dev/null || [ -x /usr/sbin/knotd ] || missing="$$missing knot"; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || \
 	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; fi
@@ -51,6 +53,8 @@ bench: bench-deps release
 	python3 $(BENCH_DIR)/proxy_compare.py --pin --reps 3 --duration 10 \
 	  --gateway-cmd 'benches/run-gateway.sh' --json target/bench-proxy.json
 	$(CARGO) bench --bench raft -- 300 15
+	benches/dns.sh 10
+	@if [ "$$(id -u)" = 0 ]; then $(CARGO) bench --bench vip -- 20 10; else echo "vip benchmark skipped: needs root"; fi
 
 DEMO_DIR := target/demo
 demo: build demo-down

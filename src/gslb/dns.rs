@@ -128,6 +128,8 @@ pub struct GslbHandler {
     pub zone: Arc<Zone>,
     pub table: Arc<ArcSwap<AnswerTable>>,
     pub metrics: Arc<DnsMetrics>,
+    /// Second of the last fail-open log line (one per second at most).
+    pub fail_open_logged: std::sync::atomic::AtomicU64,
 }
 
 fn meta(request: &Request, rcode: ResponseCode, aa: bool) -> Metadata {
@@ -329,7 +331,10 @@ impl RequestHandler for GslbHandler {
             let steered = self.steer(svc, located.map(|(l, _)| l));
             if steered.fail_open {
                 self.metrics.fail_open.inc();
-                tracing::warn!(service = %svc.label, "every region looks down: answering with all addresses (fail open)");
+                let second = crate::health::now_ms() / 1000;
+                if self.fail_open_logged.swap(second, std::sync::atomic::Ordering::Relaxed) != second {
+                    tracing::warn!(service = %svc.label, "every region looks down: answering with all addresses (fail open)");
+                }
             }
             let answers: Vec<Record> = steered
                 .addresses

@@ -174,7 +174,12 @@ pub async fn start(cfg: Validated<GslbConfig>) -> Result<RunningGslb, GslbError>
     })?;
     let api_addr = api.local_addr().map_err(|source| GslbError::Bind { what: "API", addr: cfg.gslb.api, source })?;
 
-    let handler = GslbHandler { zone, table: table.clone(), metrics: m.dns.clone() };
+    let handler = GslbHandler {
+        zone,
+        table: table.clone(),
+        metrics: m.dns.clone(),
+        fail_open_logged: std::sync::atomic::AtomicU64::new(u64::MAX),
+    };
     let mut server = hickory_server::Server::new(handler);
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5), 32);
