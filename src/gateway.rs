@@ -32,6 +32,8 @@ pub enum StartError {
     Vip(#[from] crate::vip::agent::AgentError),
     #[error(transparent)]
     Report(#[from] crate::gslb::publisher::SecretError),
+    #[error(transparent)]
+    Redis(#[from] crate::kv::KvConfigError),
 }
 
 /// A running node. Dropping it does not stop it; call [`RunningGateway::shutdown`].
@@ -140,7 +142,16 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
         limits: node.limits.clone(),
         access_log: node.telemetry.access_log,
     };
-    let gateway = Gateway::new(settings, metrics.clone());
+    let shutdown = CancellationToken::new();
+    let store = match &node.redis {
+        Some(r) => {
+            let members = node.cluster.as_ref().map_or(1, |c| c.members.len().max(1) as u32);
+            Some(crate::kv::RegionStore::connect(r, metrics.clone(), members, shutdown.clone()).await?)
+        }
+        None => None,
+    };
+    let l1 = node.redis.as_ref().map_or(64 << 20, |r| r.l1_cache_bytes);
+    let gateway = Gateway::with_store(settings, metrics.clone(), store, l1);
     let region = match &node.cluster {
         // In a region the replicated state decides what is served; the file's
         // document only seeds a new region.
@@ -160,7 +171,6 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
         }
     };
 
-    let shutdown = CancellationToken::new();
     let vips = match (&region, &node.vip) {
         (Some(r), Some(v)) => {
             Some(crate::vip::agent::start(r.clone(), v, gateway.metrics.clone(), shutdown.clone()).await?)

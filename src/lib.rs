@@ -11,6 +11,12 @@
 //! - [`balance`]: upstream pools and the target-picking algorithms (round robin,
 //!   smooth weighted round robin, least connections, peak-EWMA P2C, Maglev
 //!   consistent hashing, sticky cookies).
+//! - [`kv`]: the region's Redis (single, Sentinel, Cluster) with short
+//!   timeouts and automatic fallback and recovery.
+//! - [`limit`]: rate limiting (GCRA, sliding window; local, or the region's
+//!   budget in Redis, exact or batched).
+//! - [`cache`]: the response cache (L1 in process, L2 in the region's Redis,
+//!   request coalescing, purge by generation and pub/sub).
 //! - [`tls`]: rustls server configuration with certificates chosen by SNI.
 //! - [`proxy`]: the data plane: listeners, the per-request phases, upstream
 //!   connection pools, retries, circuit breaking, and the one place where
@@ -34,11 +40,14 @@
 pub mod admin;
 pub mod backend;
 pub mod balance;
+pub mod cache;
 pub mod config;
 pub mod ctl;
 pub mod gateway;
 pub mod gslb;
 pub mod health;
+pub mod kv;
+pub mod limit;
 pub mod netns;
 pub mod proxy;
 pub mod raft;

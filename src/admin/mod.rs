@@ -100,7 +100,8 @@ impl AdminState {
                     || p == "/upstreams"
                     || p.starts_with("/cluster")
                     || p.starts_with("/vips")
-                    || p.starts_with("/nodes/") =>
+                    || p.starts_with("/nodes/")
+                    || p == "/cache/purge" =>
             {
                 if let Err(r) = self.authorized(&req) {
                     return *r;
@@ -116,6 +117,7 @@ impl AdminState {
                         self.remove_member(&p["/cluster/members/".len()..]).await
                     }
                     (&Method::GET, "/vips") => self.list_vips(),
+                    (&Method::POST, "/cache/purge") => self.purge(req).await,
                     (&Method::POST, "/vips/move") => self.move_vip(req).await,
                     (&Method::POST, p)
                         if p.starts_with("/nodes/") && (p.ends_with("/drain") || p.ends_with("/undrain")) =>
@@ -312,6 +314,34 @@ impl AdminState {
             return error(StatusCode::BAD_REQUEST, "member id must be a number");
         };
         membership_answer(region.submit(ForwardOp::RemoveMember { id }).await)
+    }
+
+    /// `{"route": "name"}` purges one route's cache, `{}` every route's, on every node of the region.
+    async fn purge(&self, req: Request<Incoming>) -> AdminResponse {
+        let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable"),
+        };
+        let route: Option<String> = if body.is_empty() {
+            None
+        } else {
+            match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(v) => v["route"].as_str().map(str::to_string),
+                Err(e) => {
+                    return error(StatusCode::BAD_REQUEST, &format!("expected {{\"route\": \"name\"}} or {{}}: {e}"))
+                }
+            }
+        };
+        match self.gateway.cache.purge(route.as_deref()).await {
+            Ok(()) => {
+                tracing::info!(route = ?route, "cache purged");
+                json_response(StatusCode::OK, json!({ "purged": route.as_deref().unwrap_or("*") }))
+            }
+            Err(e) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "unavailable", "reason": e.to_string() }),
+            ),
+        }
     }
 
     fn list_vips(&self) -> AdminResponse {

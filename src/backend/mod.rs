@@ -2,7 +2,8 @@
 //! can be told to answer slowly, fail, report unhealthy, or stop:
 //!
 //! - any path: `200` with a JSON echo; `?status=503` answers that status,
-//!   `?delay_ms=200` waits first, `?bytes=N` sends an N-byte body instead;
+//!   `?delay_ms=200` waits first, `?bytes=N` sends an N-byte body instead,
+//!   `?cache_control=...` and `?vary=...` set those response headers;
 //! - `GET /healthz`: `200`, or `503` after `POST /_control/health?state=down`;
 //! - `POST /_control/fail?status=500` makes every answer fail (`status=0` stops that);
 //! - `POST /_control/delay?ms=100` delays every answer;
@@ -124,6 +125,8 @@ async fn handle(ctl: Arc<BackendControl>, req: Request<Incoming>) -> Response<Fu
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
     let bytes = query(&req, "bytes").and_then(|s| s.parse::<usize>().ok());
+    let cache_control = query(&req, "cache_control").map(str::to_string);
+    let vary = query(&req, "vary").map(str::to_string);
     let method = req.method().to_string();
     let query_string = req.uri().query().unwrap_or("").to_string();
     let headers: BTreeMap<String, String> = req
@@ -148,6 +151,13 @@ async fn handle(ctl: Arc<BackendControl>, req: Request<Incoming>) -> Response<Fu
     });
     let mut r = respond(status, &name, format!("{echo}\n"));
     r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    for (param, header) in [(&cache_control, http::header::CACHE_CONTROL), (&vary, http::header::VARY)] {
+        if let Some(v) =
+            param.as_deref().and_then(|v| http::HeaderValue::from_str(&v.replace("%20", " ").replace("%3D", "=")).ok())
+        {
+            r.headers_mut().insert(header, v);
+        }
+    }
     r
 }
 

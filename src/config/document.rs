@@ -203,6 +203,117 @@ pub struct RouteConfig {
     /// Overrides the upstream's retry attempts for this route.
     #[serde(default)]
     pub retries: Option<u32>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
+}
+
+/// Rate limiting of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `client_ip`, `route`, `header:<name>` (e.g. the consumer's API key header).
+    #[serde(default = "default_limit_key")]
+    pub key: String,
+    /// Every limit must allow the request.
+    pub limits: Vec<LimitConfig>,
+    #[serde(default)]
+    pub algorithm: LimitAlgorithm,
+    /// `local`: each node counts alone; `region`: one budget for every node of
+    /// the region, kept in Redis.
+    #[serde(default)]
+    pub scope: LimitScope,
+    /// Region scope: `batched` (no Redis round trip per request, bounded
+    /// overshoot) or `exact` (an atomic script per request).
+    #[serde(default)]
+    pub mode: LimitMode,
+    /// Batched mode: how often counts are exchanged with Redis.
+    #[serde(default = "default_sync_interval", with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// When Redis cannot be reached: `fail_open` (limit locally with this
+    /// node's share of the budget) or `fail_closed` (503).
+    #[serde(default)]
+    pub on_redis_error: RedisFailure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    pub requests: u64,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitAlgorithm {
+    /// Generic cell rate (a token bucket with burst = the limit).
+    #[default]
+    Gcra,
+    /// Sliding window counter (two fixed windows, weighted).
+    SlidingWindow,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitScope {
+    #[default]
+    Local,
+    Region,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitMode {
+    #[default]
+    Batched,
+    Exact,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisFailure {
+    #[default]
+    FailOpen,
+    FailClosed,
+}
+
+/// Response caching of a route (GET and HEAD).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Used when the upstream gives no `s-maxage` / `max-age`.
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Request headers that are part of the key (besides what `Vary` names).
+    #[serde(default)]
+    pub key_headers: Vec<String>,
+    /// Larger responses are passed through, not stored.
+    #[serde(default = "default_max_entry_bytes")]
+    pub max_entry_bytes: usize,
+    /// Serve an expired entry this much longer when the upstream fails.
+    #[serde(default, with = "humantime_serde")]
+    pub stale_if_error: Option<Duration>,
+    /// `local`: this node's memory only; `region`: also Redis, shared by the region.
+    #[serde(default = "default_cache_scope")]
+    pub scope: LimitScope,
+}
+
+fn default_limit_key() -> String {
+    "client_ip".to_string()
+}
+fn default_sync_interval() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_entry_bytes() -> usize {
+    1 << 20
+}
+fn default_cache_scope() -> LimitScope {
+    LimitScope::Region
 }
 
 fn default_connect_timeout() -> Duration {

@@ -34,6 +34,9 @@ pub struct NodeConfig {
     /// Health reports to the global balancers (sent by the region's leader).
     #[serde(default)]
     pub report: Option<ReportConfig>,
+    /// The region's Redis: shared rate-limit counters and response cache.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
     /// Standalone: the document served until the admin API replaces it.
     /// In a region: the first document of a new region (bootstrap only).
     #[serde(default)]
@@ -110,6 +113,40 @@ impl Default for RaftTuning {
             keep_logs: default_keep_logs(),
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// A single server: `redis://[user:password@]host:port/db` (`rediss://` for TLS).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Sentinel: the sentinels' URLs...
+    #[serde(default)]
+    pub sentinels: Vec<String>,
+    /// ...and the name of the master they watch.
+    #[serde(default)]
+    pub master_name: Option<String>,
+    /// Redis Cluster: seed nodes.
+    #[serde(default)]
+    pub cluster: Vec<String>,
+    /// No request waits on Redis longer than this.
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Nodes sharing a region-scoped limit when Redis is unreachable (each
+    /// then allows this share of the budget); the region's size when unset.
+    #[serde(default)]
+    pub fallback_nodes: Option<u32>,
+    /// L1 (in-process) cache size.
+    #[serde(default = "default_l1_bytes")]
+    pub l1_cache_bytes: u64,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(20)
+}
+fn default_l1_bytes() -> u64 {
+    64 << 20
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -232,6 +232,55 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
         }
     }
     positive(errors, format!("{p}.timeout"), r.timeout);
+    if let Some(rl) = &r.rate_limit {
+        let lp = format!("{p}.rate_limit");
+        let key_ok = rl.key == "client_ip"
+            || rl.key == "route"
+            || rl.key.strip_prefix("header:").is_some_and(|h| http::HeaderName::from_bytes(h.as_bytes()).is_ok());
+        if !key_ok {
+            errors.push(format!("{lp}.key"), K::InvalidHashOn(rl.key.clone()));
+        }
+        if rl.limits.is_empty() {
+            errors.push(format!("{lp}.limits"), K::Empty);
+        }
+        for (j, l) in rl.limits.iter().enumerate() {
+            range(errors, format!("{lp}.limits[{j}].requests"), l.requests, 1, 1_000_000_000, "between 1 and 10^9");
+            if l.per < Duration::from_millis(100) {
+                errors.push(
+                    format!("{lp}.limits[{j}].per"),
+                    K::OutOfRange { value: humantime::format_duration(l.per).to_string(), rule: "at least 100ms" },
+                );
+            }
+        }
+        if rl.scope == super::LimitScope::Region
+            && rl.mode == super::LimitMode::Batched
+            && rl.algorithm == super::LimitAlgorithm::Gcra
+        {
+            errors.push(
+                format!("{lp}.algorithm"),
+                K::OutOfRange {
+                    value: "gcra".into(),
+                    rule: "batched region limits count with sliding_window; use mode = \"exact\" for GCRA",
+                },
+            );
+        }
+        if rl.sync_interval < Duration::from_millis(5) {
+            errors.push(
+                format!("{lp}.sync_interval"),
+                K::OutOfRange { value: humantime::format_duration(rl.sync_interval).to_string(), rule: "at least 5ms" },
+            );
+        }
+    }
+    if let Some(c) = &r.cache {
+        let cp = format!("{p}.cache");
+        positive(errors, format!("{cp}.ttl"), c.ttl);
+        for (j, h) in c.key_headers.iter().enumerate() {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                errors.push(format!("{cp}.key_headers[{j}]"), K::InvalidHeaderName(h.clone()));
+            }
+        }
+        range(errors, format!("{cp}.max_entry_bytes"), c.max_entry_bytes, 1, 64 << 20, "between 1 byte and 64 MiB");
+    }
     if let Some(ct) = r.connect_timeout {
         positive(errors, format!("{p}.connect_timeout"), ct);
     }
@@ -362,6 +411,31 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
     }
     if let Some(c) = &node.cluster {
         check_cluster(&mut errors, c);
+    }
+    if let Some(r) = &node.redis {
+        let kinds =
+            usize::from(r.url.is_some()) + usize::from(!r.sentinels.is_empty()) + usize::from(!r.cluster.is_empty());
+        if kinds != 1 {
+            errors.push(
+                "redis",
+                K::OutOfRange {
+                    value: format!("{kinds} topologies"),
+                    rule: "exactly one of url, sentinels (with master_name), cluster",
+                },
+            );
+        }
+        if !r.sentinels.is_empty() && r.master_name.is_none() {
+            errors.push("redis.master_name", K::Empty);
+        }
+        for (i, u) in r.url.iter().chain(r.sentinels.iter()).chain(r.cluster.iter()).enumerate() {
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                errors.push(
+                    format!("redis.urls[{i}]"),
+                    K::InvalidAddress { value: u.clone(), reason: "expected redis:// or rediss://".into() },
+                );
+            }
+        }
+        positive(&mut errors, "redis.timeout".into(), r.timeout);
     }
     if let Some(r) = &node.report {
         if node.cluster.is_none() {

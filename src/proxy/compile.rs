@@ -30,6 +30,7 @@ pub(super) fn compile(
         upstreams.insert(name.clone(), Arc::new(up));
     }
     let mut routes = Vec::with_capacity(doc.routes.len());
+    let mut limiters: HashMap<String, Arc<super::RouteLimit>> = HashMap::new();
     for (i, r) in doc.routes.iter().enumerate() {
         let p = format!("routes[{i}]");
         let Some(upstream) = upstreams.get(&r.upstream).cloned() else {
@@ -71,6 +72,13 @@ pub(super) fn compile(
             preserve_host: r.preserve_host,
             timeout: r.timeout,
             metrics: Arc::new(gw.metrics.route(&r.name)),
+            limiter: r.rate_limit.as_ref().map(|cfg| {
+                let reused = registry.limiters.get(&r.name).filter(|l| l.config == *cfg).cloned();
+                let l = reused.unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, cfg)));
+                limiters.insert(r.name.clone(), l.clone());
+                l
+            }),
+            cache: r.cache.as_ref().map(|c| crate::cache::RouteCache::new(&r.name, c, gw.cache.clone())),
         };
         routes.push((spec, Arc::new(route)));
     }
@@ -80,7 +88,33 @@ pub(super) fn compile(
     // Commit: the registry now holds exactly what this version uses.
     registry.endpoints = endpoints;
     registry.conns = conns;
+    registry.limiters = limiters;
     Ok(Snapshot { version: doc.version, document: Arc::new(doc), table: RouteTable::new(routes), upstreams })
+}
+
+fn route_limit(gw: &Gateway, route: &str, cfg: &crate::config::RateLimitConfig) -> super::RouteLimit {
+    let key = match cfg.key.as_str() {
+        "route" => super::LimitKey::Route,
+        k => match k.strip_prefix("header:").and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()) {
+            Some(h) => super::LimitKey::Header(h),
+            None => super::LimitKey::ClientIp,
+        },
+    };
+    let names: Vec<String> = cfg.limits.iter().map(|l| format!("{}s", l.per.as_secs().max(1))).collect();
+    let policy = cfg
+        .limits
+        .iter()
+        .zip(&names)
+        .map(|(l, n)| format!("\"{n}\";q={};w={}", l.requests, l.per.as_secs().max(1)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    super::RouteLimit {
+        key,
+        limiter: crate::limit::RouteLimiter::new(route, cfg, gw.store.clone(), gw.background()),
+        policy_header: HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static("")),
+        names,
+        config: cfg.clone(),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

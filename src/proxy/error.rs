@@ -44,6 +44,12 @@ pub enum ProxyError {
     },
     #[error("{target} sent no response head within {after:?}")]
     UpstreamTimeout { target: String, after: Duration },
+    #[error("rate limited; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64, policy: http::HeaderValue, state: Option<http::HeaderValue> },
+    #[error("the rate limiter's store is unreachable and the route fails closed")]
+    LimiterUnavailable,
+    #[error("reading the body from {target}: {reason}")]
+    UpstreamBody { target: String, reason: String },
     #[error("{target} switched protocols without being asked")]
     UnexpectedUpgrade { target: String },
     #[error("exchange with {target} failed: {source}")]
@@ -58,6 +64,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamBody { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoHealthyTarget { .. } | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -71,7 +80,11 @@ impl ProxyError {
 
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) | ProxyError::BodyTooLarge { .. } => Side::Client,
+            ProxyError::NoRoute { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::RateLimited { .. } => Side::Client,
+            ProxyError::LimiterUnavailable => Side::Internal,
             ProxyError::NoHealthyTarget { .. } | ProxyError::CircuitOpen { .. } => Side::Internal,
             _ => Side::Upstream,
         }
@@ -86,6 +99,9 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::LimiterUnavailable => "limiter_unavailable",
+            ProxyError::UpstreamBody { .. } => "upstream_body",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::NoHealthyTarget { .. } => "no_healthy_target",
@@ -103,6 +119,11 @@ impl ProxyError {
     fn public_message(&self) -> String {
         match self {
             ProxyError::NoRoute { .. } => "no route matches this request".into(),
+            ProxyError::RateLimited { retry_after_secs, .. } => {
+                format!("rate limit exceeded; retry after {retry_after_secs} s")
+            }
+            ProxyError::LimiterUnavailable => "rate limiting is unavailable and this route fails closed".into(),
+            ProxyError::UpstreamBody { .. } => "the upstream response could not be read".into(),
             ProxyError::BadRequest(why) => (*why).into(),
             ProxyError::BodyTooLarge { limit } => format!("request body exceeds {limit} bytes"),
             ProxyError::NoHealthyTarget { upstream } => {

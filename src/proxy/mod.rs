@@ -44,6 +44,27 @@ pub struct Route {
     pub connect_timeout: Duration,
     pub retries: u32,
     pub metrics: Arc<RouteMetrics>,
+    pub limiter: Option<Arc<RouteLimit>>,
+    pub cache: Option<crate::cache::RouteCache>,
+}
+
+/// What a route's requests are counted by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    ClientIp,
+    Route,
+    Header(http::HeaderName),
+}
+
+/// A route's rate limit: how the key is taken from a request, and the limiter.
+pub struct RouteLimit {
+    pub key: LimitKey,
+    pub limiter: crate::limit::RouteLimiter,
+    /// `RateLimit-Policy` value, built once.
+    pub policy_header: http::HeaderValue,
+    /// Names of the limits (`60s`, ...), as used in the headers.
+    pub names: Vec<String>,
+    pub config: crate::config::RateLimitConfig,
 }
 
 /// One version of the gateway document, compiled.
@@ -73,11 +94,18 @@ struct Registry {
     conns: HashMap<String, Arc<ConnPool>>,
     /// Stops the active checkers of the snapshot being served.
     health: CancellationToken,
+    /// route → its limiter, reused while its policy is unchanged (counts survive reloads).
+    limiters: HashMap<String, Arc<RouteLimit>>,
 }
 
 pub struct Gateway {
     pub settings: Settings,
     pub metrics: Arc<GatewayMetrics>,
+    /// The region's Redis, when configured.
+    pub store: Option<Arc<crate::kv::RegionStore>>,
+    pub cache: Arc<crate::cache::NodeCache>,
+    /// Stops background work of limiters.
+    background: CancellationToken,
     snapshot: ArcSwap<Snapshot>,
     unmatched: Arc<RouteMetrics>,
     registry: Mutex<Registry>,
@@ -85,6 +113,18 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(settings: Settings, metrics: Arc<GatewayMetrics>) -> Arc<Self> {
+        Self::with_store(settings, metrics, None, 64 << 20)
+    }
+
+    /// A gateway whose routes can share limits and cache through `store`.
+    pub fn with_store(
+        settings: Settings,
+        metrics: Arc<GatewayMetrics>,
+        store: Option<Arc<crate::kv::RegionStore>>,
+        l1_cache_bytes: u64,
+    ) -> Arc<Self> {
+        let background = CancellationToken::new();
+        let cache = crate::cache::NodeCache::new(l1_cache_bytes, store.clone(), metrics.clone(), background.clone());
         let empty = Snapshot {
             version: 0,
             document: Arc::new(GatewayDocument::default()),
@@ -95,6 +135,9 @@ impl Gateway {
             unmatched: Arc::new(metrics.route("_unmatched")),
             settings,
             metrics,
+            store,
+            cache,
+            background,
             snapshot: ArcSwap::from_pointee(empty),
             registry: Mutex::new(Registry::default()),
         })
@@ -151,9 +194,14 @@ impl Gateway {
         Ok(())
     }
 
-    /// Stop background work (active health checks).
+    /// Stop background work (active health checks, limiter exchanges, purge listener).
     pub fn stop(&self) {
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         registry.health.cancel();
+        self.background.cancel();
+    }
+
+    pub(crate) fn background(&self) -> &CancellationToken {
+        &self.background
     }
 }

@@ -19,8 +19,9 @@ use super::finish::{AccessRecord, Finish};
 use super::headers;
 use super::server::ConnInfo;
 use super::upstream::{ConnPool, Upstream};
-use super::{Gateway, Route, Snapshot};
+use super::{Gateway, LimitKey, Route, Snapshot};
 use crate::balance::{hash_key, HashOn, InFlight};
+use crate::cache::{CachedResponse, Lookup, Role};
 use crate::health::now_ms;
 use crate::routing::{normalize_host, Params, Rewrite};
 
@@ -117,6 +118,47 @@ async fn proxy(
         log.upstream = Some(up.name.clone());
     }
 
+    // rate limit
+    let mut limit_headers: Option<(HeaderValue, HeaderValue)> = None;
+    if let Some(rl) = &route.limiter {
+        match rate_limit(gw, route, rl, conn, &parts.headers).await {
+            Ok(h) => limit_headers = h,
+            Err(e) => return Err((e, fin)),
+        }
+    }
+
+    // cache lookup
+    let mut cached: Option<CacheCtx> = None;
+    if let Some(c) = &route.cache {
+        if crate::cache::request_cacheable(&parts.method, &parts.headers) {
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let key = c.key(host, pq, &parts.headers).await;
+            let head = parts.method == Method::HEAD;
+            let via = if parts.version == Version::HTTP_2 { &VIA_2 } else { &VIA_11 };
+            let (found, full_key) = c.lookup(&key, &parts.headers).await;
+            let mut stale = None;
+            match found {
+                Lookup::Fresh { response, age_secs } => {
+                    return Ok(from_cache(&response, age_secs, "HIT", head, via, request_id, limit_headers, fin));
+                }
+                Lookup::Stale { response, age_secs } => stale = Some((response, age_secs)),
+                Lookup::Miss => {}
+            }
+            let leader = match c.coalesce(&full_key) {
+                Role::Leader(l) => Some(l),
+                Role::Follower(mut done) => {
+                    let _ = tokio::time::timeout(route.timeout, done.wait_for(|d| *d)).await;
+                    if let (Lookup::Fresh { response, age_secs }, _) = c.lookup(&key, &parts.headers).await {
+                        return Ok(from_cache(&response, age_secs, "HIT", head, via, request_id, limit_headers, fin));
+                    }
+                    None
+                }
+            };
+            cached =
+                Some(CacheCtx { key: full_key, request_headers: parts.headers.clone(), stale, head, _leader: leader });
+        }
+    }
+
     // prepare
     let uri = match upstream_uri(&mut parts.uri, route.rewrite.as_ref(), &m.params) {
         Ok(u) => u,
@@ -155,7 +197,17 @@ async fn proxy(
     // forward
     let sent = match forward(gw, route, upstream_req, hash, sticky_id, &mut fin).await {
         Ok(s) => s,
-        Err(e) => return Err((e, fin)),
+        Err(e) => {
+            if let Some((response, age)) = cached.as_ref().and_then(|c| c.stale.clone()) {
+                if let Some(rc) = &route.cache {
+                    rc.count_stale();
+                }
+                tracing::warn!(route = %route.name, error = %e, "upstream failed: serving a stale cached response");
+                let head = cached.as_ref().is_some_and(|c| c.head);
+                return Ok(from_cache(&response, age, "STALE", head, via, request_id, limit_headers, fin));
+            }
+            return Err((e, fin));
+        }
     };
 
     // respond
@@ -188,12 +240,131 @@ async fn proxy(
             }
         }
     }
+    if let Some((policy, state)) = limit_headers {
+        rparts.headers.insert(&headers::RATELIMIT_POLICY, policy);
+        rparts.headers.insert(&headers::RATELIMIT, state);
+    }
     fin.status = status.as_u16();
+    fin.in_flight = Some(in_flight);
+    if let (Some(ctx), Some(rc)) = (cached, &route.cache) {
+        if status.is_server_error() {
+            if let Some((response, age)) = ctx.stale {
+                rc.count_stale();
+                tracing::warn!(route = %route.name, status = status.as_u16(), "upstream answered 5xx: serving a stale cached response");
+                return Ok(from_cache(&response, age, "STALE", ctx.head, via, request_id, None, fin));
+            }
+        }
+        rparts.headers.insert(&headers::X_CACHE, HeaderValue::from_static("MISS"));
+        let fits = headers::content_length(&rparts.headers).is_some_and(|n| n as usize <= rc.max_entry_bytes);
+        if let (false, true, Some(ttl)) = (ctx.head, fits, rc.storable_for(status.as_u16(), &rparts.headers)) {
+            // Read the whole (small) body so it can be stored, then answer from memory.
+            match http_body_util::BodyExt::collect(http_body_util::Limited::new(rbody, rc.max_entry_bytes)).await {
+                Ok(collected) => {
+                    let body = collected.to_bytes();
+                    conns.checkin(sender, now_ms());
+                    rc.store(&ctx.key, &ctx.request_headers, status.as_u16(), &rparts.headers, body.clone(), ttl).await;
+                    return Ok(Response::from_parts(rparts, ProxyBody::full(body).with_finish(fin)));
+                }
+                Err(e) => {
+                    let err = ProxyError::UpstreamBody { target: conns.address.to_string(), reason: e.to_string() };
+                    return Err((err, fin));
+                }
+            }
+        }
+    }
     if !switching {
         fin.conn = Some((conns, sender));
     }
-    fin.in_flight = Some(in_flight);
     Ok(Response::from_parts(rparts, ProxyBody::upstream(rbody).with_finish(fin)))
+}
+
+/// A request being looked up in, and possibly filling, a route's cache.
+struct CacheCtx {
+    key: String,
+    request_headers: http::HeaderMap,
+    /// An expired entry still good for `stale_if_error`.
+    stale: Option<(Arc<CachedResponse>, u64)>,
+    head: bool,
+    /// While held, other requests for the key wait for this one.
+    _leader: Option<crate::cache::Leader>,
+}
+
+/// A response served from the cache.
+#[allow(clippy::too_many_arguments)]
+fn from_cache(
+    entry: &CachedResponse,
+    age_secs: u64,
+    label: &'static str,
+    head: bool,
+    via: &HeaderValue,
+    request_id: &HeaderValue,
+    limit_headers: Option<(HeaderValue, HeaderValue)>,
+    mut fin: Finish,
+) -> Response<ProxyBody> {
+    let body = if head { ProxyBody::empty() } else { ProxyBody::full(bytes::Bytes::from(entry.body.clone())) };
+    let mut resp = Response::new(body.with_finish({
+        fin.status = entry.status;
+        fin
+    }));
+    *resp.status_mut() = http::StatusCode::from_u16(entry.status).unwrap_or(http::StatusCode::OK);
+    let h = resp.headers_mut();
+    for (k, v) in &entry.headers {
+        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_bytes(v)) {
+            h.append(k, v);
+        }
+    }
+    h.insert(header::AGE, HeaderValue::from(age_secs));
+    h.insert(&headers::X_CACHE, HeaderValue::from_static(label));
+    headers::append_via(h, via);
+    h.insert(&headers::X_REQUEST_ID, request_id.clone());
+    if let Some((policy, state)) = limit_headers {
+        h.insert(&headers::RATELIMIT_POLICY, policy);
+        h.insert(&headers::RATELIMIT, state);
+    }
+    resp
+}
+
+/// Check the route's limits for this request. `Ok(Some(headers))` when allowed.
+async fn rate_limit(
+    gw: &Gateway,
+    route: &Route,
+    rl: &crate::proxy::RouteLimit,
+    conn: &ConnInfo,
+    req_headers: &http::HeaderMap,
+) -> Result<Option<(HeaderValue, HeaderValue)>, ProxyError> {
+    use crate::limit::{secs, Outcome};
+    let key: &str = match &rl.key {
+        LimitKey::ClientIp => conn.client_ip.to_str().unwrap_or("-"),
+        LimitKey::Route => "",
+        LimitKey::Header(h) => req_headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+    };
+    let decisions = &gw.metrics.ratelimit_decisions;
+    let state = |verdicts: &[crate::limit::local::Verdict]| {
+        // The most constrained limit is the one a client needs to know about.
+        let (i, v) = verdicts.iter().enumerate().min_by_key(|(_, v)| (v.allowed, v.remaining))?;
+        let text = format!("\"{}\";r={};t={}", rl.names.get(i)?, v.remaining, secs(v.reset_ms));
+        HeaderValue::from_str(&text).ok()
+    };
+    match rl.limiter.check(key).await {
+        Outcome::Allowed { verdicts, fallback } => {
+            decisions.with_label_values(&[&*route.name, if fallback { "allowed_fallback" } else { "allowed" }]).inc();
+            Ok(state(&verdicts).map(|s| (rl.policy_header.clone(), s)))
+        }
+        Outcome::Limited { verdicts, fallback } => {
+            decisions.with_label_values(&[&*route.name, if fallback { "limited_fallback" } else { "limited" }]).inc();
+            let retry_after =
+                verdicts.iter().filter(|v| !v.allowed).map(|v| secs(v.reset_ms)).max().unwrap_or(1).max(1);
+            Err(ProxyError::RateLimited {
+                retry_after_secs: retry_after,
+                policy: rl.policy_header.clone(),
+                state: state(&verdicts),
+            })
+        }
+        Outcome::Unavailable => {
+            decisions.with_label_values(&[&*route.name, "unavailable"]).inc();
+            Err(ProxyError::LimiterUnavailable)
+        }
+    }
 }
 
 /// The path and query sent upstream.
@@ -502,5 +673,12 @@ fn error_response(gw: &Gateway, err: ProxyError, request_id: &HeaderValue, mut f
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, JSON.clone());
     h.insert(&headers::X_REQUEST_ID, request_id.clone());
+    if let ProxyError::RateLimited { retry_after_secs, policy, state } = &err {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        h.insert(&headers::RATELIMIT_POLICY, policy.clone());
+        if let Some(s) = state {
+            h.insert(&headers::RATELIMIT, s.clone());
+        }
+    }
     resp
 }

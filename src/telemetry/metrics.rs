@@ -40,6 +40,12 @@ pub struct GatewayMetrics {
     pub vip_fencing: IntCounter,
     pub vip_actuator_errors: IntCounter,
     pub gslb_reports: IntCounterVec,
+    pub redis_available: IntGauge,
+    pub redis_mode_switches: IntCounterVec,
+    pub redis_errors: IntCounterVec,
+    pub redis_seconds: Histogram,
+    pub ratelimit_decisions: IntCounterVec,
+    pub cache_events: IntCounterVec,
 }
 
 fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
@@ -228,6 +234,42 @@ impl GatewayMetrics {
                 "gslb_reports_total",
                 "Health reports sent to balancers, by endpoint and result.",
                 &["endpoint", "result"],
+            ),
+            redis_available: gauge(
+                &r,
+                "redis_available",
+                "1 while the region's Redis answers; 0 while routes use their fallback.",
+            ),
+            redis_mode_switches: counter_vec(
+                &r,
+                "redis_mode_switches_total",
+                "Switches between Redis and the fallback, by new mode.",
+                &["to"],
+            ),
+            redis_errors: counter_vec(&r, "redis_errors_total", "Failed Redis calls, by kind.", &["kind"]),
+            redis_seconds: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "redis_command_duration_seconds",
+                        "Redis round trips (commands, scripts, pipelines).",
+                    )
+                    .namespace("meridian")
+                    .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05]),
+                )
+                .unwrap_or_else(|e| panic!("metric redis_command_duration_seconds: {e}")),
+            ),
+            ratelimit_decisions: counter_vec(
+                &r,
+                "ratelimit_decisions_total",
+                "Rate-limit decisions, by route and decision.",
+                &["route", "decision"],
+            ),
+            cache_events: counter_vec(
+                &r,
+                "cache_events_total",
+                "Response cache events, by route and event (hit, miss, stale, store, coalesced, evicted).",
+                &["route", "event"],
             ),
             registry: r,
         }
