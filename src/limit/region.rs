@@ -122,9 +122,10 @@ struct Counter {
 pub struct Batcher {
     route: Arc<str>,
     rates: Vec<Rate>,
-    counters: Mutex<HashMap<(String, usize), Counter>>,
-    /// (redis key, window index) → admissions not yet sent.
-    pending: Mutex<HashMap<(String, u64), u64>>,
+    /// key → one counter per limit.
+    counters: Mutex<HashMap<String, Vec<Counter>>>,
+    /// (key, limit, window index) → admissions not yet sent.
+    pending: Mutex<HashMap<(String, usize, u64), u64>>,
 }
 
 impl Batcher {
@@ -134,11 +135,13 @@ impl Batcher {
 
     /// Decide from the last exchanged counts plus this node's admissions; no I/O.
     pub fn check(&self, key: &str, now_ms: u64) -> Vec<Verdict> {
-        let keys = redis_keys(&self.route, key, &self.rates);
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        if !counters.contains_key(key) {
+            counters.insert(key.to_string(), vec![Counter::default(); self.rates.len()]);
+        }
+        let Some(cs) = counters.get_mut(key) else { return Vec::new() };
         let mut verdicts = Vec::with_capacity(self.rates.len());
-        for (i, rate) in self.rates.iter().enumerate() {
-            let c = counters.entry((key.to_string(), i)).or_default();
+        for (c, rate) in cs.iter_mut().zip(&self.rates) {
             let index = now_ms / rate.window_ms;
             if c.index != index {
                 c.previous = if index == c.index + 1 { c.synced + c.local } else { 0 };
@@ -149,19 +152,21 @@ impl Batcher {
             c.last_used_ms = now_ms;
             let into = (now_ms % rate.window_ms) as f64 / rate.window_ms as f64;
             let est = c.previous as f64 * (1.0 - into) + (c.synced + c.local) as f64;
-            let allowed = est + 1.0 <= rate.requests as f64 + 1e-9;
             verdicts.push(Verdict {
-                allowed,
+                allowed: est + 1.0 <= rate.requests as f64 + 1e-9,
                 remaining: (rate.requests as f64 - est - 1.0).floor().max(0.0) as u64,
                 reset_ms: rate.window_ms - now_ms % rate.window_ms,
             });
         }
         if verdicts.iter().all(|v| v.allowed) {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            for (i, rate) in self.rates.iter().enumerate() {
-                if let Some(c) = counters.get_mut(&(key.to_string(), i)) {
-                    c.local += 1;
-                    *pending.entry((keys[i].clone(), now_ms / rate.window_ms)).or_default() += 1;
+            for (i, c) in cs.iter_mut().enumerate() {
+                c.local += 1;
+                match pending.get_mut(&(key.to_string(), i, c.index)) {
+                    Some(n) => *n += 1,
+                    None => {
+                        pending.insert((key.to_string(), i, c.index), 1);
+                    }
                 }
             }
         }
@@ -170,34 +175,31 @@ impl Batcher {
 
     /// One exchange: send pending admissions, learn every active counter's region-wide count.
     pub async fn sync(&self, store: &RegionStore, now_ms: u64) -> Result<(), KvError> {
-        let sent: HashMap<(String, u64), u64> =
+        let sent: HashMap<(String, usize, u64), u64> =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        let active: Vec<((String, usize), Counter)> = {
+        let active: Vec<(String, usize, Counter)> = {
             let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
             let longest = self.rates.iter().map(|r| r.window_ms).max().unwrap_or(0);
-            counters.retain(|_, c| now_ms.saturating_sub(c.last_used_ms) <= 2 * longest);
-            counters.iter().map(|(k, c)| (k.clone(), *c)).collect()
+            counters.retain(|_, cs| cs.iter().any(|c| now_ms.saturating_sub(c.last_used_ms) <= 2 * longest));
+            counters.iter().flat_map(|(k, cs)| cs.iter().enumerate().map(move |(i, c)| (k.clone(), i, *c))).collect()
         };
         if active.is_empty() && sent.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
         let mut reads = Vec::new();
-        for ((key, i), c) in &active {
-            let rate = self.rates[*i];
-            let rk = redis_keys(&self.route, key, &self.rates)[*i].clone();
-            let delta = sent.get(&(rk.clone(), c.index)).copied().unwrap_or(0);
+        for (key, i, c) in &active {
+            let rk = &redis_keys(&self.route, key, &self.rates)[*i];
+            let delta = sent.get(&(key.clone(), *i, c.index)).copied().unwrap_or(0);
             pipe.cmd("INCRBY").arg(format!("{rk}:{}", c.index)).arg(delta);
-            pipe.cmd("PEXPIRE").arg(format!("{rk}:{}", c.index)).arg(rate.window_ms * 2).ignore();
+            pipe.cmd("PEXPIRE").arg(format!("{rk}:{}", c.index)).arg(self.rates[*i].window_ms * 2).ignore();
             pipe.cmd("GET").arg(format!("{rk}:{}", c.index.saturating_sub(1)));
-            reads.push(((key.clone(), *i), c.index, delta));
+            reads.push((key.clone(), *i, c.index, delta));
         }
         // Admissions of windows that are no longer active still count.
-        for ((rk, index), delta) in &sent {
-            if !reads
-                .iter()
-                .any(|((k, i), idx, _)| *idx == *index && redis_keys(&self.route, k, &self.rates)[*i] == *rk)
-            {
+        for ((key, i, index), delta) in &sent {
+            if !reads.iter().any(|(k, j, idx, _)| k == key && j == i && idx == index) {
+                let rk = &redis_keys(&self.route, key, &self.rates)[*i];
                 pipe.cmd("INCRBY").arg(format!("{rk}:{index}")).arg(*delta).ignore();
             }
         }
@@ -205,8 +207,8 @@ impl Batcher {
         match result {
             Ok(values) => {
                 let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-                for ((k, index, delta), (count, prev)) in reads.into_iter().zip(values) {
-                    if let Some(c) = counters.get_mut(&k) {
+                for ((key, i, index, delta), (count, prev)) in reads.into_iter().zip(values) {
+                    if let Some(c) = counters.get_mut(&key).and_then(|cs| cs.get_mut(i)) {
                         if c.index == index {
                             c.synced = count;
                             c.local = c.local.saturating_sub(delta);

@@ -114,6 +114,8 @@ fn route_limit(gw: &Gateway, route: &str, cfg: &crate::config::RateLimitConfig) 
         policy_header: HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static("")),
         names,
         config: cfg.clone(),
+        decisions: ["allowed", "limited", "allowed_fallback", "limited_fallback", "unavailable"]
+            .map(|d| gw.metrics.ratelimit_decisions.with_label_values(&[route, d])),
     }
 }
 

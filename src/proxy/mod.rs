@@ -65,6 +65,9 @@ pub struct RouteLimit {
     /// Names of the limits (`60s`, ...), as used in the headers.
     pub names: Vec<String>,
     pub config: crate::config::RateLimitConfig,
+    /// `meridian_ratelimit_decisions_total` of this route: allowed, limited,
+    /// allowed_fallback, limited_fallback, unavailable.
+    pub decisions: [prometheus::IntCounter; 5],
 }
 
 /// One version of the gateway document, compiled.

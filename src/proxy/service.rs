@@ -121,7 +121,7 @@ async fn proxy(
     // rate limit
     let mut limit_headers: Option<(HeaderValue, HeaderValue)> = None;
     if let Some(rl) = &route.limiter {
-        match rate_limit(gw, route, rl, conn, &parts.headers).await {
+        match rate_limit(rl, conn, &parts.headers).await {
             Ok(h) => limit_headers = h,
             Err(e) => return Err((e, fin)),
         }
@@ -326,8 +326,6 @@ fn from_cache(
 
 /// Check the route's limits for this request. `Ok(Some(headers))` when allowed.
 async fn rate_limit(
-    gw: &Gateway,
-    route: &Route,
     rl: &crate::proxy::RouteLimit,
     conn: &ConnInfo,
     req_headers: &http::HeaderMap,
@@ -338,7 +336,6 @@ async fn rate_limit(
         LimitKey::Route => "",
         LimitKey::Header(h) => req_headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("-"),
     };
-    let decisions = &gw.metrics.ratelimit_decisions;
     let state = |verdicts: &[crate::limit::local::Verdict]| {
         // The most constrained limit is the one a client needs to know about.
         let (i, v) = verdicts.iter().enumerate().min_by_key(|(_, v)| (v.allowed, v.remaining))?;
@@ -347,11 +344,11 @@ async fn rate_limit(
     };
     match rl.limiter.check(key).await {
         Outcome::Allowed { verdicts, fallback } => {
-            decisions.with_label_values(&[&*route.name, if fallback { "allowed_fallback" } else { "allowed" }]).inc();
+            rl.decisions[if fallback { 2 } else { 0 }].inc();
             Ok(state(&verdicts).map(|s| (rl.policy_header.clone(), s)))
         }
         Outcome::Limited { verdicts, fallback } => {
-            decisions.with_label_values(&[&*route.name, if fallback { "limited_fallback" } else { "limited" }]).inc();
+            rl.decisions[if fallback { 3 } else { 1 }].inc();
             let retry_after =
                 verdicts.iter().filter(|v| !v.allowed).map(|v| secs(v.reset_ms)).max().unwrap_or(1).max(1);
             Err(ProxyError::RateLimited {
@@ -361,7 +358,7 @@ async fn rate_limit(
             })
         }
         Outcome::Unavailable => {
-            decisions.with_label_values(&[&*route.name, "unavailable"]).inc();
+            rl.decisions[4].inc();
             Err(ProxyError::LimiterUnavailable)
         }
     }
