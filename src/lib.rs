@@ -33,6 +33,11 @@
 //! - [`telemetry`]: logging setup and the Prometheus metrics of a node.
 //! - [`netns`]: network-namespace labs for tests and drills (hosts on a
 //!   bridge, partitions with nft, guaranteed cleanup).
+//! - [`cluster`]: `meridian cluster up|down|status`: a topology file, the
+//!   node and balancer files it implies, and the whole system started in
+//!   namespaces (or on loopback).
+//! - [`chaos`]: failover drills: a fault, client load through DNS and VIPs,
+//!   measurements, bounds, JSON and HTML reports.
 //! - [`backend`]: a small HTTP server used as a sample backend in demos and tests.
 //! - [`gateway`]: starts and stops a whole gateway node (data plane + admin).
 #![deny(unsafe_code)]
@@ -41,6 +46,8 @@ pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod cache;
+pub mod chaos;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod gateway;

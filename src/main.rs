@@ -44,6 +44,10 @@ enum Command {
     },
     /// Operate a running cluster through its admin API.
     Ctl(meridian::ctl::CtlArgs),
+    /// Start, inspect or remove a whole multi-region cluster on this machine.
+    Cluster(meridian::cluster::ClusterArgs),
+    /// Failover drills against a cluster.
+    Chaos(meridian::chaos::ChaosArgs),
     /// Run the sample backend used by the demo and the tests.
     Backend {
         #[arg(long, default_value = "127.0.0.1:9001")]
@@ -66,6 +70,8 @@ fn main() -> ExitCode {
         Command::Gateway { config } => run_gateway(config),
         Command::Gslb { config } => run_gslb(config),
         Command::Backend { listen, name } => run_backend(listen, name),
+        Command::Cluster(args) => meridian::cluster::run(args),
+        Command::Chaos(args) => meridian::chaos::run(args),
         Command::Ctl(args) => runtime(1).and_then(|rt| rt.block_on(meridian::ctl::run(args))),
     };
     match result {

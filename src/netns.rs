@@ -64,6 +64,15 @@ pub struct Lab {
     hosts: Vec<Host>,
     children: Mutex<Vec<Child>>,
     cleaned: bool,
+    /// Veth pairs made so far (names their switch-side ends).
+    ports: usize,
+    /// A cluster's lab: outlives this process; removed by [`remove_all`].
+    persistent: bool,
+}
+
+/// The namespace name of a host of lab `id`.
+pub fn ns_name(id: &str, label: &str) -> String {
+    format!("mrd{id}-{label}")
 }
 
 impl Lab {
@@ -73,14 +82,41 @@ impl Lab {
         let id = format!("{:04x}", fastrand::u16(..));
         let switch = format!("mrd{id}-sw");
         run(&["ip", "netns", "add", &switch])?;
-        let lab =
-            Lab { id, prefix_len: 24, switch, hosts: Vec::new(), children: Mutex::new(Vec::new()), cleaned: false };
+        let lab = Lab::with_switch(id, switch, false);
         let _ = std::fs::create_dir_all(REGISTRY);
         let _ = std::fs::write(PathBuf::from(REGISTRY).join(&lab.id), std::process::id().to_string());
-        run(&["ip", "-n", &lab.switch, "link", "add", "br0", "type", "bridge"])?;
-        run(&["ip", "-n", &lab.switch, "link", "set", "br0", "up"])?;
         run(&["ip", "-n", &lab.switch, "link", "set", "lo", "up"])?;
+        lab.add_bridge("br0")?;
         Ok(lab)
+    }
+
+    fn with_switch(id: String, switch: String, persistent: bool) -> Lab {
+        Lab {
+            id,
+            prefix_len: 24,
+            switch,
+            hosts: Vec::new(),
+            children: Mutex::new(Vec::new()),
+            cleaned: false,
+            ports: 0,
+            persistent,
+        }
+    }
+
+    /// A lab with a fixed id that outlives this process (a cluster's): not
+    /// swept by other labs, not removed on drop; [`remove_all`] removes it.
+    pub fn persistent(id: &str) -> Result<Lab, LabError> {
+        let switch = ns_name(id, "sw");
+        run(&["ip", "netns", "add", &switch])?;
+        run(&["ip", "-n", &switch, "link", "set", "lo", "up"])?;
+        Ok(Lab::with_switch(id.to_string(), switch, true))
+    }
+
+    /// Another bridge in the switch namespace.
+    pub fn add_bridge(&self, name: &str) -> Result<(), LabError> {
+        run(&["ip", "-n", &self.switch, "link", "add", name, "type", "bridge"])?;
+        run(&["ip", "-n", &self.switch, "link", "set", name, "up"])?;
+        Ok(())
     }
 
     pub fn hosts(&self) -> &[Host] {
@@ -93,20 +129,42 @@ impl Lab {
 
     /// A host with `eth0` on the lab's bridge and address `ip/prefix_len`.
     pub fn add_host(&mut self, label: &str, ip: Ipv4Addr) -> Result<Host, LabError> {
-        let ns = format!("mrd{}-{label}", self.id);
+        self.add_host_on(label, "br0", ip, self.prefix_len, None)
+    }
+
+    /// A host with `eth0` on `bridge`, address `ip/prefix`, and a default
+    /// route through `via` when given.
+    pub fn add_host_on(
+        &mut self,
+        label: &str,
+        bridge: &str,
+        ip: Ipv4Addr,
+        prefix: u8,
+        via: Option<Ipv4Addr>,
+    ) -> Result<Host, LabError> {
+        let ns = ns_name(&self.id, label);
         run(&["ip", "netns", "add", &ns])?;
-        let n = self.hosts.len();
-        let port = format!("p{n}{}", self.id);
-        run(&["ip", "-n", &self.switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
-        run(&["ip", "-n", &self.switch, "link", "set", &port, "master", "br0"])?;
-        run(&["ip", "-n", &self.switch, "link", "set", &port, "up"])?;
-        let cidr = format!("{ip}/{}", self.prefix_len);
-        run(&["ip", "-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
-        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
         run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
         let host = Host { label: label.to_string(), ns, ip };
         self.hosts.push(host.clone());
+        self.add_leg(&host, bridge, "eth0", ip, prefix)?;
+        if let Some(gw) = via {
+            run(&["ip", "-n", &host.ns, "route", "add", "default", "via", &gw.to_string()])?;
+        }
         Ok(host)
+    }
+
+    /// One more interface `ifname` of `host` on `bridge`, with `ip/prefix`.
+    pub fn add_leg(&mut self, host: &Host, bridge: &str, ifname: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), LabError> {
+        let port = format!("p{}{}", self.ports, self.id);
+        self.ports += 1;
+        let ns = host.ns.as_str();
+        run(&["ip", "-n", &self.switch, "link", "add", &port, "type", "veth", "peer", "name", ifname, "netns", ns])?;
+        run(&["ip", "-n", &self.switch, "link", "set", &port, "master", bridge])?;
+        run(&["ip", "-n", &self.switch, "link", "set", &port, "up"])?;
+        run(&["ip", "-n", ns, "addr", "add", &format!("{ip}/{prefix}"), "dev", ifname])?;
+        run(&["ip", "-n", ns, "link", "set", ifname, "up"])?;
+        Ok(())
     }
 
     /// Start `program args` inside the host's namespace; killed at cleanup.
@@ -214,7 +272,57 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        self.cleanup();
+        if !self.persistent {
+            self.cleanup();
+        }
+    }
+}
+
+/// Start `program args` in namespace `ns` (or here when `None`) in a session
+/// of its own, so it outlives this process; output goes to `log`.
+pub fn spawn_detached(ns: Option<&str>, program: &str, args: &[&str], log: File) -> Result<u32, LabError> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    };
+    cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
+    let child = cmd.spawn().map_err(|e| LabError::Command { command: program.to_string(), reason: e.to_string() })?;
+    let pid = child.id();
+    // Reaped by whoever outlives us; a zombie of ours is collected on exit.
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
+    Ok(pid)
+}
+
+/// Kill what runs in every namespace of lab `id` and remove them.
+/// Idempotent: nothing left is fine.
+pub fn remove_all(id: &str) {
+    let netns =
+        run(&["ip", "netns", "list"]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let prefix = ns_name(id, "");
+    for line in netns.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if name.starts_with(&prefix) {
+            kill_inside(name);
+            let _ = run(&["ip", "netns", "del", name]);
+        }
+    }
+}
+
+fn kill_inside(ns: &str) {
+    if let Ok(o) = run(&["ip", "netns", "pids", ns]) {
+        for p in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+            if let Ok(p) = p.parse::<i32>() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
     }
 }
 
@@ -235,16 +343,7 @@ pub fn sweep_stale() {
             let name = line.split_whitespace().next().unwrap_or("");
             if name.starts_with(&prefix) {
                 // Kill what still runs inside, then remove it.
-                if let Ok(o) = run(&["ip", "netns", "pids", name]) {
-                    for p in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                        if let Ok(p) = p.parse::<i32>() {
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(p),
-                                nix::sys::signal::Signal::SIGKILL,
-                            );
-                        }
-                    }
-                }
+                kill_inside(name);
                 let _ = run(&["ip", "netns", "del", name]);
             }
         }

@@ -240,7 +240,7 @@ pub fn absolute(name: &str, origin: &str) -> String {
     }
 }
 
-fn valid_dns_name(s: &str) -> bool {
+pub fn valid_dns_name(s: &str) -> bool {
     s.ends_with('.')
         && s.len() <= 254
         && s.trim_end_matches('.').split('.').all(|l| {

@@ -1,0 +1,396 @@
+//! `meridian chaos run DRILL`: inject one real fault into a running (or
+//! freshly started) cluster while clients resolve the service through the
+//! balancers and send requests to what they get; heal it; measure what the
+//! clients saw; check the drill's bounds; write a JSON and an HTML report.
+
+pub mod drill;
+pub mod observe;
+pub mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::cluster::topology::{Role, HTTP_PORT};
+use crate::cluster::{self, Cluster, Mode};
+use drill::{Drill, Fault};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ChaosArgs {
+    #[command(subcommand)]
+    pub command: ChaosCommand,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum ChaosCommand {
+    /// Run one drill; exits non-zero when a bound is broken.
+    Run {
+        /// The drill file (`chaos/*.toml`).
+        drill: PathBuf,
+        #[arg(long, default_value = "cluster/local.toml")]
+        topology: PathBuf,
+        /// Overrides the topology's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Shorter warm-up, fault and recovery (what `make test` runs).
+        #[arg(long)]
+        short: bool,
+        /// Where reports go.
+        #[arg(long, default_value = "target/drills")]
+        out: PathBuf,
+        /// Leave a cluster this run started up afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    let ChaosCommand::Run { drill, topology, name, short, out, keep } = args.command;
+    let mut d = Drill::load(&drill)
+        .map_err(|e| anyhow::anyhow!("{}:\n{}", drill.display(), e.iter().map(|e| format!("  {e}\n")).collect::<String>()))?
+        .into_inner();
+    if short {
+        d.timing = d.timing.short();
+    }
+    let topo = cluster::load_topology(&topology, name.as_deref())?;
+    if let Some(r) = d.fault.region() {
+        if topo.region(r).is_none() {
+            bail!("{}: fault.region: no region \"{r}\" in {}", drill.display(), topology.display());
+        }
+    }
+    if let Fault::GslbDown { gslb } = &d.fault {
+        if !topo.gslbs.iter().any(|g| &g.name == gslb) {
+            bail!("{}: fault.gslb: no balancer \"{gslb}\" in {}", drill.display(), topology.display());
+        }
+    }
+    let (mut c, started) = match Cluster::attach(topo.clone())? {
+        Some(c) if c.state.pids.values().all(|p| cluster::alive(*p)) => {
+            println!("attached to cluster {}", c.topo.name);
+            (c, false)
+        }
+        _ => (cluster::up(topo, false)?, true),
+    };
+    let result = execute(&mut c, &d);
+    if started && !keep {
+        let _ = cluster::down(&c.topo);
+    }
+    let report = result?;
+    std::fs::create_dir_all(&out)?;
+    let json_path = out.join(format!("{}.json", d.name));
+    let html_path = out.join(format!("{}.html", d.name));
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(&html_path, report::html(&report))?;
+    println!("{}", report::summary(&report));
+    println!("reports: {} {}", json_path.display(), html_path.display());
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Who owns the region's first VIP, and who leads it.
+fn roles(c: &Cluster, region: &str) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let s = cluster::status(c)?;
+    let first_vip = c.topo.region(region).map(|r| c.topo.vip(r, 1).to_string());
+    let owner = s.vips.get(region).and_then(|t| first_vip.and_then(|v| t.get(&v).cloned().flatten()));
+    let leader = s
+        .nodes
+        .iter()
+        .find(|n| n.region == region && n.role.as_deref() == Some("Leader"))
+        .map(|n| n.node.clone());
+    Ok((owner, leader))
+}
+
+fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
+    cluster::wait_healthy(c, Duration::from_secs(30)).context("the cluster is not healthy before the drill")?;
+    let region = d.fault.region().map(str::to_string);
+    let (owner, leader) = match &region {
+        Some(r) => roles(c, r)?,
+        None => (None, None),
+    };
+    let t = d.timing;
+    let start = Instant::now();
+    let until = start + t.total();
+    let mut events: Vec<(u64, String)> = vec![(0, "load starts".into())];
+
+    // Clients, each in its own namespace.
+    let nameservers: Vec<(String, std::net::SocketAddr)> =
+        c.hosts(Role::Gslb).map(|g| g.label.clone()).zip(c.dns_servers()).collect();
+    let clients: Vec<std::thread::JoinHandle<anyhow::Result<(Vec<observe::Request>, Vec<observe::DnsSample>)>>> = c
+        .hosts(Role::Client)
+        .map(|p| {
+            let plan = observe::ClientPlan {
+                name: p.label.clone(),
+                ns: c.ns(&p.label),
+                nameservers: nameservers.clone(),
+                fqdn: c.topo.fqdn(),
+                http_port: HTTP_PORT,
+                path: d.load.path.clone(),
+                interval: d.load.interval,
+                timeout: d.load.timeout,
+                start,
+                until,
+            };
+            std::thread::spawn(move || cluster::in_namespace(plan.ns.clone(), move || observe::client(plan)))
+        })
+        .collect();
+
+    // VIP presence on every node of the fault's region (namespaces only).
+    let vips = match (&region, c.mode()) {
+        (Some(r), Mode::Netns) => {
+            let spec = c.topo.region(r).cloned().context("region")?;
+            let nodes: Vec<(String, String)> = (1..=spec.nodes)
+                .map(|i| format!("{r}-n{i}"))
+                .filter_map(|l| c.ns(&l).map(|ns| (l, ns)))
+                .collect();
+            let addrs = (1..=spec.nodes).map(|i| c.topo.vip(&spec, i)).collect();
+            Some(observe::sample_vips(nodes, addrs, start, until))
+        }
+        _ => None,
+    };
+
+    // Config writes through the region's nodes.
+    let writer = match (&region, d.load.writes) {
+        (Some(r), true) => {
+            let admins: Vec<String> =
+                c.hosts(Role::Node).filter(|p| p.region.as_deref() == Some(r)).map(|p| c.admin_url(&p.label, "")).collect();
+            let token = c.state.token.clone();
+            let first = admins.first().cloned().context("region without nodes")?;
+            let doc_token = token.clone();
+            let document = c
+                .from_vantage(move || async move { cluster::json(&format!("{first}/config"), &doc_token).await })?
+                .context("reading the region's document")?
+                .to_string();
+            let every = d.load.write_interval;
+            let ns = c.vantage();
+            Some(std::thread::spawn(move || {
+                cluster::in_namespace(ns, move || observe::write_loop(admins, token, document, every, start, until))
+            }))
+        }
+        _ => None,
+    };
+
+    std::thread::sleep(t.warmup.saturating_sub(start.elapsed()));
+    let fault_at_ms = start.elapsed().as_millis() as u64;
+    let region_nodes = |c: &Cluster| -> Vec<String> {
+        region
+            .as_ref()
+            .map(|r| c.hosts(Role::Node).filter(|p| p.region.as_deref() == Some(r)).map(|p| p.label.clone()).collect())
+            .unwrap_or_default()
+    };
+    // What heal must undo.
+    let mut restart: Vec<String> = Vec::new();
+    let mut partitioned: Option<String> = None;
+    let mut crashed: Option<String> = None;
+    match &d.fault {
+        Fault::NodeKill { .. } => {
+            let n = owner.context("the region's first VIP has no owner")?;
+            // A host crash: the process dies and the host leaves the network
+            // (a killed process alone would leave its addresses configured).
+            if let Some(ns) = c.ns(&n) {
+                link(&ns, "down")?;
+            }
+            c.stop(&n, true)?;
+            events.push((fault_at_ms, format!("{n} crashes: kill -9, link down (owner of the region's first VIP)")));
+            crashed = Some(n);
+        }
+        Fault::LeaderKill { .. } => {
+            let n = leader.context("the region has no leader")?;
+            c.stop(&n, true)?;
+            events.push((fault_at_ms, format!("kill -9 {n} (Raft leader)")));
+            restart.push(n);
+        }
+        Fault::NodePartition { region: r } => {
+            let n = owner.context("the region's first VIP has no owner")?;
+            if c.mode() != Mode::Netns {
+                bail!("node-partition needs network namespaces (root)");
+            }
+            let peers: Vec<std::net::Ipv4Addr> =
+                region_nodes(c).iter().filter(|l| **l != n).map(|l| c.ip(l)).collect();
+            let ns = c.ns(&n).context("namespace")?;
+            partition(&ns, &peers)?;
+            events.push((fault_at_ms, format!("{n} cut off from the other nodes of {r} (clients still reach it)")));
+            partitioned = Some(ns);
+        }
+        Fault::RegionDown { region: r } => {
+            for n in region_nodes(c) {
+                c.stop(&n, true)?;
+                restart.push(n);
+            }
+            events.push((fault_at_ms, format!("kill -9 every gateway of {r}")));
+        }
+        Fault::RedisDown { region: r } => {
+            let n = format!("{r}-redis");
+            c.stop(&n, true)?;
+            events.push((fault_at_ms, format!("kill -9 {n}")));
+            restart.push(n);
+        }
+        Fault::GslbDown { gslb } => {
+            c.stop(gslb, true)?;
+            events.push((fault_at_ms, format!("kill -9 balancer {gslb}")));
+            restart.push(gslb.clone());
+        }
+    }
+    std::thread::sleep((t.warmup + t.fault).saturating_sub(start.elapsed()));
+    let heal_at_ms = start.elapsed().as_millis() as u64;
+    if let Some(ns) = &partitioned {
+        heal(ns)?;
+        events.push((heal_at_ms, "partition healed".into()));
+    }
+    for n in &restart {
+        c.start(n)?;
+        events.push((heal_at_ms, format!("{n} restarted")));
+    }
+    if let Some(n) = &crashed {
+        reboot(c, n)?;
+        events.push((heal_at_ms, format!("{n} rebooted: started, link up once its old addresses are cleared")));
+    }
+    std::thread::sleep(t.total().saturating_sub(start.elapsed()));
+    let end_ms = start.elapsed().as_millis() as u64;
+    events.push((end_ms, "load stops".into()));
+
+    let mut requests = Vec::new();
+    let mut dns = Vec::new();
+    for h in clients {
+        let (r, s) = h.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+        requests.extend(r);
+        dns.extend(s);
+    }
+    let vips = match vips {
+        Some(h) => Some(h.join().map_err(|_| anyhow::anyhow!("VIP sampler panicked"))??),
+        None => None,
+    };
+    let writes = match writer {
+        Some(h) => Some(h.join().map_err(|_| anyhow::anyhow!("writer panicked"))??),
+        None => None,
+    };
+    let history = match (&writes, &region) {
+        (Some(_), Some(_)) => region_history(c, &region_nodes(c))?,
+        _ => None,
+    };
+    let addresses: Vec<(std::net::Ipv4Addr, String)> = c
+        .topo
+        .regions
+        .iter()
+        .flat_map(|r| c.render().service_addresses(r).into_iter().map(|a| (a, r.name.clone())).collect::<Vec<_>>())
+        .collect();
+    let inputs = report::Inputs {
+        requests,
+        dns,
+        vips: vips.clone(),
+        writes,
+        history,
+        fault_at_ms,
+        heal_at_ms,
+        end_ms,
+        region_of: Box::new(move |ip| addresses.iter().find(|(a, _)| *a == ip).map(|(_, r)| r.clone())),
+        fault_region: region.clone(),
+    };
+    let (figures, timeline, sample_errors) = report::analyse(d, inputs);
+    let checks = report::check(&d.bounds, &figures);
+    // A bound on what was not measured here (no namespaces) is reported, not passed.
+    let passed = checks.iter().all(|ch| ch.ok);
+    Ok(report::Report {
+        drill: d.name.clone(),
+        description: d.description.clone(),
+        cluster: c.topo.name.clone(),
+        mode: format!("{:?}", c.mode()),
+        events,
+        fault_at_ms,
+        heal_at_ms,
+        end_ms,
+        figures,
+        checks,
+        passed,
+        timeline,
+        vip_examples: vips.map(|v| v.examples).unwrap_or_default(),
+        sample_errors,
+    })
+}
+
+/// The versions in the region's history, from the most advanced node, once
+/// the nodes agree (or after 10 s).
+fn region_history(c: &Cluster, nodes: &[String]) -> anyhow::Result<Option<Vec<u64>>> {
+    let urls: Vec<String> = nodes.iter().map(|n| c.admin_url(n, "/config/history")).collect();
+    let token = c.state.token.clone();
+    c.from_vantage(move || async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut best: Option<Vec<u64>> = None;
+            let mut tops = Vec::new();
+            for u in &urls {
+                if let Some(v) = cluster::json(u, &token).await {
+                    let versions: Vec<u64> =
+                        v["revisions"].as_array().into_iter().flatten().filter_map(|r| r["version"].as_u64()).collect();
+                    tops.push(versions.last().copied().unwrap_or(0));
+                    if best.as_ref().is_none_or(|b| b.last() < versions.last()) {
+                        best = Some(versions);
+                    }
+                }
+            }
+            let agreed = tops.len() == urls.len() && tops.windows(2).all(|w| w[0] == w[1]);
+            if agreed || Instant::now() > deadline {
+                return best;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+fn link(ns: &str, state: &str) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip").args(["-n", ns, "link", "set", "eth0", state]).output()?;
+    if !out.status.success() {
+        bail!("link {state} in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Bring a crashed node back as a rebooted host would: its gateway starts
+/// (clearing VIPs left from before the crash) while the link is still down;
+/// the link comes up once no VIP is left on it.
+fn reboot(c: &mut Cluster, node: &str) -> anyhow::Result<()> {
+    c.start(node)?;
+    let Some(ns) = c.ns(node) else { return Ok(()) };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let out = std::process::Command::new("ip").args(["-n", &ns, "-o", "-4", "addr", "show", "dev", "eth0"]).output()?;
+        if String::from_utf8_lossy(&out.stdout).lines().count() <= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    link(&ns, "up")?;
+    // The default route went with the link.
+    if let Some(p) = c.host(node) {
+        if let Some(r) = p.region.as_deref().and_then(|r| c.topo.region(r)) {
+            let via = c.topo.router_leg(r).to_string();
+            let _ = std::process::Command::new("ip").args(["-n", &ns, "route", "replace", "default", "via", &via]).output();
+        }
+    }
+    Ok(())
+}
+
+fn nft(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip").args(["netns", "exec", ns, "nft"]).args(args).output()?;
+    if !out.status.success() {
+        bail!("nft in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Drop traffic between the namespace and `peers`, both ways.
+fn partition(ns: &str, peers: &[std::net::Ipv4Addr]) -> anyhow::Result<()> {
+    let set = peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+    let rules = format!(
+        "table inet mrddrill {{\n chain input {{ type filter hook input priority 0; ip saddr {{ {set} }} drop; }}\n \
+         chain output {{ type filter hook output priority 0; ip daddr {{ {set} }} drop; }}\n}}\n"
+    );
+    let path = std::env::temp_dir().join(format!("{ns}.nft"));
+    std::fs::write(&path, rules)?;
+    let r = nft(ns, &["-f", &path.to_string_lossy()]);
+    let _ = std::fs::remove_file(&path);
+    r
+}
+
+fn heal(ns: &str) -> anyhow::Result<()> {
+    nft(ns, &["delete", "table", "inet", "mrddrill"])
+}

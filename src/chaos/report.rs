@@ -1,0 +1,418 @@
+//! From raw observations to figures, bounds, and the JSON and HTML reports.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::drill::{Bounds, Drill};
+use super::observe::{DnsSample, Request, VipSamples, Writes};
+
+pub const BUCKET_MS: u64 = 100;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Bucket {
+    pub at_ms: u64,
+    pub ok: u64,
+    pub failed: u64,
+    /// Successful requests by the region that answered.
+    pub by_region: BTreeMap<String, u64>,
+    /// Direct DNS samples (all balancers) that named each region.
+    pub dns: BTreeMap<String, u64>,
+    pub dns_samples: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Figures {
+    pub requests: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub failed_resolutions: u64,
+    pub success_ratio: f64,
+    /// First failure → steady success, ms (0 when nothing failed).
+    pub takeover_ms: Option<u64>,
+    /// Fault → steady success, ms.
+    pub recovery_ms: Option<u64>,
+    /// Fault → the region is in no balancer's answer, ms.
+    pub dns_exit_ms: Option<u64>,
+    pub vip_rounds: Option<u64>,
+    pub double_owner_samples: Option<u64>,
+    pub acked_writes: Option<u64>,
+    pub failed_writes: Option<u64>,
+    pub lost_writes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Check {
+    pub bound: String,
+    pub limit: String,
+    pub measured: String,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub drill: String,
+    pub description: String,
+    pub cluster: String,
+    pub mode: String,
+    /// What was done, with its time (ms since the start).
+    pub events: Vec<(u64, String)>,
+    pub fault_at_ms: u64,
+    pub heal_at_ms: u64,
+    pub end_ms: u64,
+    pub figures: Figures,
+    pub checks: Vec<Check>,
+    pub passed: bool,
+    pub timeline: Vec<Bucket>,
+    pub vip_examples: Vec<(u64, std::net::Ipv4Addr, Vec<String>)>,
+    /// The first failures, for diagnosis.
+    pub sample_errors: Vec<String>,
+}
+
+pub struct Inputs {
+    pub requests: Vec<Request>,
+    pub dns: Vec<DnsSample>,
+    pub vips: Option<VipSamples>,
+    pub writes: Option<Writes>,
+    /// Versions in the region's history after the drill.
+    pub history: Option<Vec<u64>>,
+    pub fault_at_ms: u64,
+    pub heal_at_ms: u64,
+    pub end_ms: u64,
+    /// Region of a DNS answer address.
+    pub region_of: Box<dyn Fn(std::net::Ipv4Addr) -> Option<String>>,
+    pub fault_region: Option<String>,
+}
+
+/// Per client, first failure → steady success; the worst client counts.
+fn takeover_all(reqs: &[Request], from: u64) -> (Option<u64>, Option<u64>) {
+    let clients: std::collections::BTreeSet<&str> = reqs.iter().map(|r| r.client.as_str()).collect();
+    let mut worst = (Some(0), Some(0));
+    for c in clients {
+        let mine: Vec<Request> = reqs.iter().filter(|r| r.client == c).cloned().collect();
+        let (t, r) = takeover(&mine, from);
+        worst.0 = match (worst.0, t) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+        worst.1 = match (worst.1, r) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+    worst
+}
+
+/// First failure → steady success: the first success after the last
+/// failure, minus the first failure (both at or after `from`).
+fn takeover(reqs: &[Request], from: u64) -> (Option<u64>, Option<u64>) {
+    let after: Vec<&Request> = reqs.iter().filter(|r| r.at_ms >= from).collect();
+    let Some(first_fail) = after.iter().find(|r| !r.ok) else { return (Some(0), Some(0)) };
+    let Some(last_fail) = after.iter().rev().find(|r| !r.ok) else { return (Some(0), Some(0)) };
+    match after.iter().find(|r| r.ok && r.at_ms > last_fail.at_ms) {
+        Some(s) => (Some(s.at_ms - first_fail.at_ms), Some(s.at_ms - from)),
+        None => (None, None),
+    }
+}
+
+pub fn analyse(drill: &Drill, mut i: Inputs) -> (Figures, Vec<Bucket>, Vec<String>) {
+    i.requests.sort_by_key(|r| r.at_ms);
+    let ok = i.requests.iter().filter(|r| r.ok).count() as u64;
+    let total = i.requests.len() as u64;
+    // While the fault lasts; what the heal costs shows in the totals.
+    let during: Vec<Request> = i.requests.iter().filter(|r| r.at_ms < i.heal_at_ms).cloned().collect();
+    let (takeover_ms, recovery_ms) = takeover_all(&during, i.fault_at_ms);
+    let dns_exit_ms = i.fault_region.as_ref().filter(|_| drill.bounds.max_dns_exit.is_some()).and_then(|region| {
+        let during: Vec<&DnsSample> =
+            i.dns.iter().filter(|d| d.at_ms >= i.fault_at_ms && d.at_ms < i.heal_at_ms).collect();
+        let names = |d: &DnsSample| -> bool {
+            d.answer.as_ref().is_ok_and(|a| a.iter().any(|ip| (i.region_of)(*ip).as_deref() == Some(region.as_str())))
+        };
+        match during.iter().rev().find(|d| names(d)) {
+            None => Some(0),
+            Some(last) => during.iter().find(|d| d.at_ms > last.at_ms).map(|d| d.at_ms - i.fault_at_ms),
+        }
+    });
+    let lost = match (&i.writes, &i.history) {
+        (Some(w), Some(h)) => {
+            let mut seen = std::collections::BTreeSet::new();
+            Some(w.acked.iter().filter(|(_, v)| !h.contains(v) || !seen.insert(*v)).count() as u64)
+        }
+        (Some(w), None) => Some(w.acked.len() as u64),
+        _ => None,
+    };
+    let figures = Figures {
+        requests: total,
+        ok,
+        failed: total - ok,
+        failed_resolutions: i.requests.iter().filter(|r| r.resolve_failed).count() as u64,
+        success_ratio: if total == 0 { 0.0 } else { ok as f64 / total as f64 },
+        takeover_ms,
+        recovery_ms,
+        dns_exit_ms,
+        vip_rounds: i.vips.as_ref().map(|v| v.rounds),
+        double_owner_samples: i.vips.as_ref().map(|v| v.double_owner),
+        acked_writes: i.writes.as_ref().map(|w| w.acked.len() as u64),
+        failed_writes: i.writes.as_ref().map(|w| w.failed),
+        lost_writes: lost,
+    };
+    let n = (i.end_ms / BUCKET_MS + 1) as usize;
+    let mut buckets: Vec<Bucket> = (0..n).map(|k| Bucket { at_ms: k as u64 * BUCKET_MS, ..Default::default() }).collect();
+    for r in &i.requests {
+        if let Some(b) = buckets.get_mut((r.at_ms / BUCKET_MS) as usize) {
+            if r.ok {
+                b.ok += 1;
+                *b.by_region.entry(r.region.clone().unwrap_or_default()).or_default() += 1;
+            } else {
+                b.failed += 1;
+            }
+        }
+    }
+    for d in &i.dns {
+        if let Some(b) = buckets.get_mut((d.at_ms / BUCKET_MS) as usize) {
+            b.dns_samples += 1;
+            if let Ok(a) = &d.answer {
+                let mut regions: Vec<String> = a.iter().filter_map(|ip| (i.region_of)(*ip)).collect();
+                regions.dedup();
+                for r in regions {
+                    *b.dns.entry(r).or_default() += 1;
+                }
+            }
+        }
+    }
+    let errors = i
+        .requests
+        .iter()
+        .filter(|r| !r.ok)
+        .take(8)
+        .map(|r| format!("{} ms {}: {}", r.at_ms, r.client, r.error.as_deref().unwrap_or("?")))
+        .collect();
+    (figures, buckets, errors)
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+pub fn check(b: &Bounds, f: &Figures) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut at_most = |name: &str, limit: Option<u64>, measured: Option<u64>, unit: &str| {
+        if let Some(l) = limit {
+            out.push(Check {
+                bound: name.into(),
+                limit: format!("≤ {l}{unit}"),
+                measured: measured.map_or("not reached".into(), |m| format!("{m}{unit}")),
+                ok: measured.is_some_and(|m| m <= l),
+            });
+        }
+    };
+    at_most("takeover", b.max_takeover.map(ms), f.takeover_ms, " ms");
+    at_most("recovery", b.max_recovery.map(ms), f.recovery_ms, " ms");
+    at_most("region out of DNS answers", b.max_dns_exit.map(ms), f.dns_exit_ms, " ms");
+    at_most("double-owner samples", b.max_double_owner_samples, f.double_owner_samples, "");
+    at_most("lost acknowledged writes", b.max_lost_writes, f.lost_writes, "");
+    at_most("failed requests", b.max_failed_requests, Some(f.failed), "");
+    at_most("failed resolutions", b.max_failed_resolutions, Some(f.failed_resolutions), "");
+    if let Some(r) = b.min_success_ratio {
+        out.push(Check {
+            bound: "success ratio".into(),
+            limit: format!("≥ {r}"),
+            measured: format!("{:.4}", f.success_ratio),
+            ok: f.success_ratio >= r,
+        });
+    }
+    out
+}
+
+pub fn summary(r: &Report) -> String {
+    let f = &r.figures;
+    let opt = |v: Option<u64>, unit: &str| v.map_or("-".into(), |v| format!("{v}{unit}"));
+    let failed: Vec<String> = r.checks.iter().filter(|c| !c.ok).map(|c| format!("{} {} (bound {})", c.bound, c.measured, c.limit)).collect();
+    format!(
+        "drill {}: {} | requests {} ok {} failed {} | takeover {} recovery {} dns exit {} | double-owner {} | writes acked {} lost {}{}",
+        r.drill,
+        if r.passed { "PASS" } else { "FAIL" },
+        f.requests,
+        f.ok,
+        f.failed,
+        opt(f.takeover_ms, " ms"),
+        opt(f.recovery_ms, " ms"),
+        opt(f.dns_exit_ms, " ms"),
+        opt(f.double_owner_samples, ""),
+        opt(f.acked_writes, ""),
+        opt(f.lost_writes, ""),
+        if failed.is_empty() { String::new() } else { format!(" | broken: {}", failed.join("; ")) }
+    )
+}
+
+/// The timeline as an SVG: requests ok / failed per 100 ms, and the share of
+/// DNS answers naming each region; the fault and the heal marked.
+pub fn svg(r: &Report) -> Result<String, String> {
+    use plotters::prelude::*;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (960, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (top, bottom) = root.split_vertically(330);
+        let secs = r.end_ms as f64 / 1000.0;
+        let ymax = r.timeline.iter().map(|b| b.ok + b.failed).max().unwrap_or(1).max(1) as f64 * 1.15;
+        let mut chart = ChartBuilder::on(&top)
+            .caption(format!("{}: requests per 100 ms", r.drill), ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0f64..secs, 0f64..ymax)
+            .map_err(|e| e.to_string())?;
+        chart.configure_mesh().x_desc("seconds").draw().map_err(|e| e.to_string())?;
+        let series = |f: fn(&Bucket) -> u64| -> Vec<(f64, f64)> {
+            r.timeline.iter().map(|b| (b.at_ms as f64 / 1000.0, f(b) as f64)).collect()
+        };
+        chart
+            .draw_series(LineSeries::new(series(|b| b.ok), GREEN.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label("ok")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], GREEN));
+        chart
+            .draw_series(LineSeries::new(series(|b| b.failed), RED.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label("failed")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+        for (at, color) in [(r.fault_at_ms, &MAGENTA), (r.heal_at_ms, &BLUE)] {
+            let x = at as f64 / 1000.0;
+            chart.draw_series(LineSeries::new(vec![(x, 0.0), (x, ymax)], color)).map_err(|e| e.to_string())?;
+        }
+        chart.configure_series_labels().border_style(BLACK).draw().map_err(|e| e.to_string())?;
+
+        let mut dns = ChartBuilder::on(&bottom)
+            .caption("share of DNS answers naming each region (fault: magenta, heal: blue)", ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0f64..secs, 0f64..1.05f64)
+            .map_err(|e| e.to_string())?;
+        dns.configure_mesh().x_desc("seconds").draw().map_err(|e| e.to_string())?;
+        let regions: std::collections::BTreeSet<String> =
+            r.timeline.iter().flat_map(|b| b.dns.keys().cloned()).collect();
+        for (k, region) in regions.iter().enumerate() {
+            let color = Palette99::pick(k).to_rgba();
+            let pts: Vec<(f64, f64)> = r
+                .timeline
+                .iter()
+                .filter(|b| b.dns_samples > 0)
+                .map(|b| {
+                    (
+                        b.at_ms as f64 / 1000.0,
+                        b.dns.get(region).copied().unwrap_or(0) as f64 / b.dns_samples as f64,
+                    )
+                })
+                .collect();
+            dns.draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(region.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        for (at, color) in [(r.fault_at_ms, &MAGENTA), (r.heal_at_ms, &BLUE)] {
+            let x = at as f64 / 1000.0;
+            dns.draw_series(LineSeries::new(vec![(x, 0.0), (x, 1.05)], color)).map_err(|e| e.to_string())?;
+        }
+        dns.configure_series_labels().border_style(BLACK).draw().map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// A self-contained page: summary, bounds, figures, events, the plot.
+pub fn html(r: &Report) -> String {
+    let plot = svg(r).unwrap_or_else(|e| format!("<p>plot unavailable: {}</p>", escape(&e)));
+    let checks: String = r
+        .checks
+        .iter()
+        .map(|c| {
+            format!(
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                if c.ok { "ok" } else { "bad" },
+                escape(&c.bound),
+                escape(&c.limit),
+                escape(&c.measured),
+                if c.ok { "pass" } else { "FAIL" }
+            )
+        })
+        .collect();
+    let events: String =
+        r.events.iter().map(|(at, e)| format!("<tr><td>{:.1} s</td><td>{}</td></tr>", *at as f64 / 1000.0, escape(e))).collect();
+    let figures = serde_json::to_string_pretty(&r.figures).unwrap_or_default();
+    let errors: String = r.sample_errors.iter().map(|e| format!("<li>{}</li>", escape(e))).collect();
+    format!(
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>meridian drill {name}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px}} tr.ok td:last-child{{color:#080}} tr.bad td{{color:#c00;font-weight:bold}}
+pre{{background:#f6f6f6;padding:8px}}</style></head><body>
+<h1>Drill {name}: {verdict}</h1>
+<p>{desc}</p>
+<p>Cluster <code>{cluster}</code> ({mode}).</p>
+<h2>Bounds</h2>
+<table><tr><th>bound</th><th>limit</th><th>measured</th><th></th></tr>{checks}</table>
+<h2>Timeline</h2>
+{plot}
+<h2>Events</h2>
+<table>{events}</table>
+<h2>Figures</h2>
+<pre>{figures}</pre>
+<h2>First failures</h2>
+<ul>{errors}</ul>
+</body></html>
+"#,
+        name = escape(&r.drill),
+        verdict = if r.passed { "PASS" } else { "FAIL" },
+        desc = escape(&r.description),
+        cluster = escape(&r.cluster),
+        mode = escape(&r.mode),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(at_ms: u64, ok: bool) -> Request {
+        Request { client: "c".into(), at_ms, ok, region: None, resolve_failed: false, error: None }
+    }
+
+    #[test]
+    fn takeover_runs_from_first_failure_to_steady_success() {
+        let reqs = vec![req(0, true), req(1000, true), req(1100, false), req(1200, true), req(1300, false), req(1400, true), req(1500, true)];
+        assert_eq!(takeover(&reqs, 1000), (Some(300), Some(400)));
+        assert_eq!(takeover(&[req(0, true), req(2000, true)], 1000), (Some(0), Some(0)));
+        assert_eq!(takeover(&[req(1000, false), req(2000, false)], 1000), (None, None));
+    }
+
+    #[test]
+    fn bounds_fail_when_not_reached_or_exceeded() {
+        let b = Bounds { max_takeover: Some(Duration::from_secs(1)), max_failed_requests: Some(0), ..Default::default() };
+        let mut f = Figures {
+            requests: 10,
+            ok: 10,
+            failed: 0,
+            failed_resolutions: 0,
+            success_ratio: 1.0,
+            takeover_ms: Some(900),
+            recovery_ms: Some(900),
+            dns_exit_ms: None,
+            vip_rounds: None,
+            double_owner_samples: None,
+            acked_writes: None,
+            failed_writes: None,
+            lost_writes: None,
+        };
+        assert!(check(&b, &f).iter().all(|c| c.ok));
+        f.takeover_ms = None;
+        f.failed = 1;
+        assert_eq!(check(&b, &f).iter().filter(|c| !c.ok).count(), 2);
+    }
+}
