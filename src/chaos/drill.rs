@@ -26,14 +26,15 @@ pub struct Drill {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Fault {
-    /// `kill -9` the node that owns the region's first VIP; restarted at heal.
+    /// The node that owns the region's first VIP crashes (`kill -9`, and its
+    /// link goes down); rebooted at heal.
     NodeKill { region: String },
     /// Cut the owner of the region's first VIP off from the other nodes (the
     /// clients still reach it); healed at heal.
     NodePartition { region: String },
-    /// `kill -9` the region's Raft leader (pair with `load.writes`).
+    /// The region's Raft leader crashes like `node_kill` (pair with `load.writes`).
     LeaderKill { region: String },
-    /// Every gateway of the region killed at once; restarted at heal.
+    /// Every gateway host of the region crashes at once; rebooted at heal.
     RegionDown { region: String },
     /// The region's Redis killed; restarted at heal.
     RedisDown { region: String },

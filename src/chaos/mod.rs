@@ -180,24 +180,19 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
     // What heal must undo.
     let mut restart: Vec<String> = Vec::new();
     let mut partitioned: Option<String> = None;
-    let mut crashed: Option<String> = None;
+    let mut crashed: Vec<String> = Vec::new();
     match &d.fault {
         Fault::NodeKill { .. } => {
             let n = owner.context("the region's first VIP has no owner")?;
-            // A host crash: the process dies and the host leaves the network
-            // (a killed process alone would leave its addresses configured).
-            if let Some(ns) = c.ns(&n) {
-                link(&ns, "down")?;
-            }
-            c.stop(&n, true)?;
+            crash(c, &n)?;
             events.push((fault_at_ms, format!("{n} crashes: kill -9, link down (owner of the region's first VIP)")));
-            crashed = Some(n);
+            crashed.push(n);
         }
         Fault::LeaderKill { .. } => {
             let n = leader.context("the region has no leader")?;
-            c.stop(&n, true)?;
-            events.push((fault_at_ms, format!("kill -9 {n} (Raft leader)")));
-            restart.push(n);
+            crash(c, &n)?;
+            events.push((fault_at_ms, format!("{n} crashes: kill -9, link down (Raft leader)")));
+            crashed.push(n);
         }
         Fault::NodePartition { region: r } => {
             let n = owner.context("the region's first VIP has no owner")?;
@@ -213,10 +208,10 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
         }
         Fault::RegionDown { region: r } => {
             for n in region_nodes(c) {
-                c.stop(&n, true)?;
-                restart.push(n);
+                crash(c, &n)?;
+                crashed.push(n);
             }
-            events.push((fault_at_ms, format!("kill -9 every gateway of {r}")));
+            events.push((fault_at_ms, format!("every gateway host of {r} crashes: kill -9, link down")));
         }
         Fault::RedisDown { region: r } => {
             let n = format!("{r}-redis");
@@ -240,7 +235,7 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
         c.start(n)?;
         events.push((heal_at_ms, format!("{n} restarted")));
     }
-    if let Some(n) = &crashed {
+    for n in &crashed {
         reboot(c, n)?;
         events.push((heal_at_ms, format!("{n} rebooted: started, link up once its old addresses are cleared")));
     }
@@ -334,6 +329,15 @@ fn region_history(c: &Cluster, nodes: &[String]) -> anyhow::Result<Option<Vec<u6
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
+}
+
+/// A host crash: the host leaves the network and its gateway dies (a killed
+/// process alone would leave its addresses configured and answering ARP).
+fn crash(c: &mut Cluster, node: &str) -> anyhow::Result<()> {
+    if let Some(ns) = c.ns(node) {
+        link(&ns, "down")?;
+    }
+    c.stop(node, true)
 }
 
 fn link(ns: &str, state: &str) -> anyhow::Result<()> {
