@@ -5,7 +5,7 @@ BENCH_DIR ?= ../shared/bench
 APT_TEST_PKGS := redis-server nftables iproute2
 APT_BENCH_PKGS := nginx haproxy wrk dnsperf knot
 
-.PHONY: all build release test lint bench demo demo-down deps bench-deps clean
+.PHONY: all build release test lint bench demo demo-walkthrough demo-down drill deps bench-deps clean
 
 all: build
 
@@ -56,24 +56,38 @@ bench: bench-deps release
 	benches/dns.sh 10
 	@if [ "$$(id -u)" = 0 ]; then $(CARGO) bench --bench vip -- 20 10; else echo "vip benchmark skipped: needs root"; fi
 
-DEMO_DIR := target/demo
-demo: build demo-down
-	@mkdir -p $(DEMO_DIR)
-	@for i in 1 2; do \
-	  nohup target/debug/meridian backend --listen 127.0.0.1:900$$i --name backend-$$i > $(DEMO_DIR)/backend-$$i.log 2>&1 & echo $$! > $(DEMO_DIR)/backend-$$i.pid; \
-	done
-	@nohup target/debug/meridian gateway --config cluster/gateway.toml > $(DEMO_DIR)/gateway.log 2>&1 & echo $$! > $(DEMO_DIR)/gateway.pid
-	@for i in $$(seq 50); do curl -sf -o /dev/null 127.0.0.1:9901/readyz && break; sleep 0.1; done
-	@echo; echo "meridian is running: one gateway (127.0.0.1:8080) in front of two backends (:9001, :9002)."
-	@echo; echo "  curl -i http://127.0.0.1:8080/api/hello        # routed, prefix stripped, round robin"
-	@echo "  curl -s http://127.0.0.1:9901/metrics | grep meridian_requests_total"
-	@echo "  curl -s -H 'Authorization: Bearer demo-admin-token-change-me' http://127.0.0.1:9901/upstreams"
-	@echo "  curl -X POST '127.0.0.1:9001/_control/health?state=down'   # watch backend-1 leave the pool"
-	@echo; echo "logs in $(DEMO_DIR)/; stop with: make demo-down"; echo
-	@curl -s -i http://127.0.0.1:8080/api/hello | head -n 12
+# The whole system: two regions of three nodes, Redis, two DNS balancers,
+# sample backends and clients, in network namespaces (on loopback when not root).
+TOPOLOGY ?= cluster/local.toml
+MERIDIAN := target/debug/meridian
+demo: deps build
+	@$(MERIDIAN) cluster up --topology $(TOPOLOGY)
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) -s demo-walkthrough; fi
+
+demo-walkthrough:
+	@echo; echo "== 1. a request through DNS -> VIP -> gateway -> backend, from the paris client"
+	@ip=$$(ip netns exec mrdlocal-paris dig +short @10.81.0.51 api.meridian.test. | head -1); \
+	  echo "   dig @10.81.0.51 api.meridian.test. -> $$ip (eu, the nearest region)"; \
+	  ip netns exec mrdlocal-paris curl -s -D - -o /dev/null http://$$ip:8080/hello | grep -iE "^(HTTP|x-backend|via)"
+	@echo; echo "== 2. what the cluster looks like"; $(MERIDIAN) cluster status --topology $(TOPOLOGY)
+	@echo; echo "== next steps (each is one command):"
+	@echo "   watch the cluster:        $(MERIDIAN) cluster status --watch"
+	@echo "   kill a node, watch a VIP move (drill with measured report):"
+	@echo "                             $(MERIDIAN) chaos run chaos/node-kill.toml"
+	@echo "   take region eu down, watch DNS answers move to us:"
+	@echo "                             $(MERIDIAN) chaos run chaos/region-down.toml"
+	@echo "   or by hand: pkill -9 -f cluster/local/eu-n1.toml; $(MERIDIAN) cluster status"
+	@echo "   reports land in target/drills/*.html; stop everything with: make demo-down"
 
 demo-down:
-	@for f in $(DEMO_DIR)/*.pid; do [ -f "$$f" ] && kill "$$(cat $$f)" 2>/dev/null; rm -f "$$f"; done; true
+	@$(MERIDIAN) cluster down --topology $(TOPOLOGY) 2>/dev/null || true
+
+# Every drill, full length, against a cluster each starts and removes.
+DRILLS := node-kill node-partition leader-kill-during-writes region-down redis-down gslb-down
+drill: deps build
+	@fail=0; for d in $(DRILLS); do \
+	  $(MERIDIAN) chaos run chaos/$$d.toml --topology $(TOPOLOGY) --name drill || fail=1; \
+	done; exit $$fail
 
 clean:
 	$(CARGO) clean

@@ -30,7 +30,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Check a node file (or, with --document, a gateway document) and print every error.
+    /// Check a node file, balancer file, topology or drill (or, with --document, a gateway
+    /// document) and print every error.
     Validate {
         file: PathBuf,
         /// The file is a bare gateway document, as sent to `PUT /config`.
@@ -84,8 +85,14 @@ fn main() -> ExitCode {
 }
 
 fn validate(file: &std::path::Path, document: bool) -> anyhow::Result<ExitCode> {
-    let is_gslb = std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.trim() == "[gslb]"));
-    let result = if is_gslb {
+    let table: toml::Table =
+        std::fs::read_to_string(file).ok().and_then(|t| toml::from_str(&t).ok()).unwrap_or_default();
+    let is_gslb = table.contains_key("gslb");
+    let result = if table.contains_key("wan") && table.contains_key("regions") {
+        meridian::cluster::topology::Topology::load(file).map(|_| ())
+    } else if table.contains_key("fault") {
+        meridian::chaos::drill::Drill::load(file).map(|_| ())
+    } else if is_gslb {
         meridian::gslb::config::load(file).map(|_| ())
     } else if document {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;

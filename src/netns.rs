@@ -155,7 +155,14 @@ impl Lab {
     }
 
     /// One more interface `ifname` of `host` on `bridge`, with `ip/prefix`.
-    pub fn add_leg(&mut self, host: &Host, bridge: &str, ifname: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), LabError> {
+    pub fn add_leg(
+        &mut self,
+        host: &Host,
+        bridge: &str,
+        ifname: &str,
+        ip: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<(), LabError> {
         let port = format!("p{}{}", self.ports, self.id);
         self.ports += 1;
         let ns = host.ns.as_str();

@@ -46,10 +46,15 @@ pub enum ChaosCommand {
     },
 }
 
+/// What one client saw: its requests and its direct DNS samples.
+type ClientOutcome = (Vec<observe::Request>, Vec<observe::DnsSample>);
+
 pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let ChaosCommand::Run { drill, topology, name, short, out, keep } = args.command;
     let mut d = Drill::load(&drill)
-        .map_err(|e| anyhow::anyhow!("{}:\n{}", drill.display(), e.iter().map(|e| format!("  {e}\n")).collect::<String>()))?
+        .map_err(|e| {
+            anyhow::anyhow!("{}:\n{}", drill.display(), e.iter().map(|e| format!("  {e}\n")).collect::<String>())
+        })?
         .into_inner();
     if short {
         d.timing = d.timing.short();
@@ -92,11 +97,8 @@ fn roles(c: &Cluster, region: &str) -> anyhow::Result<(Option<String>, Option<St
     let s = cluster::status(c)?;
     let first_vip = c.topo.region(region).map(|r| c.topo.vip(r, 1).to_string());
     let owner = s.vips.get(region).and_then(|t| first_vip.and_then(|v| t.get(&v).cloned().flatten()));
-    let leader = s
-        .nodes
-        .iter()
-        .find(|n| n.region == region && n.role.as_deref() == Some("Leader"))
-        .map(|n| n.node.clone());
+    let leader =
+        s.nodes.iter().find(|n| n.region == region && n.role.as_deref() == Some("Leader")).map(|n| n.node.clone());
     Ok((owner, leader))
 }
 
@@ -115,7 +117,7 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
     // Clients, each in its own namespace.
     let nameservers: Vec<(String, std::net::SocketAddr)> =
         c.hosts(Role::Gslb).map(|g| g.label.clone()).zip(c.dns_servers()).collect();
-    let clients: Vec<std::thread::JoinHandle<anyhow::Result<(Vec<observe::Request>, Vec<observe::DnsSample>)>>> = c
+    let clients: Vec<std::thread::JoinHandle<anyhow::Result<ClientOutcome>>> = c
         .hosts(Role::Client)
         .map(|p| {
             let plan = observe::ClientPlan {
@@ -138,10 +140,8 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
     let vips = match (&region, c.mode()) {
         (Some(r), Mode::Netns) => {
             let spec = c.topo.region(r).cloned().context("region")?;
-            let nodes: Vec<(String, String)> = (1..=spec.nodes)
-                .map(|i| format!("{r}-n{i}"))
-                .filter_map(|l| c.ns(&l).map(|ns| (l, ns)))
-                .collect();
+            let nodes: Vec<(String, String)> =
+                (1..=spec.nodes).map(|i| format!("{r}-n{i}")).filter_map(|l| c.ns(&l).map(|ns| (l, ns))).collect();
             let addrs = (1..=spec.nodes).map(|i| c.topo.vip(&spec, i)).collect();
             Some(observe::sample_vips(nodes, addrs, start, until))
         }
@@ -151,8 +151,11 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
     // Config writes through the region's nodes.
     let writer = match (&region, d.load.writes) {
         (Some(r), true) => {
-            let admins: Vec<String> =
-                c.hosts(Role::Node).filter(|p| p.region.as_deref() == Some(r)).map(|p| c.admin_url(&p.label, "")).collect();
+            let admins: Vec<String> = c
+                .hosts(Role::Node)
+                .filter(|p| p.region.as_deref() == Some(r))
+                .map(|p| c.admin_url(&p.label, ""))
+                .collect();
             let token = c.state.token.clone();
             let first = admins.first().cloned().context("region without nodes")?;
             let doc_token = token.clone();
@@ -199,8 +202,7 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
             if c.mode() != Mode::Netns {
                 bail!("node-partition needs network namespaces (root)");
             }
-            let peers: Vec<std::net::Ipv4Addr> =
-                region_nodes(c).iter().filter(|l| **l != n).map(|l| c.ip(l)).collect();
+            let peers: Vec<std::net::Ipv4Addr> = region_nodes(c).iter().filter(|l| **l != n).map(|l| c.ip(l)).collect();
             let ns = c.ns(&n).context("namespace")?;
             partition(&ns, &peers)?;
             events.push((fault_at_ms, format!("{n} cut off from the other nodes of {r} (clients still reach it)")));
@@ -356,7 +358,8 @@ fn reboot(c: &mut Cluster, node: &str) -> anyhow::Result<()> {
     let Some(ns) = c.ns(node) else { return Ok(()) };
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
-        let out = std::process::Command::new("ip").args(["-n", &ns, "-o", "-4", "addr", "show", "dev", "eth0"]).output()?;
+        let out =
+            std::process::Command::new("ip").args(["-n", &ns, "-o", "-4", "addr", "show", "dev", "eth0"]).output()?;
         if String::from_utf8_lossy(&out.stdout).lines().count() <= 1 {
             break;
         }
@@ -367,7 +370,8 @@ fn reboot(c: &mut Cluster, node: &str) -> anyhow::Result<()> {
     if let Some(p) = c.host(node) {
         if let Some(r) = p.region.as_deref().and_then(|r| c.topo.region(r)) {
             let via = c.topo.router_leg(r).to_string();
-            let _ = std::process::Command::new("ip").args(["-n", &ns, "route", "replace", "default", "via", &via]).output();
+            let _ =
+                std::process::Command::new("ip").args(["-n", &ns, "route", "replace", "default", "via", &via]).output();
         }
     }
     Ok(())

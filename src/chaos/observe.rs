@@ -146,7 +146,12 @@ async fn attempt(plan: &ClientPlan, resolver: &hickory_resolver::TokioResolver, 
     }
 }
 
-async fn sample_dns(servers: Vec<(String, SocketAddr)>, fqdn: String, start: Instant, until: Instant) -> Vec<DnsSample> {
+async fn sample_dns(
+    servers: Vec<(String, SocketAddr)>,
+    fqdn: String,
+    start: Instant,
+    until: Instant,
+) -> Vec<DnsSample> {
     let mut out = Vec::new();
     while Instant::now() < until {
         for (gslb, server) in &servers {
@@ -161,9 +166,8 @@ async fn sample_dns(servers: Vec<(String, SocketAddr)>, fqdn: String, start: Ins
 /// GET `path` on a new connection; the answering backend's name.
 async fn one_request(addr: SocketAddr, path: &str) -> Result<String, String> {
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let req = http::Request::get(path)
         .header("host", "api")
@@ -284,13 +288,12 @@ pub async fn write_loop(
         )
         .await;
         match r {
-            Ok((200, body)) => match serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["version"].as_u64())
-            {
-                Some(v) => w.acked.push((since(start), v)),
-                None => w.failed += 1,
-            },
+            Ok((200, body)) => {
+                match serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["version"].as_u64()) {
+                    Some(v) => w.acked.push((since(start), v)),
+                    None => w.failed += 1,
+                }
+            }
             _ => w.failed += 1,
         }
         tokio::time::sleep(every.saturating_sub(began.elapsed())).await;

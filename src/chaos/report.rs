@@ -158,7 +158,8 @@ pub fn analyse(drill: &Drill, mut i: Inputs) -> (Figures, Vec<Bucket>, Vec<Strin
         lost_writes: lost,
     };
     let n = (i.end_ms / BUCKET_MS + 1) as usize;
-    let mut buckets: Vec<Bucket> = (0..n).map(|k| Bucket { at_ms: k as u64 * BUCKET_MS, ..Default::default() }).collect();
+    let mut buckets: Vec<Bucket> =
+        (0..n).map(|k| Bucket { at_ms: k as u64 * BUCKET_MS, ..Default::default() }).collect();
     for r in &i.requests {
         if let Some(b) = buckets.get_mut((r.at_ms / BUCKET_MS) as usize) {
             if r.ok {
@@ -228,7 +229,8 @@ pub fn check(b: &Bounds, f: &Figures) -> Vec<Check> {
 pub fn summary(r: &Report) -> String {
     let f = &r.figures;
     let opt = |v: Option<u64>, unit: &str| v.map_or("-".into(), |v| format!("{v}{unit}"));
-    let failed: Vec<String> = r.checks.iter().filter(|c| !c.ok).map(|c| format!("{} {} (bound {})", c.bound, c.measured, c.limit)).collect();
+    let failed: Vec<String> =
+        r.checks.iter().filter(|c| !c.ok).map(|c| format!("{} {} (bound {})", c.bound, c.measured, c.limit)).collect();
     format!(
         "drill {}: {} | requests {} ok {} failed {} | takeover {} recovery {} dns exit {} | double-owner {} | writes acked {} lost {}{}",
         r.drill,
@@ -301,10 +303,7 @@ pub fn svg(r: &Report) -> Result<String, String> {
                 .iter()
                 .filter(|b| b.dns_samples > 0)
                 .map(|b| {
-                    (
-                        b.at_ms as f64 / 1000.0,
-                        b.dns.get(region).copied().unwrap_or(0) as f64 / b.dns_samples as f64,
-                    )
+                    (b.at_ms as f64 / 1000.0, b.dns.get(region).copied().unwrap_or(0) as f64 / b.dns_samples as f64)
                 })
                 .collect();
             dns.draw_series(LineSeries::new(pts, color.stroke_width(2)))
@@ -343,8 +342,11 @@ pub fn html(r: &Report) -> String {
             )
         })
         .collect();
-    let events: String =
-        r.events.iter().map(|(at, e)| format!("<tr><td>{:.1} s</td><td>{}</td></tr>", *at as f64 / 1000.0, escape(e))).collect();
+    let events: String = r
+        .events
+        .iter()
+        .map(|(at, e)| format!("<tr><td>{:.1} s</td><td>{}</td></tr>", *at as f64 / 1000.0, escape(e)))
+        .collect();
     let figures = serde_json::to_string_pretty(&r.figures).unwrap_or_default();
     let errors: String = r.sample_errors.iter().map(|e| format!("<li>{}</li>", escape(e))).collect();
     format!(
@@ -386,7 +388,15 @@ mod tests {
 
     #[test]
     fn takeover_runs_from_first_failure_to_steady_success() {
-        let reqs = vec![req(0, true), req(1000, true), req(1100, false), req(1200, true), req(1300, false), req(1400, true), req(1500, true)];
+        let reqs = vec![
+            req(0, true),
+            req(1000, true),
+            req(1100, false),
+            req(1200, true),
+            req(1300, false),
+            req(1400, true),
+            req(1500, true),
+        ];
         assert_eq!(takeover(&reqs, 1000), (Some(300), Some(400)));
         assert_eq!(takeover(&[req(0, true), req(2000, true)], 1000), (Some(0), Some(0)));
         assert_eq!(takeover(&[req(1000, false), req(2000, false)], 1000), (None, None));
@@ -394,7 +404,8 @@ mod tests {
 
     #[test]
     fn bounds_fail_when_not_reached_or_exceeded() {
-        let b = Bounds { max_takeover: Some(Duration::from_secs(1)), max_failed_requests: Some(0), ..Default::default() };
+        let b =
+            Bounds { max_takeover: Some(Duration::from_secs(1)), max_failed_requests: Some(0), ..Default::default() };
         let mut f = Figures {
             requests: 10,
             ok: 10,

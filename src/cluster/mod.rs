@@ -103,7 +103,9 @@ pub struct Cluster {
 
 pub fn load_topology(path: &Path, name: Option<&str>) -> anyhow::Result<Topology> {
     let mut t = Topology::load(path)
-        .map_err(|e| anyhow::anyhow!("{}:\n{}", path.display(), e.iter().map(|e| format!("  {e}\n")).collect::<String>()))?
+        .map_err(|e| {
+            anyhow::anyhow!("{}:\n{}", path.display(), e.iter().map(|e| format!("  {e}\n")).collect::<String>())
+        })?
         .into_inner();
     if let Some(n) = name {
         t.name = n.to_string();
@@ -182,9 +184,16 @@ impl Cluster {
         let (program, args): (String, Vec<String>) = match host.role {
             Role::Node => (me, vec!["gateway".into(), "--config".into(), format!("{dir}/{label}.toml")]),
             Role::Gslb => (me, vec!["gslb".into(), "--config".into(), format!("{dir}/{label}.toml")]),
-            Role::Backend => {
-                (me, vec!["backend".into(), "--listen".into(), format!("{ip}:{BACKEND_PORT}"), "--name".into(), label.into()])
-            }
+            Role::Backend => (
+                me,
+                vec![
+                    "backend".into(),
+                    "--listen".into(),
+                    format!("{ip}:{BACKEND_PORT}"),
+                    "--name".into(),
+                    label.into(),
+                ],
+            ),
             Role::Redis => {
                 let data = format!("{dir}/{label}.data");
                 std::fs::create_dir_all(&data)?;
@@ -257,7 +266,8 @@ where
 {
     std::thread::spawn(move || -> anyhow::Result<T> {
         if let Some(ns) = ns {
-            let fd = File::open(PathBuf::from("/var/run/netns").join(&ns)).with_context(|| format!("namespace {ns}"))?;
+            let fd =
+                File::open(PathBuf::from("/var/run/netns").join(&ns)).with_context(|| format!("namespace {ns}"))?;
             nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).with_context(|| format!("entering {ns}"))?;
         }
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -281,8 +291,8 @@ pub async fn http(
     body: Option<(&str, String)>,
     timeout: Duration,
 ) -> anyhow::Result<(u16, Bytes)> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut b = http::Request::builder().method(method).uri(url);
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
@@ -384,10 +394,15 @@ pub fn up(topo: Topology, force_loopback: bool) -> anyhow::Result<Cluster> {
     let plan = topo.plan();
     let mut c = Cluster { topo, dir, state, plan };
     c.save()?;
-    println!("cluster {}: {} hosts ({})", c.topo.name, c.plan.len(), match mode {
-        Mode::Netns => "network namespaces",
-        Mode::Loopback => "loopback addresses",
-    });
+    println!(
+        "cluster {}: {} hosts ({})",
+        c.topo.name,
+        c.plan.len(),
+        match mode {
+            Mode::Netns => "network namespaces",
+            Mode::Loopback => "loopback addresses",
+        }
+    );
     if let Err(e) = build(&mut c) {
         // Keep the logs for whoever reads the error.
         teardown(&c.topo);
@@ -577,8 +592,10 @@ pub fn status(c: &Cluster) -> anyhow::Result<Status> {
         })
         .collect();
     let fqdn = c.topo.fqdn();
-    let names: BTreeMap<String, String> =
-        c.hosts(Role::Node).map(|p| (format!("{}/{}", p.region.clone().unwrap_or_default(), p.index), p.label.clone())).collect();
+    let names: BTreeMap<String, String> = c
+        .hosts(Role::Node)
+        .map(|p| (format!("{}/{}", p.region.clone().unwrap_or_default(), p.index), p.label.clone()))
+        .collect();
     let (rows, vip_tables, answers) = c.from_vantage(move || async move {
         let mut rows = Vec::new();
         let mut tables: BTreeMap<String, BTreeMap<String, Option<String>>> = BTreeMap::new();
@@ -669,7 +686,13 @@ fn print_status(s: &Status) {
         Err(e) => format!("error: {e}"),
     };
     for d in &s.dns {
-        println!("DNS {:<8} healthy regions: {:<10} answers {}: {}", d.gslb, list(&d.served), s.vantage, list(&d.answers));
+        println!(
+            "DNS {:<8} healthy regions: {:<10} answers {}: {}",
+            d.gslb,
+            list(&d.served),
+            s.vantage,
+            list(&d.answers)
+        );
     }
 }
 

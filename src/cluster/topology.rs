@@ -147,7 +147,10 @@ impl Topology {
             e.push("name", K::OutOfRange { value: self.name.clone(), rule: "1 to 6 characters of a-z, 0-9" });
         }
         if !crate::gslb::config::valid_dns_name(&self.zone) || !self.zone.ends_with('.') {
-            e.push("zone", K::InvalidHost { value: self.zone.clone(), reason: "an absolute name ending in '.'".into() });
+            e.push(
+                "zone",
+                K::InvalidHost { value: self.zone.clone(), reason: "an absolute name ending in '.'".into() },
+            );
         }
         if !label_ok(&self.service, 63) {
             e.push("service", K::OutOfRange { value: self.service.clone(), rule: "a DNS label of a-z, 0-9" });

@@ -20,7 +20,7 @@ fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_sample_config_is_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["cluster", "docs", "benches"] {
+    for dir in ["cluster", "docs", "benches", "chaos"] {
         toml_files(&root.join(dir), &mut files);
     }
     assert!(!files.is_empty());
@@ -28,7 +28,22 @@ fn every_sample_config_is_valid() {
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
         let table: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        if table.contains_key("node") {
+        if table.contains_key("wan") && table.contains_key("regions") {
+            if let Err(e) = meridian::cluster::topology::Topology::load(f) {
+                panic!("{}:\n{e}", f.display());
+            }
+            checked += 1;
+        } else if table.contains_key("fault") {
+            if let Err(e) = meridian::chaos::drill::Drill::load(f) {
+                panic!("{}:\n{e}", f.display());
+            }
+            checked += 1;
+        } else if table.contains_key("gslb") {
+            if let Err(e) = meridian::gslb::config::load(f) {
+                panic!("{}:\n{e}", f.display());
+            }
+            checked += 1;
+        } else if table.contains_key("node") {
             if let Err(e) = meridian::config::load_node_file(f) {
                 panic!("{}:\n{e}", f.display());
             }
@@ -40,5 +55,39 @@ fn every_sample_config_is_valid() {
             checked += 1;
         }
     }
-    assert!(checked >= 1, "no node file or document found among {files:?}");
+    assert!(checked >= 8, "too few known files among {files:?}");
+}
+
+/// The node and balancer files `meridian cluster up` writes for the local
+/// topology are valid, on namespaces and on loopback.
+#[test]
+fn rendered_cluster_files_are_valid() {
+    use meridian::cluster::{render::Context, topology::Topology, Mode};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let topo = Topology::load(&root.join("cluster/local.toml")).unwrap().into_inner();
+    let dir = tempfile::tempdir().unwrap();
+    for r in &topo.regions {
+        for kind in ["cluster-secret", "report-secret"] {
+            std::fs::write(dir.path().join(format!("{}.{kind}", r.name)), "0123456789abcdef0123456789abcdef").unwrap();
+        }
+    }
+    for mode in [Mode::Netns, Mode::Loopback] {
+        let ctx = Context { topo: &topo, mode, dir: dir.path(), token: "0123456789abcdef0123456789abcdef" };
+        for r in &topo.regions {
+            for i in 1..=r.nodes {
+                let f = dir.path().join(format!("{}-n{i}.toml", r.name));
+                std::fs::write(&f, ctx.node(r, i)).unwrap();
+                if let Err(e) = meridian::config::load_node_file(&f) {
+                    panic!("{mode:?} {}:\n{e}\n{}", f.display(), ctx.node(r, i));
+                }
+            }
+        }
+        for g in &topo.gslbs {
+            let f = dir.path().join(format!("{}.toml", g.name));
+            std::fs::write(&f, ctx.gslb(&g.name)).unwrap();
+            if let Err(e) = meridian::gslb::config::load(&f) {
+                panic!("{mode:?} {}:\n{e}\n{}", f.display(), ctx.gslb(&g.name));
+            }
+        }
+    }
 }

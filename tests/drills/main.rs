@@ -1,0 +1,129 @@
+//! The whole system on one machine: the short drills `make test` runs, and
+//! a cluster on loopback brought up, inspected and removed.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meridian");
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn namespaces(name: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().map(|o| o.stdout).unwrap_or_default();
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("mrd{name}-")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Removes the cluster whatever happens to the test.
+struct Down(&'static str, String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = Command::new(BIN)
+            .current_dir(root())
+            .args(["cluster", "down", "--topology", self.0, "--name", &self.1])
+            .output();
+    }
+}
+
+fn drill(name: &str, cluster: &str, out: &Path) -> serde_json::Value {
+    let run = Command::new(BIN)
+        .current_dir(root())
+        .args(["chaos", "run", &format!("chaos/{name}.toml"), "--short", "--name", cluster, "--out"])
+        .arg(out)
+        .output()
+        .expect("meridian chaos run");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    println!("{stdout}");
+    let report = std::fs::read_to_string(out.join(format!("{name}.json")))
+        .unwrap_or_else(|e| panic!("{name}: no report ({e})\n{stdout}\n{stderr}"));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert!(run.status.success(), "{name} broke a bound:\n{stdout}\n{stderr}\n{:#}", report["checks"]);
+    assert_eq!(report["passed"], true);
+    report
+}
+
+#[test]
+fn short_node_kill_and_region_down_drills_meet_their_bounds() {
+    if let Err(why) = meridian::netns::available() {
+        eprintln!("skipping the drills: {why}");
+        return;
+    }
+    let cluster = format!("d{:04x}", fastrand::u16(..));
+    let _down = Down("cluster/local.toml", cluster.clone());
+    let out = tempfile::tempdir().unwrap();
+
+    let r = drill("node-kill", &cluster, out.path());
+    let f = &r["figures"];
+    assert!(f["requests"].as_u64().unwrap() > 500, "{f}");
+    assert!(f["failed"].as_u64().unwrap() > 0, "the fault was not felt: {f}");
+    assert!(f["takeover_ms"].as_u64().unwrap() <= 1000, "{f}");
+    assert_eq!(f["double_owner_samples"], 0, "{f}");
+    assert!(f["vip_rounds"].as_u64().unwrap() > 200, "VIP presence was not sampled every 10 ms: {f}");
+    assert!(std::fs::read_to_string(out.path().join("node-kill.html")).unwrap().contains("<svg"));
+    assert!(namespaces(&cluster).is_empty(), "the drill left namespaces behind");
+
+    let r = drill("region-down", &cluster, out.path());
+    let f = &r["figures"];
+    assert!(f["dns_exit_ms"].as_u64().unwrap() <= 2000, "{f}");
+    assert!(f["recovery_ms"].as_u64().unwrap() <= 4000, "{f}");
+    // eu's client ends up served by us while eu is down.
+    let served_by_us_during_fault = r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| {
+            let at = b["at_ms"].as_u64().unwrap();
+            at > r["fault_at_ms"].as_u64().unwrap() + 4000 && at < r["heal_at_ms"].as_u64().unwrap()
+        })
+        .all(|b| b["by_region"]["eu"].is_null());
+    assert!(served_by_us_during_fault, "eu answered while it was down");
+    assert!(namespaces(&cluster).is_empty(), "the drill left namespaces behind");
+}
+
+#[test]
+fn a_loopback_cluster_comes_up_reports_status_and_goes_down_twice() {
+    let cluster = format!("l{:04x}", fastrand::u16(..));
+    let _down = Down("cluster/local.toml", cluster.clone());
+    let ctl = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .current_dir(root())
+            .args(args)
+            .args(["--topology", "cluster/local.toml", "--name", &cluster])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = ctl(&["cluster", "up", "--loopback"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("loopback"), "the note about what is not real is missing:\n{text}");
+    let (ok, text) = ctl(&["cluster", "status", "--output", "json"]);
+    assert!(ok, "{text}");
+    let s: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(s["mode"], "loopback");
+    let nodes = s["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 6);
+    assert!(nodes.iter().all(|n| n["ready"] == true && n["config_version"] == 1), "{s:#}");
+    assert_eq!(nodes.iter().filter(|n| n["role"] == "Leader").count(), 2, "{s:#}");
+    for d in s["dns"].as_array().unwrap() {
+        assert_eq!(d["served"]["Ok"], serde_json::json!(["eu", "us"]), "{s:#}");
+    }
+    let (ok, text) = ctl(&["cluster", "status"]);
+    assert!(ok && text.contains("REGION") && text.contains("eu-n1"), "{text}");
+    let (ok, text) = ctl(&["cluster", "down"]);
+    assert!(ok, "{text}");
+    let (ok, text) = ctl(&["cluster", "down"]);
+    assert!(ok, "down is not idempotent: {text}");
+    let (ok, _) = ctl(&["cluster", "status"]);
+    assert!(!ok, "status of a removed cluster succeeded");
+}
