@@ -127,3 +127,37 @@ fn a_loopback_cluster_comes_up_reports_status_and_goes_down_twice() {
     let (ok, _) = ctl(&["cluster", "status"]);
     assert!(!ok, "status of a removed cluster succeeded");
 }
+
+/// `terraform test` of the region module and of the local example (which
+/// renders every file and has `meridian validate` check it), offline.
+#[test]
+fn terraform_module_and_example_tests_pass() {
+    let Ok(version) = Command::new("terraform").arg("version").output() else {
+        eprintln!("skipping: terraform is not on PATH");
+        return;
+    };
+    assert!(version.status.success());
+    for dir in ["terraform/modules/region", "terraform/examples/local"] {
+        let data = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let o = Command::new("terraform")
+                .current_dir(root().join(dir))
+                .args(args)
+                .env("TF_DATA_DIR", data.path())
+                .env("TF_IN_AUTOMATION", "1")
+                .env("TF_VAR_meridian", BIN)
+                .env("TF_VAR_out_dir", out.path())
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "terraform {args:?} in {dir}:\n{text}");
+            text
+        };
+        run(&["init", "-backend=false", "-input=false", "-no-color"]);
+        let text = run(&["test", "-no-color"]);
+        assert!(text.contains("0 failed"), "{dir}:\n{text}");
+    }
+    assert!(root().join("terraform/examples/local/out").read_dir().is_err(), "the example wrote into the repository");
+}
