@@ -458,15 +458,17 @@ fn build(c: &mut Cluster) -> anyhow::Result<()> {
         }
         println!("ok");
     }
-    step("waiting for leaders, VIP owners and DNS answers");
+    step("waiting for leaders, VIPs on their preferred nodes, balancers serving every region");
     let started = Instant::now();
     wait_healthy(c, Duration::from_secs(60))?;
     println!("ok ({:.1} s)", started.elapsed().as_secs_f64());
     Ok(())
 }
 
-/// Poll until every region has a leader, every VIP an owner, and every
-/// balancer answers the service from every region's addresses.
+/// Poll until every region has a leader, every VIP is on its preferred node
+/// (VIPs settle there after the hold-down), and every balancer serves every
+/// region. A drill starts from there, so a VIP settling is not taken for
+/// the fault's doing.
 pub fn wait_healthy(c: &Cluster, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     let mut why = String::new();
@@ -477,7 +479,7 @@ pub fn wait_healthy(c: &Cluster, within: Duration) -> anyhow::Result<()> {
             }
         }
         let s = status(c)?;
-        why = s.unhealthy_reason();
+        why = s.unhealthy_reason(c, true);
         if why.is_empty() {
             return Ok(());
         }
@@ -544,8 +546,22 @@ pub struct Status {
 }
 
 impl Status {
-    fn unhealthy_reason(&self) -> String {
+    /// Empty when every node is ready, every VIP has an owner (its
+    /// preferred node, once `settled` is asked for) and every balancer
+    /// serves every region; otherwise what is missing.
+    fn unhealthy_reason(&self, c: &Cluster, settled: bool) -> String {
         let mut why = Vec::new();
+        if settled {
+            for r in &c.topo.regions {
+                for i in 1..=r.nodes {
+                    let (vip, node) = (c.topo.vip(r, i).to_string(), format!("{}-n{i}", r.name));
+                    let owner = self.vips.get(&r.name).and_then(|t| t.get(&vip).cloned().flatten());
+                    if owner.as_deref() != Some(node.as_str()) {
+                        why.push(format!("{vip} not yet on {node}"));
+                    }
+                }
+            }
+        }
         for n in &self.nodes {
             if !n.ready || n.role.is_none() {
                 why.push(format!("{} not ready", n.node));
