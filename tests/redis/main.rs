@@ -5,6 +5,7 @@
 mod support;
 
 mod cache;
+mod cluster;
 mod limits;
 mod sentinel;
 mod server;
