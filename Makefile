@@ -61,6 +61,9 @@ bench: bench-deps release
 TOPOLOGY ?= cluster/local.toml
 MERIDIAN := target/debug/meridian
 demo: deps build
+	@if [ "$$(id -u)" = 0 ] && ! command -v dig >/dev/null; then echo "installing: dnsutils curl"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q dnsutils curl >/dev/null || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dnsutils curl >/dev/null; }; fi
 	@$(MERIDIAN) cluster up --topology $(TOPOLOGY)
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) -s demo-walkthrough; fi
 

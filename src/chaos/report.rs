@@ -157,7 +157,8 @@ pub fn analyse(drill: &Drill, mut i: Inputs) -> (Figures, Vec<Bucket>, Vec<Strin
         failed_writes: i.writes.as_ref().map(|w| w.failed),
         lost_writes: lost,
     };
-    let n = (i.end_ms / BUCKET_MS + 1) as usize;
+    // Whole buckets only: a last, partial one would look like a drop.
+    let n = (i.end_ms / BUCKET_MS) as usize;
     let mut buckets: Vec<Bucket> =
         (0..n).map(|k| Bucket { at_ms: k as u64 * BUCKET_MS, ..Default::default() }).collect();
     for r in &i.requests {
@@ -287,7 +288,10 @@ pub fn svg(r: &Report) -> Result<String, String> {
         chart.configure_series_labels().border_style(BLACK).draw().map_err(|e| e.to_string())?;
 
         let mut dns = ChartBuilder::on(&bottom)
-            .caption("share of DNS answers naming each region (fault: magenta, heal: blue)", ("sans-serif", 16))
+            .caption(
+                "share of DNS answers naming each region, 500 ms windows (fault: magenta, heal: blue)",
+                ("sans-serif", 16),
+            )
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(45)
@@ -298,12 +302,14 @@ pub fn svg(r: &Report) -> Result<String, String> {
             r.timeline.iter().flat_map(|b| b.dns.keys().cloned()).collect();
         for (k, region) in regions.iter().enumerate() {
             let color = Palette99::pick(k).to_rgba();
+            // Over 500 ms windows: a 100 ms bucket holds only a few samples.
             let pts: Vec<(f64, f64)> = r
                 .timeline
-                .iter()
-                .filter(|b| b.dns_samples > 0)
-                .map(|b| {
-                    (b.at_ms as f64 / 1000.0, b.dns.get(region).copied().unwrap_or(0) as f64 / b.dns_samples as f64)
+                .windows(5)
+                .filter_map(|w| {
+                    let samples: u64 = w.iter().map(|b| b.dns_samples).sum();
+                    let naming: u64 = w.iter().map(|b| b.dns.get(region).copied().unwrap_or(0)).sum();
+                    (samples > 0).then(|| (w[4].at_ms as f64 / 1000.0, naming as f64 / samples as f64))
                 })
                 .collect();
             dns.draw_series(LineSeries::new(pts, color.stroke_width(2)))
