@@ -69,9 +69,12 @@ demo: deps build
 
 demo-walkthrough:
 	@echo; echo "== 1. a request through DNS -> VIP -> gateway -> backend, from the paris client"
-	@ip=$$(ip netns exec mrdlocal-paris dig +short @10.81.0.51 api.meridian.test. | head -1); \
-	  echo "   dig @10.81.0.51 api.meridian.test. -> $$ip (eu, the nearest region)"; \
-	  ip netns exec mrdlocal-paris curl -s -D - -o /dev/null http://$$ip:8080/hello | grep -iE "^(HTTP|x-backend|via)"
+	@echo "   ip netns exec mrdlocal-paris dig +short api.meridian.test   (its resolv.conf names both balancers)"
+	@ip netns exec mrdlocal-paris dig +short api.meridian.test | sed 's/^/     /'
+	@echo "   ip netns exec mrdlocal-paris curl -s -D - -o /dev/null http://api.meridian.test:8080/hello"
+	@ip netns exec mrdlocal-paris curl -s -D - -o /dev/null http://api.meridian.test:8080/hello | grep -iE "^(HTTP|x-backend|via)" | sed 's/^/     /'
+	@echo "   the same from newyork lands in us:"
+	@ip netns exec mrdlocal-newyork curl -s -D - -o /dev/null http://api.meridian.test:8080/hello | grep -iE "^x-backend" | sed 's/^/     /'
 	@echo; echo "== 2. what the cluster looks like"; $(MERIDIAN) cluster status --topology $(TOPOLOGY)
 	@echo; echo "== next steps (each is one command):"
 	@echo "   watch the cluster:        $(MERIDIAN) cluster status --watch"

@@ -432,6 +432,16 @@ fn build(c: &mut Cluster) -> anyhow::Result<()> {
             };
             lab.add_host_on(&p.label, &format!("br-{}", p.bridge), p.ip, 24, via)?;
         }
+        // `ip netns exec` gives a namespace its own /etc/netns/<ns>/resolv.conf:
+        // the clients resolve through the balancers.
+        let servers: String = c.hosts(Role::Gslb).map(|g| format!("nameserver {}\n", c.ip(&g.label))).collect();
+        for client in c.hosts(Role::Client).map(|p| p.label.clone()).collect::<Vec<_>>() {
+            if let Some(ns) = c.ns(&client) {
+                let dir = PathBuf::from("/etc/netns").join(ns);
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("resolv.conf"), format!("{servers}options timeout:1 attempts:2\n"))?;
+            }
+        }
         println!("ok");
     }
     step("configuration");
@@ -498,6 +508,9 @@ pub fn teardown(topo: &Topology) {
     }
     if netns::available().is_ok() {
         netns::remove_all(&topo.name);
+        for c in &topo.clients {
+            let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(netns::ns_name(&topo.name, &c.name)));
+        }
     }
     let _ = std::fs::remove_file(state_dir(topo).join("state.json"));
 }
@@ -736,8 +749,8 @@ fn print_endpoints(c: &Cluster) {
     }
     if c.mode() == Mode::Netns {
         println!(
-            "  {px}curl -s http://$({px}dig +short @{} {fqdn} | head -1):8080/hello -D - -o /dev/null",
-            dns.first().map(|s| s.ip().to_string()).unwrap_or_default()
+            "  {px}curl -s -D - -o /dev/null http://{}:8080/hello      # resolved through the balancers",
+            fqdn.trim_end_matches('.')
         );
     } else {
         println!("  curl -s http://{}:8080/hello -D - -o /dev/null", c.ip(&format!("{}-n1", t.regions[0].name)));
