@@ -29,7 +29,8 @@ pub struct Figures {
     pub failed: u64,
     pub failed_resolutions: u64,
     pub success_ratio: f64,
-    /// First failure → steady success, ms (0 when nothing failed).
+    /// First failure → steady success (nothing fails for 1 s), ms (0 when
+    /// nothing failed); failures after it still count in `failed`.
     pub takeover_ms: Option<u64>,
     /// Fault → steady success, ms.
     pub recovery_ms: Option<u64>,
@@ -66,7 +67,7 @@ pub struct Report {
     pub passed: bool,
     pub timeline: Vec<Bucket>,
     pub vip_examples: Vec<(u64, std::net::Ipv4Addr, Vec<String>)>,
-    /// The first failures, for diagnosis.
+    /// The first and last failures, for diagnosis.
     pub sample_errors: Vec<String>,
 }
 
@@ -104,15 +105,22 @@ fn takeover_all(reqs: &[Request], from: u64) -> (Option<u64>, Option<u64>) {
     worst
 }
 
-/// First failure → steady success: the first success after the last
-/// failure, minus the first failure (both at or after `from`).
+/// Success is steady once no request fails for this long after it.
+const STEADY_MS: u64 = 1000;
+
+/// First failure → steady success: the first success (at or after `from`)
+/// after which nothing fails for [`STEADY_MS`] (or until the end).
 fn takeover(reqs: &[Request], from: u64) -> (Option<u64>, Option<u64>) {
     let after: Vec<&Request> = reqs.iter().filter(|r| r.at_ms >= from).collect();
-    let Some(first_fail) = after.iter().find(|r| !r.ok) else { return (Some(0), Some(0)) };
-    let Some(last_fail) = after.iter().rev().find(|r| !r.ok) else { return (Some(0), Some(0)) };
-    match after.iter().find(|r| r.ok && r.at_ms > last_fail.at_ms) {
-        Some(s) => (Some(s.at_ms - first_fail.at_ms), Some(s.at_ms - from)),
-        None => (None, None),
+    let Some(first) = after.iter().position(|r| !r.ok) else { return (Some(0), Some(0)) };
+    let mut i = first;
+    loop {
+        let Some(s) = after[i..].iter().position(|r| r.ok).map(|k| k + i) else { return (None, None) };
+        let t = after[s].at_ms;
+        match after[s..].iter().position(|r| !r.ok).map(|k| k + s) {
+            Some(f) if after[f].at_ms < t + STEADY_MS => i = f,
+            _ => return (Some(t - after[first].at_ms), Some(t - from)),
+        }
     }
 }
 
@@ -183,11 +191,15 @@ pub fn analyse(drill: &Drill, mut i: Inputs) -> (Figures, Vec<Bucket>, Vec<Strin
             }
         }
     }
-    let errors = i
-        .requests
-        .iter()
-        .filter(|r| !r.ok)
-        .take(8)
+    // The first and the last failures, for diagnosis.
+    let failed: Vec<&Request> = i.requests.iter().filter(|r| !r.ok).collect();
+    let shown: Vec<&&Request> = if failed.len() <= 12 {
+        failed.iter().collect()
+    } else {
+        failed.iter().take(6).chain(failed.iter().skip(failed.len() - 6)).collect()
+    };
+    let errors = shown
+        .into_iter()
         .map(|r| format!("{} ms {}: {}", r.at_ms, r.client, r.error.as_deref().unwrap_or("?")))
         .collect();
     (figures, buckets, errors)
@@ -372,7 +384,7 @@ pre{{background:#f6f6f6;padding:8px}}</style></head><body>
 <table>{events}</table>
 <h2>Figures</h2>
 <pre>{figures}</pre>
-<h2>First failures</h2>
+<h2>First and last failures</h2>
 <ul>{errors}</ul>
 </body></html>
 "#,
@@ -406,6 +418,12 @@ mod tests {
         assert_eq!(takeover(&reqs, 1000), (Some(300), Some(400)));
         assert_eq!(takeover(&[req(0, true), req(2000, true)], 1000), (Some(0), Some(0)));
         assert_eq!(takeover(&[req(1000, false), req(2000, false)], 1000), (None, None));
+        // A lone failure long after the takeover does not stretch it.
+        let mut reqs = vec![req(1000, false)];
+        reqs.extend((1..30).map(|k| req(1000 + k * 100, true)));
+        reqs.push(req(4050, false));
+        reqs.push(req(4100, true));
+        assert_eq!(takeover(&reqs, 1000), (Some(100), Some(100)));
     }
 
     #[test]
