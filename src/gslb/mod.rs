@@ -154,19 +154,7 @@ pub async fn start(cfg: Validated<GslbConfig>) -> Result<RunningGslb, GslbError>
     let zone = Arc::new(Zone::build(&cfg)?);
     let shutdown = CancellationToken::new();
 
-    let udp = UdpSocket::bind(cfg.gslb.dns).await.map_err(|source| GslbError::Bind {
-        what: "DNS (UDP)",
-        addr: cfg.gslb.dns,
-        source,
-    })?;
-    let dns_addr =
-        udp.local_addr().map_err(|source| GslbError::Bind { what: "DNS (UDP)", addr: cfg.gslb.dns, source })?;
-    // TCP on the same port as UDP (port 0: the one UDP got).
-    let tcp = TcpListener::bind(dns_addr).await.map_err(|source| GslbError::Bind {
-        what: "DNS (TCP)",
-        addr: dns_addr,
-        source,
-    })?;
+    let (udp, tcp, dns_addr) = bind_dns(cfg.gslb.dns).await?;
     let api = TcpListener::bind(cfg.gslb.api).await.map_err(|source| GslbError::Bind {
         what: "API",
         addr: cfg.gslb.api,
@@ -377,5 +365,21 @@ async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: Cancel
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
+    }
+}
+
+/// UDP and TCP on one port. With port 0, the port UDP got may be taken for
+/// TCP; then try another pair.
+async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), GslbError> {
+    let mut attempts = if addr.port() == 0 { 16 } else { 1 };
+    loop {
+        attempts -= 1;
+        let udp = UdpSocket::bind(addr).await.map_err(|source| GslbError::Bind { what: "DNS (UDP)", addr, source })?;
+        let bound = udp.local_addr().map_err(|source| GslbError::Bind { what: "DNS (UDP)", addr, source })?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(_) if attempts > 0 => continue,
+            Err(source) => return Err(GslbError::Bind { what: "DNS (TCP)", addr: bound, source }),
+        }
     }
 }
