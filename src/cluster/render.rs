@@ -102,10 +102,16 @@ bootstrap = {bootstrap}
 members = [{members}]
 secret_file = "{dir}/{region}.cluster-secret"
 
+[cluster.raft]
+heartbeat_interval = "30ms"
+election_timeout_min = "100ms"
+election_timeout_max = "200ms"
+
 [vip]
 backend = "{vip_backend}"
 interface = "eth0"
 hold_down = "3s"
+renew_interval = "100ms"
 {vips}
 [redis]
 url = "redis://{redis}:{REDIS_PORT}/0"
