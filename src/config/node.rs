@@ -250,11 +250,15 @@ fn default_drift() -> f64 {
 fn default_margin() -> Duration {
     Duration::from_millis(50)
 }
+/// Announcements must outlast the neighbour lock time (1 s on Linux): a
+/// neighbour ignores an update within that long of the previous one, so a
+/// VIP that moves soon after its last move would otherwise keep pointing at
+/// the old owner until the neighbour re-probes.
 fn default_announce_count() -> u32 {
-    3
+    5
 }
 fn default_announce_interval() -> Duration {
-    Duration::from_millis(100)
+    Duration::from_millis(300)
 }
 
 fn default_raft_listen() -> SocketAddr {

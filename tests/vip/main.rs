@@ -125,7 +125,7 @@ fn a_graceful_move_under_load_fails_no_request() {
         failed.first(),
         lab.vip_log()
     );
-    assert!(samples.iter().any(|o| o.backend == "n2"), "n2 serves after the move");
+    assert!(samples.iter().any(|o| o.backend == "n2"), "n2 serves after the move\n{}", lab.vip_log());
     let slowest = samples.iter().map(|o| o.took).max().unwrap_or_default();
     eprintln!("graceful move: {} requests, 0 failed, slowest {} ms", samples.len(), slowest.as_millis());
 }
