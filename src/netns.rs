@@ -25,7 +25,9 @@ pub enum LabError {
     Io(#[from] io::Error),
 }
 
-fn run(args: &[&str]) -> Result<Output, LabError> {
+/// Run a command (`args[0]` with the rest) and wait; a non-zero exit is an
+/// error carrying its stderr.
+pub fn run(args: &[&str]) -> Result<Output, LabError> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
@@ -224,21 +226,11 @@ impl Lab {
     /// Drop everything between `host` and `peers`, both ways (the host still
     /// talks to everyone else).
     pub fn partition(&self, host: &Host, peers: &[Ipv4Addr]) -> Result<(), LabError> {
-        let set = peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
-        let rules = format!(
-            "table inet mrdpartition {{\n chain input {{ type filter hook input priority 0; ip saddr {{ {set} }} drop; }}\n \
-             chain output {{ type filter hook output priority 0; ip daddr {{ {set} }} drop; }}\n}}\n"
-        );
-        let path = std::env::temp_dir().join(format!("mrd{}-{}.nft", self.id, host.label));
-        std::fs::write(&path, rules)?;
-        let p = path.to_string_lossy().to_string();
-        let r = self.exec(host, &["nft", "-f", &p]);
-        let _ = std::fs::remove_file(&path);
-        r.map(|_| ())
+        cut_off(&host.ns, peers)
     }
 
     pub fn heal(&self, host: &Host) -> Result<(), LabError> {
-        self.exec(host, &["nft", "delete", "table", "inet", "mrdpartition"]).map(|_| ())
+        reconnect(&host.ns)
     }
 
     /// Run `f` on a thread that has entered the host's namespace (sockets it
@@ -248,10 +240,9 @@ impl Lab {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let path = PathBuf::from("/var/run/netns").join(&host.ns);
+        let ns = host.ns.clone();
         std::thread::spawn(move || {
-            let fd = File::open(&path)?;
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            enter(&ns)?;
             Ok(f())
         })
     }
@@ -283,6 +274,33 @@ impl Drop for Lab {
             self.cleanup();
         }
     }
+}
+
+/// Move the calling thread into namespace `ns`: sockets it opens from then
+/// on live there.
+pub fn enter(ns: &str) -> io::Result<()> {
+    let fd = File::open(PathBuf::from("/var/run/netns").join(ns))?;
+    nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+}
+
+/// Drop everything between namespace `ns` and `peers`, both ways, with an
+/// nft table inside `ns` (the namespace still talks to everyone else).
+pub fn cut_off(ns: &str, peers: &[Ipv4Addr]) -> Result<(), LabError> {
+    let set = peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+    let rules = format!(
+        "table inet mrdpartition {{\n chain input {{ type filter hook input priority 0; ip saddr {{ {set} }} drop; }}\n \
+         chain output {{ type filter hook output priority 0; ip daddr {{ {set} }} drop; }}\n}}\n"
+    );
+    let path = std::env::temp_dir().join(format!("{ns}.nft"));
+    std::fs::write(&path, rules)?;
+    let r = run(&["ip", "netns", "exec", ns, "nft", "-f", &path.to_string_lossy()]);
+    let _ = std::fs::remove_file(&path);
+    r.map(|_| ())
+}
+
+/// Undo [`cut_off`].
+pub fn reconnect(ns: &str) -> Result<(), LabError> {
+    run(&["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "mrdpartition"]).map(|_| ())
 }
 
 /// Start `program args` in namespace `ns` (or here when `None`) in a session

@@ -167,14 +167,7 @@ pub struct Bounds {
 
 impl Drill {
     pub fn load(path: &Path) -> Result<Validated<Drill>, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors::from(crate::config::ConfigError::new(
-                "",
-                K::Io { file: path.display().to_string(), reason: e.to_string() },
-            ))
-        })?;
-        let d: Drill = crate::config::parse(&text, crate::config::Format::Toml)?;
-        d.validate()
+        crate::config::parse_file::<Drill>(path)?.validate()
     }
 
     pub fn validate(self) -> Result<Validated<Drill>, ConfigErrors> {

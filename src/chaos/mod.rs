@@ -15,6 +15,7 @@ use anyhow::{bail, Context};
 
 use crate::cluster::topology::{Role, HTTP_PORT};
 use crate::cluster::{self, Cluster, Mode};
+use crate::netns;
 use drill::{Drill, Fault};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -204,7 +205,7 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
             }
             let peers: Vec<std::net::Ipv4Addr> = region_nodes(c).iter().filter(|l| **l != n).map(|l| c.ip(l)).collect();
             let ns = c.ns(&n).context("namespace")?;
-            partition(&ns, &peers)?;
+            netns::cut_off(&ns, &peers)?;
             events.push((fault_at_ms, format!("{n} cut off from the other nodes of {r} (clients still reach it)")));
             partitioned = Some(ns);
         }
@@ -230,7 +231,7 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
     std::thread::sleep((t.warmup + t.fault).saturating_sub(start.elapsed()));
     let heal_at_ms = start.elapsed().as_millis() as u64;
     if let Some(ns) = &partitioned {
-        heal(ns)?;
+        netns::reconnect(ns)?;
         events.push((heal_at_ms, "partition healed".into()));
     }
     for n in &restart {
@@ -343,10 +344,7 @@ fn crash(c: &mut Cluster, node: &str) -> anyhow::Result<()> {
 }
 
 fn link(ns: &str, state: &str) -> anyhow::Result<()> {
-    let out = std::process::Command::new("ip").args(["-n", ns, "link", "set", "eth0", state]).output()?;
-    if !out.status.success() {
-        bail!("link {state} in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
+    netns::run(&["ip", "-n", ns, "link", "set", "eth0", state])?;
     Ok(())
 }
 
@@ -358,8 +356,7 @@ fn reboot(c: &mut Cluster, node: &str) -> anyhow::Result<()> {
     let Some(ns) = c.ns(node) else { return Ok(()) };
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
-        let out =
-            std::process::Command::new("ip").args(["-n", &ns, "-o", "-4", "addr", "show", "dev", "eth0"]).output()?;
+        let out = netns::run(&["ip", "-n", &ns, "-o", "-4", "addr", "show", "dev", "eth0"])?;
         if String::from_utf8_lossy(&out.stdout).lines().count() <= 1 {
             break;
         }
@@ -367,38 +364,8 @@ fn reboot(c: &mut Cluster, node: &str) -> anyhow::Result<()> {
     }
     link(&ns, "up")?;
     // The default route went with the link.
-    if let Some(p) = c.host(node) {
-        if let Some(r) = p.region.as_deref().and_then(|r| c.topo.region(r)) {
-            let via = c.topo.router_leg(r).to_string();
-            let _ =
-                std::process::Command::new("ip").args(["-n", &ns, "route", "replace", "default", "via", &via]).output();
-        }
+    if let Some(r) = c.host(node).and_then(|p| p.region.as_deref()).and_then(|r| c.topo.region(r)) {
+        netns::run(&["ip", "-n", &ns, "route", "replace", "default", "via", &c.topo.router_leg(r).to_string()])?;
     }
     Ok(())
-}
-
-fn nft(ns: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = std::process::Command::new("ip").args(["netns", "exec", ns, "nft"]).args(args).output()?;
-    if !out.status.success() {
-        bail!("nft in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
-/// Drop traffic between the namespace and `peers`, both ways.
-fn partition(ns: &str, peers: &[std::net::Ipv4Addr]) -> anyhow::Result<()> {
-    let set = peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
-    let rules = format!(
-        "table inet mrddrill {{\n chain input {{ type filter hook input priority 0; ip saddr {{ {set} }} drop; }}\n \
-         chain output {{ type filter hook output priority 0; ip daddr {{ {set} }} drop; }}\n}}\n"
-    );
-    let path = std::env::temp_dir().join(format!("{ns}.nft"));
-    std::fs::write(&path, rules)?;
-    let r = nft(ns, &["-f", &path.to_string_lossy()]);
-    let _ = std::fs::remove_file(&path);
-    r
-}
-
-fn heal(ns: &str) -> anyhow::Result<()> {
-    nft(ns, &["delete", "table", "inet", "mrddrill"])
 }

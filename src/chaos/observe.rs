@@ -164,7 +164,7 @@ async fn sample_dns(
 }
 
 /// GET `path` on a new connection; the answering backend's name.
-async fn one_request(addr: SocketAddr, path: &str) -> Result<String, String> {
+pub async fn one_request(addr: SocketAddr, path: &str) -> Result<String, String> {
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
@@ -207,8 +207,7 @@ pub fn sample_vips(
             let home = std::fs::File::open("/proc/self/ns/net")?;
             let mut handles = Vec::new();
             for (label, ns) in &nodes {
-                let fd = std::fs::File::open(format!("/var/run/netns/{ns}"))?;
-                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                crate::netns::enter(ns)?;
                 let (conn, handle, _) = rtnetlink::new_connection()?;
                 tokio::spawn(conn);
                 handles.push((label.clone(), handle));

@@ -95,14 +95,8 @@ fn takeover_all(reqs: &[Request], from: u64) -> (Option<u64>, Option<u64>) {
     for c in clients {
         let mine: Vec<Request> = reqs.iter().filter(|r| r.client == c).cloned().collect();
         let (t, r) = takeover(&mine, from);
-        worst.0 = match (worst.0, t) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
-        };
-        worst.1 = match (worst.1, r) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
-        };
+        // A client that never recovered makes the whole figure "not reached".
+        worst = (worst.0.zip(t).map(|(a, b)| a.max(b)), worst.1.zip(r).map(|(a, b)| a.max(b)));
     }
     worst
 }

@@ -266,9 +266,7 @@ where
 {
     std::thread::spawn(move || -> anyhow::Result<T> {
         if let Some(ns) = ns {
-            let fd =
-                File::open(PathBuf::from("/var/run/netns").join(&ns)).with_context(|| format!("namespace {ns}"))?;
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).with_context(|| format!("entering {ns}"))?;
+            netns::enter(&ns).with_context(|| format!("entering namespace {ns}"))?;
         }
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         Ok(rt.block_on(f()))

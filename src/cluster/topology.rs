@@ -128,14 +128,7 @@ fn host(net: &ipnet::Ipv4Net, last: u8) -> Ipv4Addr {
 
 impl Topology {
     pub fn load(path: &Path) -> Result<Validated<Topology>, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors::from(crate::config::ConfigError::new(
-                "",
-                K::Io { file: path.display().to_string(), reason: e.to_string() },
-            ))
-        })?;
-        let t: Topology = crate::config::parse(&text, crate::config::Format::Toml)?;
-        t.validate()
+        crate::config::parse_file::<Topology>(path)?.validate()
     }
 
     pub fn validate(self) -> Result<Validated<Topology>, ConfigErrors> {

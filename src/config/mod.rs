@@ -69,16 +69,22 @@ fn toml_syntax_error(text: &str, e: &toml::de::Error) -> ConfigErrors {
     ConfigError::new(path, ConfigErrorKind::Syntax(e.message().to_string())).into()
 }
 
-/// Read, parse and validate a node file. Relative certificate paths are
-/// resolved against the file's directory.
-pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors> {
+/// Read and parse a TOML file (any of meridian's file kinds); an unreadable
+/// file is an error like any other, naming the file.
+pub fn parse_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors::from(ConfigError::new(
             "",
             ConfigErrorKind::Io { file: path.display().to_string(), reason: e.to_string() },
         ))
     })?;
-    let mut node: NodeConfig = parse(&text, Format::Toml)?;
+    parse(&text, Format::Toml)
+}
+
+/// Read, parse and validate a node file. Relative certificate paths are
+/// resolved against the file's directory.
+pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors> {
+    let mut node: NodeConfig = parse_file(path)?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     if let Some(r) = &mut node.report {
         if let Some(f) = &mut r.secret_file {

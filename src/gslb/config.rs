@@ -250,13 +250,7 @@ pub fn valid_dns_name(s: &str) -> bool {
 
 /// Load and check a GSLB file; relative secret paths are resolved against it.
 pub fn load(path: &std::path::Path) -> Result<Validated<GslbConfig>, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::from(crate::config::ConfigError::new(
-            "",
-            K::Io { file: path.display().to_string(), reason: e.to_string() },
-        ))
-    })?;
-    let mut cfg: GslbConfig = crate::config::parse(&text, crate::config::Format::Toml)?;
+    let mut cfg: GslbConfig = crate::config::parse_file(path)?;
     let base = path.parent().unwrap_or_else(|| std::path::Path::new("."));
     for r in &mut cfg.regions {
         if let Some(f) = &mut r.secret_file {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use meridian::chaos::observe::one_request;
 use meridian::netns::{Host, Lab};
 
 const TOKEN: &str = "lab-admin-token-0123456789";
@@ -229,7 +230,7 @@ upstream = "local"
         timeout: Duration,
         duration: Duration,
     ) -> JoinHandle<Vec<Outcome>> {
-        let addr = format!("{vip}:8080");
+        let addr: std::net::SocketAddr = format!("{vip}:8080").parse().unwrap();
         let h = self.lab.in_namespace(&self.client, move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
@@ -237,7 +238,7 @@ upstream = "local"
                 let end = Instant::now() + duration;
                 while Instant::now() < end {
                     let at = Instant::now();
-                    let r = tokio::time::timeout(timeout, one_request(&addr)).await;
+                    let r = tokio::time::timeout(timeout, one_request(addr, "/")).await;
                     let took = at.elapsed();
                     out.push(match r {
                         Ok(Ok(backend)) => Outcome { at, ok: true, backend, took, error: None },
@@ -295,22 +296,6 @@ upstream = "local"
             })
             .collect()
     }
-}
-
-async fn one_request(addr: &str) -> Result<String, String> {
-    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let req = http::Request::get("/")
-        .header("host", "vip")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("status {}", resp.status()));
-    }
-    Ok(resp.headers().get("x-backend").and_then(|v| v.to_str().ok()).unwrap_or("").to_string())
 }
 
 impl Drop for VipLab {
