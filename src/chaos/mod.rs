@@ -47,9 +47,6 @@ pub enum ChaosCommand {
     },
 }
 
-/// What one client saw: its requests and its direct DNS samples.
-type ClientOutcome = (Vec<observe::Request>, Vec<observe::DnsSample>);
-
 pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let ChaosCommand::Run { drill, topology, name, short, out, keep } = args.command;
     let mut d = Drill::load(&drill)
@@ -118,7 +115,7 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
     // Clients, each in its own namespace.
     let nameservers: Vec<(String, std::net::SocketAddr)> =
         c.hosts(Role::Gslb).map(|g| g.label.clone()).zip(c.dns_servers()).collect();
-    let clients: Vec<std::thread::JoinHandle<anyhow::Result<ClientOutcome>>> = c
+    let clients: Vec<std::thread::JoinHandle<anyhow::Result<observe::ClientOutcome>>> = c
         .hosts(Role::Client)
         .map(|p| {
             let plan = observe::ClientPlan {
@@ -246,21 +243,24 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
     let end_ms = start.elapsed().as_millis() as u64;
     events.push((end_ms, "load stops".into()));
 
+    // A measuring task that died leaves its samples out: the drill fails.
     let mut requests = Vec::new();
     let mut dns = Vec::new();
+    let mut failed_tasks = Vec::new();
     for h in clients {
-        let (r, s) = h.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
-        requests.extend(r);
-        dns.extend(s);
+        match joined(h, "client") {
+            Ok(o) => {
+                requests.extend(o.requests);
+                dns.extend(o.dns);
+                failed_tasks.extend(o.failed_tasks);
+            }
+            Err(e) => failed_tasks.push(e),
+        }
     }
-    let vips = match vips {
-        Some(h) => Some(h.join().map_err(|_| anyhow::anyhow!("VIP sampler panicked"))??),
-        None => None,
-    };
-    let writes = match writer {
-        Some(h) => Some(h.join().map_err(|_| anyhow::anyhow!("writer panicked"))??),
-        None => None,
-    };
+    let vips = vips.and_then(|h| joined(h, "VIP sampler").map_err(|e| failed_tasks.push(e)).ok());
+    let writes = writer.and_then(|h| {
+        joined(h, "writer").and_then(|w| w.map_err(|e| format!("writer: {e:#}"))).map_err(|e| failed_tasks.push(e)).ok()
+    });
     let history = match (&writes, &region) {
         (Some(_), Some(_)) => region_history(c, &region_nodes(c))?,
         _ => None,
@@ -282,6 +282,7 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
         end_ms,
         region_of: Box::new(move |ip| addresses.iter().find(|(a, _)| *a == ip).map(|(_, r)| r.clone())),
         fault_region: region.clone(),
+        failed_tasks,
     };
     let (figures, timeline, sample_errors) = report::analyse(d, inputs);
     let checks = report::check(&d.bounds, &figures);
@@ -305,23 +306,37 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
     })
 }
 
-/// The versions in the region's history, from the most advanced node, once
-/// the nodes agree (or after 10 s).
-fn region_history(c: &Cluster, nodes: &[String]) -> anyhow::Result<Option<Vec<u64>>> {
+/// A measuring thread's result, or why there is none.
+fn joined<T>(h: std::thread::JoinHandle<anyhow::Result<T>>, what: &str) -> Result<T, String> {
+    match h.join() {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e:#}")),
+        Err(_) => Err(format!("{what}: thread panicked")),
+    }
+}
+
+/// The (version, digest) revisions in the region's history, from the most
+/// advanced node, once the nodes agree (or after 10 s).
+fn region_history(c: &Cluster, nodes: &[String]) -> anyhow::Result<Option<Vec<(u64, String)>>> {
     let urls: Vec<String> = nodes.iter().map(|n| c.admin_url(n, "/config/history")).collect();
     let token = c.state.token.clone();
     c.from_vantage(move || async move {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let mut best: Option<Vec<u64>> = None;
+            let mut best: Option<Vec<(u64, String)>> = None;
             let mut tops = Vec::new();
             for u in &urls {
                 if let Some(v) = cluster::json(u, &token).await {
-                    let versions: Vec<u64> =
-                        v["revisions"].as_array().into_iter().flatten().filter_map(|r| r["version"].as_u64()).collect();
-                    tops.push(versions.last().copied().unwrap_or(0));
-                    if best.as_ref().is_none_or(|b| b.last() < versions.last()) {
-                        best = Some(versions);
+                    let revisions: Vec<(u64, String)> = v["revisions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| Some((r["version"].as_u64()?, r["digest"].as_str()?.to_string())))
+                        .collect();
+                    let top = revisions.last().map_or(0, |r| r.0);
+                    tops.push(top);
+                    if best.as_ref().is_none_or(|b| b.last().map_or(0, |r| r.0) < top) {
+                        best = Some(revisions);
                     }
                 }
             }

@@ -35,6 +35,15 @@ pub struct DnsSample {
     pub answer: Result<Vec<Ipv4Addr>, String>,
 }
 
+/// What one client saw. A task of its own that died (a panic) is listed in
+/// `failed_tasks`: its samples are missing, so the drill cannot pass.
+#[derive(Debug, Default)]
+pub struct ClientOutcome {
+    pub requests: Vec<Request>,
+    pub dns: Vec<DnsSample>,
+    pub failed_tasks: Vec<String>,
+}
+
 pub struct ClientPlan {
     pub name: String,
     pub ns: Option<String>,
@@ -54,7 +63,7 @@ fn since(start: Instant) -> u64 {
 
 /// A client: resolve (from the resolver's cache while the TTL lasts), pick
 /// the next answered address, send one request on a new connection.
-pub async fn client(plan: ClientPlan) -> (Vec<Request>, Vec<DnsSample>) {
+pub async fn client(plan: ClientPlan) -> ClientOutcome {
     use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
     let servers: Vec<NameServerConfig> = plan
         .nameservers
@@ -89,7 +98,12 @@ pub async fn client(plan: ClientPlan) -> (Vec<Request>, Vec<DnsSample>) {
                 resolve_failed: true,
                 error: Some(e.to_string()),
             };
-            return (vec![failed], sampler.await.unwrap_or_default());
+            let mut out = ClientOutcome { requests: vec![failed], ..Default::default() };
+            match sampler.await {
+                Ok(dns) => out.dns = dns,
+                Err(e) => out.failed_tasks.push(format!("{}: DNS sampler: {e}", plan.name)),
+            }
+            return out;
         }
     };
     // Requests start on a fixed schedule, whether earlier ones have
@@ -105,14 +119,18 @@ pub async fn client(plan: ClientPlan) -> (Vec<Request>, Vec<DnsSample>) {
         let (plan, resolver) = (plan.clone(), resolver.clone());
         tasks.push(tokio::spawn(async move { attempt(&plan, &resolver, next).await }));
     }
-    let mut out = Vec::with_capacity(tasks.len());
+    let mut out = ClientOutcome { requests: Vec::with_capacity(tasks.len()), ..Default::default() };
     for t in tasks {
-        if let Ok(r) = t.await {
-            out.push(r);
+        match t.await {
+            Ok(r) => out.requests.push(r),
+            Err(e) => out.failed_tasks.push(format!("{}: request task: {e}", plan.name)),
         }
     }
-    let dns = sampler.await.unwrap_or_default();
-    (out, dns)
+    match sampler.await {
+        Ok(dns) => out.dns = dns,
+        Err(e) => out.failed_tasks.push(format!("{}: DNS sampler: {e}", plan.name)),
+    }
+    out
 }
 
 async fn attempt(plan: &ClientPlan, resolver: &hickory_resolver::TokioResolver, n: usize) -> Request {
@@ -255,15 +273,43 @@ pub fn sample_vips(
     })
 }
 
+/// One acknowledged config write: the version the region gave it and the
+/// digest of the document as the region stores it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckedWrite {
+    pub at_ms: u64,
+    pub version: u64,
+    pub digest: String,
+}
+
 /// Acknowledged config writes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Writes {
-    /// (at_ms, version) of every acknowledged write.
-    pub acked: Vec<(u64, u64)>,
+    pub acked: Vec<AckedWrite>,
     pub failed: u64,
 }
 
-/// PUT the document to the running nodes in turn, every `every`.
+/// The document of write `n`: `base` with one marker route of its own, so
+/// every write has different content and a write lost and replaced by
+/// another one at the same version shows in the digests.
+fn numbered_document(base: &serde_json::Value, n: usize) -> Option<(String, String)> {
+    let mut doc = base.clone();
+    let upstream = doc["upstreams"].as_object()?.keys().next()?.clone();
+    let routes = doc.get_mut("routes")?.as_array_mut()?;
+    routes.retain(|r| !r["name"].as_str().is_some_and(|n| n.starts_with("drill-write-")));
+    routes.push(serde_json::json!({
+        "name": format!("drill-write-{n}"),
+        "path_exact": format!("/drill-write/{n}"),
+        "upstream": upstream,
+    }));
+    let text = doc.to_string();
+    // The region stores the document re-encoded after parsing: digest that.
+    let parsed = crate::config::parse_document(&text, crate::config::Format::Json).ok()?.into_inner();
+    let stored = serde_json::to_string(&parsed).ok()?;
+    Some((text, crate::raft::document_digest(&stored)))
+}
+
+/// PUT a new document to the running nodes in turn, every `every`.
 pub async fn write_loop(
     admins: Vec<String>,
     token: String,
@@ -271,25 +317,23 @@ pub async fn write_loop(
     every: Duration,
     start: Instant,
     until: Instant,
-) -> Writes {
+) -> anyhow::Result<Writes> {
+    let base: serde_json::Value = serde_json::from_str(&document)?;
     let mut w = Writes::default();
     let mut i = 0usize;
     while Instant::now() < until {
         let began = Instant::now();
         i += 1;
+        let (text, digest) =
+            numbered_document(&base, i).ok_or_else(|| anyhow::anyhow!("the region's document cannot be varied"))?;
         let url = format!("{}/config", admins[i % admins.len()]);
-        let r = crate::cluster::http(
-            "PUT",
-            &url,
-            Some(&token),
-            Some(("application/json", document.clone())),
-            Duration::from_secs(3),
-        )
-        .await;
+        let r =
+            crate::cluster::http("PUT", &url, Some(&token), Some(("application/json", text)), Duration::from_secs(3))
+                .await;
         match r {
             Ok((200, body)) => {
                 match serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["version"].as_u64()) {
-                    Some(v) => w.acked.push((since(start), v)),
+                    Some(version) => w.acked.push(AckedWrite { at_ms: since(start), version, digest }),
                     None => w.failed += 1,
                 }
             }
@@ -297,5 +341,5 @@ pub async fn write_loop(
         }
         tokio::time::sleep(every.saturating_sub(began.elapsed())).await;
     }
-    w
+    Ok(w)
 }

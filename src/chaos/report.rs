@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::drill::{Bounds, Drill};
+#[cfg(test)]
+use super::observe::AckedWrite;
 use super::observe::{DnsSample, Request, VipSamples, Writes};
 
 pub const BUCKET_MS: u64 = 100;
@@ -43,6 +45,10 @@ pub struct Figures {
     pub acked_writes: Option<u64>,
     pub failed_writes: Option<u64>,
     pub lost_writes: Option<u64>,
+    /// Measuring tasks (clients, samplers, the writer) that died; their
+    /// samples are missing, so any of them fails the drill.
+    #[serde(default)]
+    pub failed_tasks: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,14 +84,16 @@ pub struct Inputs {
     pub dns: Vec<DnsSample>,
     pub vips: Option<VipSamples>,
     pub writes: Option<Writes>,
-    /// Versions in the region's history after the drill.
-    pub history: Option<Vec<u64>>,
+    /// (version, digest) of the revisions in the region's history after the drill.
+    pub history: Option<Vec<(u64, String)>>,
     pub fault_at_ms: u64,
     pub heal_at_ms: u64,
     pub end_ms: u64,
     /// Region of a DNS answer address.
     pub region_of: Box<dyn Fn(std::net::Ipv4Addr) -> Option<String>>,
     pub fault_region: Option<String>,
+    /// Why a measuring task died, one line each.
+    pub failed_tasks: Vec<String>,
 }
 
 /// Per client, first failure → steady success; the worst client counts.
@@ -139,9 +147,17 @@ pub fn analyse(drill: &Drill, mut i: Inputs) -> (Figures, Vec<Bucket>, Vec<Strin
         }
     });
     let lost = match (&i.writes, &i.history) {
+        // Lost: the region's history does not hold the acknowledged content
+        // at the acknowledged version, or two acknowledgements share a version.
         (Some(w), Some(h)) => {
+            let history: BTreeMap<u64, &str> = h.iter().map(|(v, d)| (*v, d.as_str())).collect();
             let mut seen = std::collections::BTreeSet::new();
-            Some(w.acked.iter().filter(|(_, v)| !h.contains(v) || !seen.insert(*v)).count() as u64)
+            let lost = w
+                .acked
+                .iter()
+                .filter(|a| history.get(&a.version) != Some(&a.digest.as_str()) || !seen.insert(a.version))
+                .count();
+            Some(lost as u64)
         }
         (Some(w), None) => Some(w.acked.len() as u64),
         _ => None,
@@ -161,6 +177,7 @@ pub fn analyse(drill: &Drill, mut i: Inputs) -> (Figures, Vec<Bucket>, Vec<Strin
         acked_writes: i.writes.as_ref().map(|w| w.acked.len() as u64),
         failed_writes: i.writes.as_ref().map(|w| w.failed),
         lost_writes: lost,
+        failed_tasks: i.failed_tasks.len() as u64,
     };
     // Whole buckets only: a last, partial one would look like a drop.
     let n = (i.end_ms / BUCKET_MS) as usize;
@@ -195,9 +212,11 @@ pub fn analyse(drill: &Drill, mut i: Inputs) -> (Figures, Vec<Bucket>, Vec<Strin
     } else {
         failed.iter().take(6).chain(failed.iter().skip(failed.len() - 6)).collect()
     };
-    let errors = shown
-        .into_iter()
-        .map(|r| format!("{} ms {}: {}", r.at_ms, r.client, r.error.as_deref().unwrap_or("?")))
+    let errors = i
+        .failed_tasks
+        .iter()
+        .cloned()
+        .chain(shown.into_iter().map(|r| format!("{} ms {}: {}", r.at_ms, r.client, r.error.as_deref().unwrap_or("?"))))
         .collect();
     (figures, buckets, errors)
 }
@@ -218,6 +237,7 @@ pub fn check(b: &Bounds, f: &Figures) -> Vec<Check> {
             });
         }
     };
+    at_most("measuring tasks that died", Some(0), Some(f.failed_tasks), "");
     at_most("takeover", b.max_takeover.map(ms), f.takeover_ms, " ms");
     at_most("recovery", b.max_recovery.map(ms), f.recovery_ms, " ms");
     at_most("region out of DNS answers", b.max_dns_exit.map(ms), f.dns_exit_ms, " ms");
@@ -442,10 +462,47 @@ mod tests {
             acked_writes: None,
             failed_writes: None,
             lost_writes: None,
+            failed_tasks: 0,
         };
         assert!(check(&b, &f).iter().all(|c| c.ok));
         f.takeover_ms = None;
         f.failed = 1;
         assert_eq!(check(&b, &f).iter().filter(|c| !c.ok).count(), 2);
+        f.failed_tasks = 1;
+        assert_eq!(check(&b, &f).iter().filter(|c| !c.ok).count(), 3, "a dead measuring task did not fail the drill");
+    }
+
+    fn inputs(writes: Writes, history: Vec<(u64, &str)>) -> Inputs {
+        Inputs {
+            requests: vec![req(0, true)],
+            dns: Vec::new(),
+            vips: None,
+            writes: Some(writes),
+            history: Some(history.into_iter().map(|(v, d)| (v, d.to_string())).collect()),
+            fault_at_ms: 0,
+            heal_at_ms: 0,
+            end_ms: 0,
+            region_of: Box::new(|_| None),
+            fault_region: None,
+            failed_tasks: vec!["paris: request task: panicked".into()],
+        }
+    }
+
+    #[test]
+    fn a_write_is_lost_when_its_version_holds_other_content() {
+        let text = "name = \"w\"\n[fault]\nkind = \"leader_kill\"\nregion = \"eu\"\n";
+        let drill: Drill = crate::config::parse(text, crate::config::Format::Toml).expect("drill");
+        let acked = |version: u64, digest: &str| AckedWrite { at_ms: 0, version, digest: digest.into() };
+        let w = Writes { acked: vec![acked(2, "aa"), acked(3, "bb"), acked(4, "cc")], failed: 0 };
+        // Version 3 was acknowledged with "bb" but the log holds another write there.
+        let (f, _, errors) = analyse(&drill, inputs(w.clone(), vec![(1, "00"), (2, "aa"), (3, "xx"), (4, "cc")]));
+        assert_eq!(f.lost_writes, Some(1));
+        assert_eq!(f.failed_tasks, 1);
+        assert!(errors[0].contains("request task"), "{errors:?}");
+        let (f, _, _) = analyse(&drill, inputs(w.clone(), vec![(2, "aa"), (3, "bb"), (4, "cc")]));
+        assert_eq!(f.lost_writes, Some(0));
+        // A version missing from the history is lost too.
+        let (f, _, _) = analyse(&drill, inputs(w, vec![(2, "aa"), (4, "cc")]));
+        assert_eq!(f.lost_writes, Some(1));
     }
 }

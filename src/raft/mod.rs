@@ -22,6 +22,7 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 pub use node::{NodeStatus, RegionNode, WriteError};
+pub use state::document_digest;
 
 pub type NodeId = u64;
 

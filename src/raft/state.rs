@@ -42,6 +42,11 @@ pub struct Revision {
     pub digest: String,
 }
 
+/// The digest a [`Revision`] carries: xxh3 of the document text, hex.
+pub fn document_digest(document: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(document.as_bytes()))
+}
+
 /// Who holds a VIP. Ownership only changes through the log, and the leader
 /// only proposes a new owner once the old owner's lease must have run out
 /// (or the old owner confirmed it let go), so there is one owner at a time.
@@ -97,11 +102,7 @@ pub fn apply_command(state: &mut RegionState, cmd: &Command, log_index: u64) -> 
             }
             let version = current + 1;
             state.config = Some(ConfigRecord { version, document: document.clone() });
-            state.history.push_back(Revision {
-                version,
-                log_index,
-                digest: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(document.as_bytes())),
-            });
+            state.history.push_back(Revision { version, log_index, digest: document_digest(document) });
             while state.history.len() > HISTORY_LIMIT {
                 state.history.pop_front();
             }
