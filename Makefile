@@ -10,7 +10,7 @@ APT_BENCH_PKGS := nginx haproxy wrk dnsperf knot
 all: build
 
 build:
-	$(CARGO) build --bins
+	$(CARGO) build --workspace --bins
 
 release:
 	$(CARGO) build --release --bins
@@ -42,11 +42,11 @@ bench-deps:
 
 # One build, then every test binary in parallel.
 test: deps
-	$(CARGO) nextest run --lib --bins --tests --no-fail-fast
+	$(CARGO) nextest run --workspace --lib --bins --tests --no-fail-fast
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Proxy CPU per request against nginx and HAProxy, same machine, same run.
 bench: bench-deps release

@@ -44,7 +44,7 @@ impl Region {
     async fn start(&mut self, i: usize) -> anyhow::Result<()> {
         let path = self.dir.path().join(format!("n{}.toml", i + 1));
         std::fs::write(&path, self.config(i))?;
-        let cfg = meridian::config::load_node_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cfg = meridian::gateway::load_node_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
         self.nodes[i] = Some(meridian::gateway::start(cfg).await?);
         Ok(())
     }

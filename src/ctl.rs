@@ -12,7 +12,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use crate::config::{parse_document, Format};
+use meridian_core::config::{parse_document, Format};
 
 #[derive(Args, Debug)]
 pub struct CtlArgs {
@@ -160,7 +160,7 @@ impl Ctl {
             (Some(url), _) => (BTreeMap::from([("default".to_string(), vec![url.clone()])]), "default".to_string()),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                let cfg: CtlConfig = crate::config::parse(&text, Format::Toml)
+                let cfg: CtlConfig = meridian_core::config::parse(&text, Format::Toml)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 let default = cfg
                     .default_region

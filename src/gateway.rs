@@ -11,12 +11,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
-use crate::config::{load_node_file, ConfigErrors, NodeConfig, Validated};
 use crate::proxy::server::{ListenError, Listener};
 use crate::proxy::{Gateway, Settings};
 use crate::raft::{Command, CommandResult, RegionNode};
 use crate::telemetry::GatewayMetrics;
 use crate::vip::agent::VipStatus;
+use meridian_core::config::{ConfigErrors, NodeConfig, Validated};
+
+/// Read a node file with every check: its rules, then the node-local files
+/// it names (certificates). What `meridian validate` and `gateway` load.
+pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors> {
+    let node = meridian_core::config::load_node_file(path)?;
+    crate::tls::check_certificates(&node).into_result(node)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -68,18 +75,18 @@ impl RunningGateway {
         if let Some(region) = &self.region {
             let node = load_node_file(path)?;
             let document = serde_json::to_string(&node.gateway).map_err(|e| {
-                ConfigErrors::from(crate::config::ConfigError::new(
+                ConfigErrors::from(meridian_core::config::ConfigError::new(
                     "gateway",
-                    crate::config::ConfigErrorKind::Syntax(e.to_string()),
+                    meridian_core::config::ConfigErrorKind::Syntax(e.to_string()),
                 ))
             })?;
             let result = region.write(Command::PutConfig { expected_version: None, document }).await;
             let label = if matches!(result, Ok(CommandResult::ConfigApplied { .. })) { "ok" } else { "invalid" };
             self.gateway.metrics.config_applies.with_label_values(&["file", label]).inc();
             let fail = |msg: String| {
-                ConfigErrors::from(crate::config::ConfigError::new(
+                ConfigErrors::from(meridian_core::config::ConfigError::new(
                     "gateway",
-                    crate::config::ConfigErrorKind::Syntax(msg),
+                    meridian_core::config::ConfigErrorKind::Syntax(msg),
                 ))
             };
             return match result {
@@ -88,9 +95,9 @@ impl RunningGateway {
                     errors
                         .into_iter()
                         .map(|(p, m)| {
-                            crate::config::ConfigError::new(
+                            meridian_core::config::ConfigError::new(
                                 format!("gateway.{p}"),
-                                crate::config::ConfigErrorKind::Syntax(m),
+                                meridian_core::config::ConfigErrorKind::Syntax(m),
                             )
                         })
                         .collect(),
@@ -100,12 +107,12 @@ impl RunningGateway {
             };
         }
         let result = load_node_file(path).and_then(|node| {
-            let doc = crate::config::validate_document(node.into_inner().gateway)?;
+            let doc = meridian_core::config::validate_document(node.into_inner().gateway)?;
             self.gateway.apply_next(doc, None).map_err(|e| match e {
                 crate::proxy::ApplyError::Invalid(errors) => errors,
-                other => ConfigErrors::from(crate::config::ConfigError::new(
+                other => ConfigErrors::from(meridian_core::config::ConfigError::new(
                     "",
-                    crate::config::ConfigErrorKind::Syntax(other.to_string()),
+                    meridian_core::config::ConfigErrorKind::Syntax(other.to_string()),
                 )),
             })
         });
@@ -157,7 +164,7 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
         // document only seeds a new region.
         Some(cluster) => {
             let seed = if cluster.bootstrap {
-                crate::config::validate_document(node.gateway.clone()).map_err(StartError::Document)?;
+                meridian_core::config::validate_document(node.gateway.clone()).map_err(StartError::Document)?;
                 serde_json::to_string(&node.gateway).ok()
             } else {
                 None
@@ -165,7 +172,7 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
             Some(RegionNode::start(cluster, &node.node.name, &node.node.region, gateway.clone(), metrics, seed).await?)
         }
         None => {
-            let doc = crate::config::validate_document(node.gateway.clone()).map_err(StartError::Document)?;
+            let doc = meridian_core::config::validate_document(node.gateway.clone()).map_err(StartError::Document)?;
             gateway.apply(doc, 1).map_err(StartError::Document)?;
             None
         }

@@ -2,8 +2,6 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the node file and the gateway document (serde schema), and
-//!   `validate`, which names the key path of every broken rule.
 //! - [`routing`]: the compiled route table (host, path, method, header
 //!   matching; rewrites); knows nothing of HTTP proxying.
 //! - [`health`]: per-target health state, active HTTP checks and passive
@@ -48,7 +46,6 @@ pub mod balance;
 pub mod cache;
 pub mod chaos;
 pub mod cluster;
-pub mod config;
 pub mod ctl;
 pub mod gateway;
 pub mod gslb;

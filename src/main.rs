@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use meridian::config::{self, Format};
+use meridian_core::config::{self, Format};
 
 /// The request path allocates a few small objects per request (header maps,
 /// channels); mimalloc serves them faster than glibc's allocator.
@@ -99,7 +99,7 @@ fn validate(file: &std::path::Path, document: bool) -> anyhow::Result<ExitCode> 
         let format = if file.extension().is_some_and(|e| e == "json") { Format::Json } else { Format::Toml };
         config::parse_document(&text, format).map(|_| ())
     } else {
-        config::load_node_file(file).map(|_| ())
+        meridian::gateway::load_node_file(file).map(|_| ())
     };
     match result {
         Ok(()) => {
@@ -129,7 +129,7 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run_gateway(path: PathBuf) -> anyhow::Result<ExitCode> {
-    let node = match config::load_node_file(&path) {
+    let node = match meridian::gateway::load_node_file(&path) {
         Ok(n) => n,
         Err(errors) => {
             for e in errors.iter() {
@@ -138,7 +138,7 @@ fn run_gateway(path: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    meridian::telemetry::init_logging(&node.telemetry).map_err(anyhow::Error::msg)?;
+    meridian_core::logging::init_logging(&node.telemetry).map_err(anyhow::Error::msg)?;
     let rt = runtime(node.runtime.worker_threads)?;
     rt.block_on(async move {
         let running = meridian::gateway::start(node).await?;
@@ -175,7 +175,7 @@ fn run_gslb(path: PathBuf) -> anyhow::Result<ExitCode> {
         // hickory logs every query at info.
         telemetry.log_level = format!("{},hickory_server=warn", telemetry.log_level);
     }
-    meridian::telemetry::init_logging(&telemetry).map_err(anyhow::Error::msg)?;
+    meridian_core::logging::init_logging(&telemetry).map_err(anyhow::Error::msg)?;
     let rt = runtime(0)?;
     rt.block_on(async move {
         let running = meridian::gslb::start(cfg).await?;

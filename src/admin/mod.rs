@@ -19,11 +19,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{parse_document, ConfigErrors, Format, GatewayDocument};
-use crate::health::now_ms;
 use crate::proxy::{ApplyError, Gateway};
 use crate::raft::transport::ForwardOp;
 use crate::raft::{Command, CommandResult, RegionNode, WriteError};
+use meridian_core::clock::mono_ms;
+use meridian_core::config::{parse_document, ConfigErrors, Format, GatewayDocument};
 
 /// Largest document `PUT /config` accepts.
 const MAX_DOCUMENT_BYTES: usize = 4 << 20;
@@ -300,7 +300,7 @@ impl AdminState {
                 )
             }
         };
-        if crate::config::check_address(&add.address).is_err() {
+        if meridian_core::config::check_address(&add.address).is_err() {
             return error(StatusCode::UNPROCESSABLE_ENTITY, "address must be host:port");
         }
         membership_answer(region.submit(ForwardOp::AddMember { id: add.id, address: add.address }).await)
@@ -452,7 +452,7 @@ impl AdminState {
 
     fn upstreams(&self) -> AdminResponse {
         let snap = self.gateway.snapshot();
-        let now = now_ms();
+        let now = mono_ms();
         let ups: serde_json::Map<String, serde_json::Value> = snap
             .upstreams
             .iter()

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::HeaderName;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::health::{PassivePolicy, TargetHealth};
+use meridian_core::config::HashOn;
 
 pub use ewma::PeakEwma;
 pub use maglev::{MaglevTable, TABLE_SIZE as MAGLEV_TABLE_SIZE};
@@ -83,36 +83,6 @@ impl Drop for InFlight {
     }
 }
 
-/// What a consistent-hash pool hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashOn {
-    ClientIp,
-    Header(HeaderName),
-    Cookie(String),
-}
-
-impl HashOn {
-    pub fn parse(s: &str) -> Option<Self> {
-        if s == "client_ip" {
-            return Some(HashOn::ClientIp);
-        }
-        if let Some(name) = s.strip_prefix("header:") {
-            return HeaderName::from_bytes(name.as_bytes()).ok().map(HashOn::Header);
-        }
-        if let Some(name) = s.strip_prefix("cookie:") {
-            if !name.is_empty() && name.bytes().all(is_cookie_name_byte) {
-                return Some(HashOn::Cookie(name.to_string()));
-            }
-        }
-        None
-    }
-}
-
-/// RFC 6265 token characters.
-pub fn is_cookie_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// Hash of a balancing key (client IP bytes, header or cookie value).
 pub fn hash_key(bytes: &[u8]) -> u64 {
     xxh3_64(bytes)
@@ -147,11 +117,11 @@ impl Pool {
         name: Arc<str>,
         endpoints: Vec<Arc<Endpoint>>,
         weights: Vec<u32>,
-        algorithm: crate::config::Algorithm,
+        algorithm: meridian_core::config::Algorithm,
         hash_on: Option<HashOn>,
         passive: Option<PassivePolicy>,
     ) -> Self {
-        use crate::config::Algorithm;
+        use meridian_core::config::Algorithm;
         let picker = match algorithm {
             Algorithm::RoundRobin => {
                 Picker::RoundRobin { next: AtomicUsize::new(fastrand::usize(..endpoints.len().max(1))) }
@@ -305,7 +275,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Algorithm;
+    use meridian_core::config::Algorithm;
 
     fn pool(alg: Algorithm, weights: &[u32]) -> Pool {
         let eps = (0..weights.len()).map(|i| Arc::new(Endpoint::new(&format!("10.0.0.{i}:80")))).collect();
@@ -402,14 +372,5 @@ mod tests {
             e.health.set_active_up(false);
         }
         assert_eq!(p.pick(None, &[], 0), None);
-    }
-
-    #[test]
-    fn hash_on_parsing() {
-        assert_eq!(HashOn::parse("client_ip"), Some(HashOn::ClientIp));
-        assert_eq!(HashOn::parse("header:X-User"), Some(HashOn::Header(HeaderName::from_static("x-user"))));
-        assert_eq!(HashOn::parse("cookie:sid"), Some(HashOn::Cookie("sid".into())));
-        assert_eq!(HashOn::parse("cookie:"), None);
-        assert_eq!(HashOn::parse("ip"), None);
     }
 }

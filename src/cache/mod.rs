@@ -6,6 +6,7 @@
 //! to drop its L1 through Redis pub/sub. A burst of misses for one key makes
 //! one upstream request; the others wait for it.
 
+use meridian_core::clock::unix_ms;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CacheConfig, LimitScope};
 use crate::kv::RegionStore;
 use crate::telemetry::GatewayMetrics;
+use meridian_core::config::{CacheConfig, LimitScope};
 
 const PURGE_CHANNEL: &str = "meridian:cache:purge";
 
@@ -93,10 +94,6 @@ impl Drop for Leader {
 pub enum Role {
     Leader(Leader),
     Follower(watch::Receiver<bool>),
-}
-
-fn unix_ms() -> u64 {
-    crate::gslb::report::unix_ms()
 }
 
 impl NodeCache {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigErrorKind as K, ConfigErrors, Validated};
+use meridian_core::config::{ConfigErrorKind as K, ConfigErrors, Validated};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,7 +167,7 @@ pub struct Bounds {
 
 impl Drill {
     pub fn load(path: &Path) -> Result<Validated<Drill>, ConfigErrors> {
-        crate::config::parse_file::<Drill>(path)?.validate()
+        meridian_core::config::parse_file::<Drill>(path)?.validate()
     }
 
     pub fn validate(self) -> Result<Validated<Drill>, ConfigErrors> {
@@ -198,6 +198,6 @@ impl Drill {
         if self.load.writes && self.fault.region().is_none() {
             e.push("load.writes", K::OutOfRange { value: "true".into(), rule: "writes need a fault with a region" });
         }
-        e.into_result(Validated::new(self))
+        e.into_validated(self)
     }
 }

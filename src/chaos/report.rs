@@ -491,7 +491,7 @@ mod tests {
     #[test]
     fn a_write_is_lost_when_its_version_holds_other_content() {
         let text = "name = \"w\"\n[fault]\nkind = \"leader_kill\"\nregion = \"eu\"\n";
-        let drill: Drill = crate::config::parse(text, crate::config::Format::Toml).expect("drill");
+        let drill: Drill = meridian_core::config::parse(text, meridian_core::config::Format::Toml).expect("drill");
         let acked = |version: u64, digest: &str| AckedWrite { at_ms: 0, version, digest: digest.into() };
         let w = Writes { acked: vec![acked(2, "aa"), acked(3, "bb"), acked(4, "cc")], failed: 0 };
         // Version 3 was acknowledged with "bb" but the log holds another write there.

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigErrorKind as K, ConfigErrors, Validated};
 use crate::gslb::config::Point;
+use meridian_core::config::{ConfigErrorKind as K, ConfigErrors, Validated};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,7 +128,7 @@ fn host(net: &ipnet::Ipv4Net, last: u8) -> Ipv4Addr {
 
 impl Topology {
     pub fn load(path: &Path) -> Result<Validated<Topology>, ConfigErrors> {
-        crate::config::parse_file::<Topology>(path)?.validate()
+        meridian_core::config::parse_file::<Topology>(path)?.validate()
     }
 
     pub fn validate(self) -> Result<Validated<Topology>, ConfigErrors> {
@@ -213,7 +213,7 @@ impl Topology {
             }
             unique(&mut e, format!("clients[{i}].name"), &c.name);
         }
-        e.into_result(Validated::new(self))
+        e.into_validated(self)
     }
 
     pub fn region(&self, name: &str) -> Option<&RegionSpec> {
@@ -301,7 +301,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Topology {
-        crate::config::parse(
+        meridian_core::config::parse(
             r#"
 name = "t"
 wan = "10.81.0.0/24"
@@ -319,7 +319,7 @@ name = "dns1"
 name = "paris"
 location = { lat = 48.9, lon = 2.35 }
 "#,
-            crate::config::Format::Toml,
+            meridian_core::config::Format::Toml,
         )
         .unwrap()
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigErrorKind as K, ConfigErrors, TelemetryConfig, Validated};
+use meridian_core::config::{ConfigErrorKind as K, ConfigErrors, TelemetryConfig, Validated};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -250,7 +250,7 @@ pub fn valid_dns_name(s: &str) -> bool {
 
 /// Load and check a GSLB file; relative secret paths are resolved against it.
 pub fn load(path: &std::path::Path) -> Result<Validated<GslbConfig>, ConfigErrors> {
-    let mut cfg: GslbConfig = crate::config::parse_file(path)?;
+    let mut cfg: GslbConfig = meridian_core::config::parse_file(path)?;
     let base = path.parent().unwrap_or_else(|| std::path::Path::new("."));
     for r in &mut cfg.regions {
         if let Some(f) = &mut r.secret_file {
@@ -389,5 +389,5 @@ pub fn validate(cfg: GslbConfig) -> Result<Validated<GslbConfig>, ConfigErrors> 
             }
         }
     }
-    e.into_result(Validated::new(cfg))
+    e.into_validated(cfg)
 }

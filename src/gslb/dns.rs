@@ -331,7 +331,7 @@ impl RequestHandler for GslbHandler {
             let steered = self.steer(svc, located.map(|(l, _)| l));
             if steered.fail_open {
                 self.metrics.fail_open.inc();
-                let second = crate::health::now_ms() / 1000;
+                let second = meridian_core::clock::mono_ms() / 1000;
                 if self.fail_open_logged.swap(second, std::sync::atomic::Ordering::Relaxed) != second {
                     tracing::warn!(service = %svc.label, "every region looks down: answering with all addresses (fail open)");
                 }

@@ -36,10 +36,10 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Reg
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Validated;
 use crate::health::active::{probe, ActiveCheck, ProbeStreak};
 use config::GslbConfig;
 use dns::{DnsMetrics, GslbHandler, Zone};
+use meridian_core::config::Validated;
 use registry::{AnswerTable, RegionHealthState, Registry, Verdict};
 use report::{Refusal, Verifier, SIGNATURE_HEADER};
 
@@ -321,7 +321,7 @@ impl ApiState {
                     .verifier
                     .lock()
                     .map_err(|_| Refusal::Malformed)
-                    .and_then(|mut v| v.verify(&body, sig.as_deref(), report::unix_ms()));
+                    .and_then(|mut v| v.verify(&body, sig.as_deref(), meridian_core::clock::unix_ms()));
                 match verdict {
                     Ok(report) => {
                         self.reports.with_label_values(&[&report.region, "accepted"]).inc();

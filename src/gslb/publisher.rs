@@ -13,10 +13,11 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
-use super::report::{sign, unix_ms, HealthReport, SIGNATURE_HEADER};
-use crate::config::ReportConfig;
+use super::report::{sign, HealthReport, SIGNATURE_HEADER};
 use crate::proxy::Gateway;
 use crate::raft::RegionNode;
+use meridian_core::clock::unix_ms;
+use meridian_core::config::ReportConfig;
 
 #[derive(Debug, thiserror::Error)]
 #[error("report secret: {0}")]

@@ -5,15 +5,8 @@
 pub mod active;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::LazyLock;
-use std::time::{Duration, Instant};
 
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-/// Monotonic milliseconds since the process started: cheap to store in atomics.
-pub fn now_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64
-}
+use std::time::Duration;
 
 /// Passive ejection policy of one pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, ScriptInvocation, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RedisConfig;
 use crate::telemetry::GatewayMetrics;
+use meridian_core::config::RedisConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {

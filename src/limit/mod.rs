@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{LimitAlgorithm, LimitMode, LimitScope, RateLimitConfig, RedisFailure};
 use crate::kv::RegionStore;
 use local::{LocalLimiter, Rate, Verdict};
+use meridian_core::config::{LimitAlgorithm, LimitMode, LimitScope, RateLimitConfig, RedisFailure};
 use region::Batcher;
 
 /// The decision on one request.
@@ -108,7 +108,7 @@ impl RouteLimiter {
 
     /// Check and count one request for `key`.
     pub async fn check(&self, key: &str) -> Outcome {
-        let now_ms = crate::gslb::report::unix_ms();
+        let now_ms = meridian_core::clock::unix_ms();
         if self.scope == LimitScope::Local {
             return Self::outcome(self.local.check(key, now_ms), false);
         }

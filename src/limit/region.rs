@@ -242,7 +242,7 @@ impl Batcher {
                 }
                 let Some(me) = weak.upgrade() else { return };
                 if store.available() {
-                    let _ = me.sync(&store, crate::gslb::report::unix_ms()).await;
+                    let _ = me.sync(&store, meridian_core::clock::unix_ms()).await;
                 }
             }
         });

@@ -9,11 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::upstream::{Breaker, ConnPool, RetryBudget, Sticky, Upstream};
 use super::{Gateway, Registry, Route, Snapshot};
-use crate::balance::{Endpoint, EndpointHealth, HashOn, Pool};
-use crate::config::{ConfigErrorKind as K, ConfigErrors, GatewayDocument, UpstreamConfig};
+use crate::balance::{Endpoint, EndpointHealth, Pool};
 use crate::health::active::{ActiveCheck, ProbeSink};
 use crate::health::PassivePolicy;
-use crate::routing::{HeaderMatch, HostPattern, Rewrite, RouteSpec, RouteTable};
+use crate::routing::{HeaderMatch, RouteSpec, RouteTable};
+use meridian_core::config::HashOn;
+use meridian_core::config::{ConfigErrorKind as K, ConfigErrors, GatewayDocument, UpstreamConfig};
+use meridian_core::pattern::{HostPattern, Rewrite};
 
 pub(super) fn compile(
     gw: &Gateway,
@@ -37,7 +39,7 @@ pub(super) fn compile(
             errors.push(format!("{p}.upstream"), K::UnknownUpstream(r.upstream.clone()));
             continue;
         };
-        let Some(path) = crate::config::validate_route_path(&mut errors, &p, r) else {
+        let Some(path) = meridian_core::config::validate_route_path(&mut errors, &p, r) else {
             continue;
         };
         let rewrite = match Rewrite::new(&path, r.strip_prefix, r.rewrite.as_deref()) {
@@ -92,7 +94,7 @@ pub(super) fn compile(
     Ok(Snapshot { version: doc.version, document: Arc::new(doc), table: RouteTable::new(routes), upstreams })
 }
 
-fn route_limit(gw: &Gateway, route: &str, cfg: &crate::config::RateLimitConfig) -> super::RouteLimit {
+fn route_limit(gw: &Gateway, route: &str, cfg: &meridian_core::config::RateLimitConfig) -> super::RouteLimit {
     let key = match cfg.key.as_str() {
         "route" => super::LimitKey::Route,
         k => match k.strip_prefix("header:").and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()) {

@@ -32,7 +32,7 @@ pub(crate) struct AccessRecord {
 
 pub(crate) struct Finish {
     pub start: Instant,
-    /// `start` on the [`crate::health::now_ms`] clock.
+    /// `start` on the [`meridian_core::clock::mono_ms`] clock.
     pub start_ms: u64,
     pub status: u16,
     pub bytes_sent: u64,

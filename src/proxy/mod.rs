@@ -21,9 +21,10 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::Endpoint;
-use crate::config::{ConfigErrors, GatewayDocument, LimitsConfig, Validated};
-use crate::routing::{Rewrite, RouteTable};
+use crate::routing::RouteTable;
 use crate::telemetry::{GatewayMetrics, RouteMetrics};
+use meridian_core::config::{ConfigErrors, GatewayDocument, LimitsConfig, Validated};
+use meridian_core::pattern::Rewrite;
 use upstream::{ConnPool, Upstream};
 
 /// Node-level settings the request path reads (fixed for the node's life).
@@ -64,7 +65,7 @@ pub struct RouteLimit {
     pub policy_header: http::HeaderValue,
     /// Names of the limits (`60s`, ...), as used in the headers.
     pub names: Vec<String>,
-    pub config: crate::config::RateLimitConfig,
+    pub config: meridian_core::config::RateLimitConfig,
     /// `meridian_ratelimit_decisions_total` of this route: allowed, limited,
     /// allowed_fallback, limited_fallback, unavailable.
     pub decisions: [prometheus::IntCounter; 5],

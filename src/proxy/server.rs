@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{service, Gateway};
-use crate::config::ListenerConfig;
+use meridian_core::config::ListenerConfig;
 
 /// What the request path knows about the client connection.
 pub struct ConnInfo {
@@ -353,7 +353,7 @@ async fn drive<C: Graceful>(
     conn: C,
     info: &ConnInfo,
     shutdown: &CancellationToken,
-    limits: &crate::config::LimitsConfig,
+    limits: &meridian_core::config::LimitsConfig,
 ) {
     tokio::pin!(conn);
     let tick = CONTROL_TICK.min(limits.idle_timeout);

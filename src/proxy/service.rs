@@ -20,10 +20,12 @@ use super::headers;
 use super::server::ConnInfo;
 use super::upstream::{ConnPool, Upstream};
 use super::{Gateway, LimitKey, Route, Snapshot};
-use crate::balance::{hash_key, HashOn, InFlight};
+use crate::balance::{hash_key, InFlight};
 use crate::cache::{CachedResponse, Lookup, Role};
-use crate::health::now_ms;
-use crate::routing::{normalize_host, Params, Rewrite};
+use crate::routing::normalize_host;
+use meridian_core::clock::mono_ms;
+use meridian_core::config::HashOn;
+use meridian_core::pattern::{Params, Rewrite};
 
 static VIA_11: HeaderValue = HeaderValue::from_static("1.1 meridian");
 static VIA_2: HeaderValue = HeaderValue::from_static("2 meridian");
@@ -40,7 +42,7 @@ pub(crate) async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: Request<I
         }
     }
     let start = Instant::now();
-    let start_ms = now_ms();
+    let start_ms = mono_ms();
     let _busy = conn.busy();
     let snap = gw.snapshot();
     let request_id = headers::request_id(req.headers());
@@ -261,7 +263,7 @@ async fn proxy(
             match http_body_util::BodyExt::collect(http_body_util::Limited::new(rbody, rc.max_entry_bytes)).await {
                 Ok(collected) => {
                     let body = collected.to_bytes();
-                    conns.checkin(sender, now_ms());
+                    conns.checkin(sender, mono_ms());
                     rc.store(&ctx.key, &ctx.request_headers, status.as_u16(), &rparts.headers, body.clone(), ttl).await;
                     return Ok(Response::from_parts(rparts, ProxyBody::full(body).with_finish(fin)));
                 }
@@ -482,7 +484,7 @@ async fn forward(
     loop {
         let tried_now = &tried[..attempt as usize];
         if attempt > 0 {
-            now = now_ms();
+            now = mono_ms();
         }
         let by_cookie = if attempt == 0 { sticky_id.and_then(|id| pool.find_by_id(id, now)) } else { None };
         let Some(idx) = by_cookie.or_else(|| pool.pick(hash, tried_now, now)) else {
@@ -600,7 +602,7 @@ fn retry_reason(status: u16) -> &'static str {
 fn record_failure(gw: &Gateway, up: &Upstream, idx: usize, err: &ProxyError) {
     gw.metrics.upstream_errors.with_label_values(&[&up.name, err.kind()]).inc();
     tracing::debug!(upstream = %up.name, error = %err, "upstream attempt failed");
-    report(gw, up, idx, false, now_ms());
+    report(gw, up, idx, false, mono_ms());
 }
 
 fn report(gw: &Gateway, up: &Upstream, idx: usize, ok: bool, now: u64) {

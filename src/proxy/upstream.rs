@@ -19,7 +19,7 @@ pub struct ConnPool {
     pub address: Arc<str>,
     /// Sent as `Host` by routes that do not preserve the client's.
     pub host_header: http::HeaderValue,
-    /// Idle connections with the time (ms, [`crate::health::now_ms`]) they went idle.
+    /// Idle connections with the time (ms, [`meridian_core::clock::mono_ms`]) they went idle.
     idle: Mutex<Vec<(SendRequest<UpstreamBody>, u64)>>,
     max_idle: AtomicU32,
     idle_timeout_ms: AtomicU64,

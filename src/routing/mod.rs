@@ -9,15 +9,11 @@
 //! 3. then routes with more method/header conditions first;
 //! 4. then declaration order.
 
-mod pattern;
-mod rewrite;
-
 use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-pub use pattern::{HostPattern, Params, PathPattern, Template, MAX_PARAMS};
-pub use rewrite::{Part as RewritePart, Rewrite, RewriteError};
+use meridian_core::pattern::{HostPattern, Params, PathPattern};
 
 /// A header condition.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,26 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::config::TlsConfig;
-use crate::routing::HostPattern;
+use meridian_core::config::{ConfigErrorKind, ConfigErrors, NodeConfig, TlsConfig};
+use meridian_core::pattern::HostPattern;
+
+/// Every listener certificate and key of a node file loads. Validation
+/// reads no files; whoever starts or checks a node calls this after it, so a
+/// bad file is refused with its key path before anything listens.
+pub fn check_certificates(node: &NodeConfig) -> ConfigErrors {
+    let mut errors = ConfigErrors::default();
+    for (i, l) in node.listeners.iter().enumerate() {
+        for (j, c) in l.tls.iter().flat_map(|t| t.certificates.iter()).enumerate() {
+            if let Err(e) = load_certified_key(&c.cert, &c.key) {
+                errors.push(
+                    format!("listeners[{i}].tls.certificates[{j}]"),
+                    ConfigErrorKind::Tls { file: e.file, reason: e.reason },
+                );
+            }
+        }
+    }
+    errors
+}
 
 /// A certificate or key file that could not be used.
 #[derive(Debug, Clone, thiserror::Error)]

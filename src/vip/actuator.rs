@@ -9,33 +9,9 @@ use futures_util::TryStreamExt;
 use netlink_packet_route::link::LinkAttribute;
 use rtnetlink::{AddressMessageBuilder, Handle};
 
+use meridian_core::config::VipAddr;
+
 use super::arp;
-
-/// A VIP as configured: `10.0.0.100/24`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VipAddr {
-    pub ip: IpAddr,
-    pub prefix: u8,
-}
-
-impl VipAddr {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (ip, prefix) = s.split_once('/').ok_or("expected address/prefix, e.g. 10.0.0.100/24")?;
-        let ip: IpAddr = ip.parse().map_err(|_| format!("invalid IP address \"{ip}\""))?;
-        let prefix: u8 = prefix.parse().map_err(|_| format!("invalid prefix \"{prefix}\""))?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return Err(format!("prefix {prefix} is longer than {max}"));
-        }
-        Ok(Self { ip, prefix })
-    }
-}
-
-impl std::fmt::Display for VipAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.ip, self.prefix)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActuatorError {

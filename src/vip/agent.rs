@@ -9,12 +9,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::actuator::{Actuator, ActuatorError, Netlink, VipAddr};
+use super::actuator::{Actuator, ActuatorError, Netlink};
 use super::engine::{Assigner, LeasePolicy, OwnerAction, OwnerEngine, RemoveReason};
-use crate::config::{VipBackend, VipConfig};
 use crate::raft::state::StateEvent;
 use crate::raft::{Command, CommandResult, RegionNode};
 use crate::telemetry::GatewayMetrics;
+use meridian_core::config::VipAddr;
+use meridian_core::config::{VipBackend, VipConfig};
 
 /// What this member holds, for the admin API.
 #[derive(Debug, Default)]

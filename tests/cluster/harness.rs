@@ -105,7 +105,7 @@ upstream = "u"
     pub async fn start_node(&mut self, i: usize) {
         let path = self.dir.path().join(format!("n{}.toml", i + 1));
         std::fs::write(&path, self.node_config(i, i == 0)).unwrap();
-        let cfg = meridian::config::load_node_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        let cfg = meridian::gateway::load_node_file(&path).unwrap_or_else(|e| panic!("{e}"));
         self.nodes[i] = Some(meridian::gateway::start(cfg).await.unwrap());
     }
 

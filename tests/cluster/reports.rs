@@ -6,7 +6,8 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meridian::gslb::report::{unix_ms, Verifier, SIGNATURE_HEADER};
+use meridian::gslb::report::{Verifier, SIGNATURE_HEADER};
+use meridian_core::clock::unix_ms;
 
 use crate::harness::Region;
 use crate::support::*;

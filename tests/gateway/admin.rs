@@ -56,8 +56,10 @@ async fn admin_writes_are_refused_without_a_configured_token() {
         "[node]\nname = \"n\"\n[[listeners]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\ntoken_env = \"MERIDIAN_TEST_UNSET_TOKEN\"\n[gateway.upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n",
         a.addr
     );
-    let cfg = meridian::config::validate_node(meridian::config::parse(&node, meridian::config::Format::Toml).unwrap())
-        .unwrap();
+    let cfg = meridian_core::config::validate_node(
+        meridian_core::config::parse(&node, meridian_core::config::Format::Toml).unwrap(),
+    )
+    .unwrap();
     let gw = meridian::gateway::start(cfg).await.unwrap();
     let r = admin(gw.admin_addr, "PUT", "/config", "").await;
     assert_eq!(r.status, 403);

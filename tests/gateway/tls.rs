@@ -139,7 +139,7 @@ key = "bad.key"
 "#;
     let path = dir.path().join("node.toml");
     std::fs::write(&path, text).unwrap();
-    let errors = meridian::config::load_node_file(&path).unwrap_err();
+    let errors = meridian::gateway::load_node_file(&path).unwrap_err();
     let line = errors.to_string();
     assert!(line.starts_with("listeners[0].tls.certificates[0]: "), "{line}");
     assert!(line.contains("bad.pem"), "{line}");

@@ -16,7 +16,7 @@ fn redis_node(url: &str) -> String {
 /// Wait until the current `window` (aligned to Unix time) has at least `room` left.
 async fn window_room(window: Duration, room: Duration) {
     loop {
-        let now = meridian::gslb::report::unix_ms();
+        let now = meridian_core::clock::unix_ms();
         let left = window.as_millis() as u64 - now % window.as_millis() as u64;
         if left >= room.as_millis() as u64 {
             return;
@@ -121,7 +121,7 @@ async fn batched_counting_stays_within_its_documented_bound() {
     assert!(ok >= 100, "the whole budget is usable: {ok}");
     assert!((ok as f64) <= bound + 3.0, "admitted {ok} above the bound {bound:.0}");
     // Redis holds the region's count.
-    let idx = meridian::gslb::report::unix_ms() / 60_000;
+    let idx = meridian_core::clock::unix_ms() / 60_000;
     let stored: u64 = redis.cli(&["GET", &format!("meridian:rl:{{api|}}:0:{idx}")]).parse().unwrap_or(0);
     assert!(stored >= 100, "redis counted {stored}");
     for n in nodes {
@@ -176,7 +176,7 @@ async fn redis_down_then_back() {
     );
     // Shared limiting resumes: the count lives in Redis again.
     assert_eq!(get(addr, "/closed").await.status, 200);
-    let idx = meridian::gslb::report::unix_ms() / 60_000;
+    let idx = meridian_core::clock::unix_ms() / 60_000;
     assert_eq!(redis.cli(&["GET", &format!("meridian:rl:{{closed|}}:0:{idx}")]), "1");
     gw.shutdown().await;
 }

@@ -13,8 +13,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use meridian::backend::Backend;
-use meridian::config::{self, Format, NodeConfig, Validated};
 use meridian::gateway::RunningGateway;
+use meridian_core::config::{self, Format, NodeConfig, Validated};
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
 

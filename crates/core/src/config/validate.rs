@@ -7,20 +7,25 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use super::error::{ConfigErrorKind as K, ConfigErrors};
+use super::values::{is_cookie_name_byte, HashOn, VipAddr};
 use super::{Algorithm, GatewayDocument, NodeConfig, RouteConfig, UpstreamConfig};
-use crate::balance::{is_cookie_name_byte, HashOn};
-use crate::routing::{HostPattern, PathPattern, Rewrite, RewriteError};
+use crate::pattern::{HostPattern, PathPattern, Rewrite, RewriteError};
 
-/// A value that passed validation. Only `validate_*` make one.
+/// A value that passed validation. Only a checker that collected its
+/// findings in [`ConfigErrors`] makes one, through
+/// [`ConfigErrors::into_validated`] (`validate_*` here; the balancer, topology
+/// and drill files' checkers in their crates).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Validated<T>(T);
 
-impl<T> Validated<T> {
-    /// For validators of other file kinds (the GSLB's): wrap a checked value.
-    pub(crate) fn new(value: T) -> Self {
-        Self(value)
+impl ConfigErrors {
+    /// `value`, validated, when no rule was broken; every broken rule otherwise.
+    pub fn into_validated<T>(self, value: T) -> Result<Validated<T>, ConfigErrors> {
+        self.into_result(Validated(value))
     }
+}
 
+impl<T> Validated<T> {
     pub fn into_inner(self) -> T {
         self.0
     }
@@ -290,7 +295,7 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
 }
 
 /// The path pattern of a route; reports a conflict or a bad pattern.
-pub(crate) fn route_path(errors: &mut ConfigErrors, p: &str, r: &RouteConfig) -> Option<PathPattern> {
+pub fn route_path(errors: &mut ConfigErrors, p: &str, r: &RouteConfig) -> Option<PathPattern> {
     let set: Vec<(&str, &String)> =
         [("path_prefix", &r.path_prefix), ("path_exact", &r.path_exact), ("path_template", &r.path_template)]
             .into_iter()
@@ -355,11 +360,10 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
             if tls.certificates.is_empty() {
                 errors.push(format!("listeners[{i}].tls.certificates"), K::Empty);
             }
+            // The certificate files themselves are node-local resources: the
+            // data plane loads them (`tls::check_certificates`), not this check.
             for (j, c) in tls.certificates.iter().enumerate() {
                 let cp = format!("listeners[{i}].tls.certificates[{j}]");
-                if let Err(e) = crate::tls::load_certified_key(&c.cert, &c.key) {
-                    errors.push(cp.clone(), K::Tls { file: e.file, reason: e.reason });
-                }
                 for (k, n) in c.server_names.iter().enumerate() {
                     if let Err(reason) = HostPattern::parse(n) {
                         errors.push(format!("{cp}.server_names[{k}]"), K::InvalidHost { value: n.clone(), reason });
@@ -543,7 +547,6 @@ fn check_cluster(errors: &mut ConfigErrors, c: &super::ClusterConfig) {
 }
 
 fn check_vip(errors: &mut ConfigErrors, v: &super::VipConfig) {
-    use crate::vip::actuator::VipAddr;
     if v.backend == super::VipBackend::Exec && v.command.is_empty() {
         errors.push("vip.command", K::Empty);
     }

@@ -1,6 +1,11 @@
-//! Host and path patterns, parsed once at config time and matched without allocating.
+//! Host and path patterns, parsed once at config time and matched without
+//! allocating, and the path rewrites a route applies after it matched.
+
+mod rewrite;
 
 use std::fmt;
+
+pub use rewrite::{Part as RewritePart, Rewrite, RewriteError};
 
 /// Most templates capture a handful of segments; a fixed array keeps matching allocation-free.
 pub const MAX_PARAMS: usize = 8;
@@ -206,7 +211,7 @@ impl PathPattern {
     /// Priority inside one host bucket: lower sorts first. Exact paths, then
     /// templates with more literal segments (fixed length before catch-all),
     /// then longer prefixes, then match-all.
-    pub(crate) fn rank(&self) -> (u8, usize, usize) {
+    pub fn rank(&self) -> (u8, usize, usize) {
         match self {
             PathPattern::Exact(_) => (0, 0, 0),
             PathPattern::Template(Template { segments, .. }) => {

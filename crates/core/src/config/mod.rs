@@ -8,6 +8,7 @@ mod document;
 mod error;
 mod node;
 mod validate;
+mod values;
 
 use std::path::Path;
 
@@ -15,8 +16,9 @@ pub use document::*;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use node::*;
 pub use validate::check_address;
-pub(crate) use validate::route_path as validate_route_path;
+pub use validate::route_path as validate_route_path;
 pub use validate::{validate_document, validate_node, Validated};
+pub use values::{is_cookie_name_byte, HashOn, VipAddr};
 
 /// Encodings the admin API accepts for a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

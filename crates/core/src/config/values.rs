@@ -1,0 +1,84 @@
+//! Typed values that config strings stand for: what a consistent-hash pool
+//! hashes on, cookie names, VIP addresses. Parsed once, at load.
+
+use std::net::IpAddr;
+
+use http::HeaderName;
+
+/// What a consistent-hash pool hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    ClientIp,
+    Header(HeaderName),
+    Cookie(String),
+}
+
+impl HashOn {
+    pub fn parse(s: &str) -> Option<Self> {
+        if s == "client_ip" {
+            return Some(HashOn::ClientIp);
+        }
+        if let Some(name) = s.strip_prefix("header:") {
+            return HeaderName::from_bytes(name.as_bytes()).ok().map(HashOn::Header);
+        }
+        if let Some(name) = s.strip_prefix("cookie:") {
+            if !name.is_empty() && name.bytes().all(is_cookie_name_byte) {
+                return Some(HashOn::Cookie(name.to_string()));
+            }
+        }
+        None
+    }
+}
+
+/// RFC 6265 token characters.
+pub fn is_cookie_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A VIP as configured: `10.0.0.100/24`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VipAddr {
+    pub ip: IpAddr,
+    pub prefix: u8,
+}
+
+impl VipAddr {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (ip, prefix) = s.split_once('/').ok_or("expected address/prefix, e.g. 10.0.0.100/24")?;
+        let ip: IpAddr = ip.parse().map_err(|_| format!("invalid IP address \"{ip}\""))?;
+        let prefix: u8 = prefix.parse().map_err(|_| format!("invalid prefix \"{prefix}\""))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(format!("prefix {prefix} is longer than {max}"));
+        }
+        Ok(Self { ip, prefix })
+    }
+}
+
+impl std::fmt::Display for VipAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.ip, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_on_parsing() {
+        assert_eq!(HashOn::parse("client_ip"), Some(HashOn::ClientIp));
+        assert_eq!(HashOn::parse("header:X-User"), Some(HashOn::Header(HeaderName::from_static("x-user"))));
+        assert_eq!(HashOn::parse("cookie:sid"), Some(HashOn::Cookie("sid".into())));
+        assert_eq!(HashOn::parse("cookie:"), None);
+        assert_eq!(HashOn::parse("ip"), None);
+    }
+
+    #[test]
+    fn vip_addresses() {
+        assert_eq!(VipAddr::parse("10.0.0.100/24").map(|v| v.to_string()), Ok("10.0.0.100/24".to_string()));
+        assert!(VipAddr::parse("10.0.0.100").is_err());
+        assert!(VipAddr::parse("10.0.0.100/33").is_err());
+        assert!(VipAddr::parse("fd00::1/129").is_err());
+    }
+}

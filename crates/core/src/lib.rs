@@ -1,0 +1,19 @@
+//! meridian-core: the ground floor every other crate of meridian stands on.
+//! It knows nothing of proxying, Raft, VIPs or DNS.
+//!
+//! # Layout
+//!
+//! - [`config`]: the node file and the gateway document (serde schema), the
+//!   typed values their strings stand for, and `validate`, which names the
+//!   key path of every broken rule.
+//! - [`pattern`]: host and path patterns and path rewrites, parsed once from
+//!   config and matched on every request.
+//! - [`logging`]: the process's `tracing` subscriber (pretty or JSON).
+//! - [`clock`]: monotonic and wall-clock milliseconds, the one source of
+//!   time stamps.
+#![deny(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+pub mod logging;
+pub mod pattern;
