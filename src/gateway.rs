@@ -11,18 +11,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
-use crate::proxy::server::{ListenError, Listener};
-use crate::proxy::{Gateway, Settings};
 use crate::raft::{Command, CommandResult, RegionNode};
-use crate::telemetry::GatewayMetrics;
 use crate::vip::agent::VipStatus;
 use meridian_core::config::{ConfigErrors, NodeConfig, Validated};
+use meridian_dataplane::proxy::server::{ListenError, Listener};
+use meridian_dataplane::proxy::{Gateway, Settings};
+use meridian_dataplane::telemetry::GatewayMetrics;
 
 /// Read a node file with every check: its rules, then the node-local files
 /// it names (certificates). What `meridian validate` and `gateway` load.
 pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors> {
     let node = meridian_core::config::load_node_file(path)?;
-    crate::tls::check_certificates(&node).into_result(node)
+    meridian_dataplane::tls::check_certificates(&node).into_result(node)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,7 @@ pub enum StartError {
     #[error(transparent)]
     Report(#[from] crate::gslb::publisher::SecretError),
     #[error(transparent)]
-    Redis(#[from] crate::kv::KvConfigError),
+    Redis(#[from] meridian_dataplane::kv::KvConfigError),
 }
 
 /// A running node. Dropping it does not stop it; call [`RunningGateway::shutdown`].
@@ -109,7 +109,7 @@ impl RunningGateway {
         let result = load_node_file(path).and_then(|node| {
             let doc = meridian_core::config::validate_document(node.into_inner().gateway)?;
             self.gateway.apply_next(doc, None).map_err(|e| match e {
-                crate::proxy::ApplyError::Invalid(errors) => errors,
+                meridian_dataplane::proxy::ApplyError::Invalid(errors) => errors,
                 other => ConfigErrors::from(meridian_core::config::ConfigError::new(
                     "",
                     meridian_core::config::ConfigErrorKind::Syntax(other.to_string()),
@@ -141,7 +141,7 @@ impl RunningGateway {
 
 /// Bind every listener and the admin API, apply the node file's document and serve.
 pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartError> {
-    crate::tls::install_crypto_provider();
+    meridian_dataplane::tls::install_crypto_provider();
     let node = node.into_inner();
     let metrics = Arc::new(GatewayMetrics::new(&node.node.name, &node.node.region));
     let settings = Settings {
@@ -153,7 +153,7 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
     let store = match &node.redis {
         Some(r) => {
             let members = node.cluster.as_ref().map_or(1, |c| c.members.len().max(1) as u32);
-            Some(crate::kv::RegionStore::connect(r, metrics.clone(), members, shutdown.clone()).await?)
+            Some(meridian_dataplane::kv::RegionStore::connect(r, metrics.clone(), members, shutdown.clone()).await?)
         }
         None => None,
     };

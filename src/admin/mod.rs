@@ -19,11 +19,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::proxy::{ApplyError, Gateway};
 use crate::raft::transport::ForwardOp;
 use crate::raft::{Command, CommandResult, RegionNode, WriteError};
 use meridian_core::clock::mono_ms;
 use meridian_core::config::{parse_document, ConfigErrors, Format, GatewayDocument};
+use meridian_dataplane::proxy::{ApplyError, Gateway};
 
 /// Largest document `PUT /config` accepts.
 const MAX_DOCUMENT_BYTES: usize = 4 << 20;

@@ -36,10 +36,10 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Reg
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-use crate::health::active::{probe, ActiveCheck, ProbeStreak};
 use config::GslbConfig;
 use dns::{DnsMetrics, GslbHandler, Zone};
 use meridian_core::config::Validated;
+use meridian_dataplane::health::active::{probe, ActiveCheck, ProbeStreak};
 use registry::{AnswerTable, RegionHealthState, Registry, Verdict};
 use report::{Refusal, Verifier, SIGNATURE_HEADER};
 

@@ -14,10 +14,10 @@ use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
 use super::report::{sign, HealthReport, SIGNATURE_HEADER};
-use crate::proxy::Gateway;
 use crate::raft::RegionNode;
 use meridian_core::clock::unix_ms;
 use meridian_core::config::ReportConfig;
+use meridian_dataplane::proxy::Gateway;
 
 #[derive(Debug, thiserror::Error)]
 #[error("report secret: {0}")]

@@ -20,9 +20,9 @@ use super::transport::{
     self, CallError, ForwardError, ForwardOp, Network, RpcHandler, RpcRequest, RpcResponse, Secret,
 };
 use super::{Command, CommandResult, NodeId, Raft};
-use crate::proxy::Gateway;
-use crate::telemetry::GatewayMetrics;
 use meridian_core::config::ClusterConfig;
+use meridian_dataplane::proxy::Gateway;
+use meridian_dataplane::telemetry::GatewayMetrics;
 
 /// What a member reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

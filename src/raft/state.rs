@@ -19,8 +19,8 @@ use tokio::sync::{watch, RwLock};
 
 use super::store::{load_snapshot, save_snapshot};
 use super::{bincode_config, Command, CommandResult, NodeId, TypeConfig};
-use crate::proxy::Gateway;
 use meridian_core::config::{parse_document, Format, GatewayDocument};
+use meridian_dataplane::proxy::Gateway;
 
 /// Revisions kept in the history (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 10_000;

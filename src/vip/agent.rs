@@ -13,9 +13,9 @@ use super::actuator::{Actuator, ActuatorError, Netlink};
 use super::engine::{Assigner, LeasePolicy, OwnerAction, OwnerEngine, RemoveReason};
 use crate::raft::state::StateEvent;
 use crate::raft::{Command, CommandResult, RegionNode};
-use crate::telemetry::GatewayMetrics;
 use meridian_core::config::VipAddr;
 use meridian_core::config::{VipBackend, VipConfig};
+use meridian_dataplane::telemetry::GatewayMetrics;
 
 /// What this member holds, for the admin API.
 #[derive(Debug, Default)]

@@ -32,7 +32,7 @@ fn pki(names: &[&str]) -> Pki {
 }
 
 fn client_config(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    meridian::tls::install_crypto_provider();
+    meridian_dataplane::tls::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
     let mut c = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
