@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use meridian::gateway::RunningGateway;
-use meridian::raft::{Command, CommandResult};
+use meridian_region::gateway::RunningGateway;
+use meridian_region::raft::{Command, CommandResult};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
@@ -44,8 +44,8 @@ impl Region {
     async fn start(&mut self, i: usize) -> anyhow::Result<()> {
         let path = self.dir.path().join(format!("n{}.toml", i + 1));
         std::fs::write(&path, self.config(i))?;
-        let cfg = meridian::gateway::load_node_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.nodes[i] = Some(meridian::gateway::start(cfg).await?);
+        let cfg = meridian_region::gateway::load_node_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.nodes[i] = Some(meridian_region::gateway::start(cfg).await?);
         Ok(())
     }
 

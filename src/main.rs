@@ -99,7 +99,7 @@ fn validate(file: &std::path::Path, document: bool) -> anyhow::Result<ExitCode> 
         let format = if file.extension().is_some_and(|e| e == "json") { Format::Json } else { Format::Toml };
         config::parse_document(&text, format).map(|_| ())
     } else {
-        meridian::gateway::load_node_file(file).map(|_| ())
+        meridian_region::gateway::load_node_file(file).map(|_| ())
     };
     match result {
         Ok(()) => {
@@ -129,7 +129,7 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run_gateway(path: PathBuf) -> anyhow::Result<ExitCode> {
-    let node = match meridian::gateway::load_node_file(&path) {
+    let node = match meridian_region::gateway::load_node_file(&path) {
         Ok(n) => n,
         Err(errors) => {
             for e in errors.iter() {
@@ -141,7 +141,7 @@ fn run_gateway(path: PathBuf) -> anyhow::Result<ExitCode> {
     meridian_core::logging::init_logging(&node.telemetry).map_err(anyhow::Error::msg)?;
     let rt = runtime(node.runtime.worker_threads)?;
     rt.block_on(async move {
-        let running = meridian::gateway::start(node).await?;
+        let running = meridian_region::gateway::start(node).await?;
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {

@@ -306,7 +306,7 @@ fn numbered_document(base: &serde_json::Value, n: usize) -> Option<(String, Stri
     // The region stores the document re-encoded after parsing: digest that.
     let parsed = meridian_core::config::parse_document(&text, meridian_core::config::Format::Json).ok()?.into_inner();
     let stored = serde_json::to_string(&parsed).ok()?;
-    Some((text, crate::raft::document_digest(&stored)))
+    Some((text, meridian_region::raft::document_digest(&stored)))
 }
 
 /// PUT a new document to the running nodes in turn, every `every`.

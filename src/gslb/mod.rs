@@ -5,17 +5,16 @@
 //! number can run side by side and answer alike for the same health.
 //!
 //! - [`config`]: the `gslb.toml` schema and its checks.
-//! - [`report`]: report format, signatures, replay protection.
 //! - [`registry`]: region verdicts and the answer table.
 //! - [`steer`]: client location and the choice of region.
 //! - [`dns`]: the request handler.
-//! - [`publisher`]: the gateway side — a region's leader sends reports.
+//!
+//! Reports (format, signatures, replay protection) are
+//! `meridian_core::report`: the region's publisher and this receiver share it.
 
 pub mod config;
 pub mod dns;
-pub mod publisher;
 pub mod registry;
-pub mod report;
 pub mod steer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,9 +38,9 @@ use tokio_util::sync::CancellationToken;
 use config::GslbConfig;
 use dns::{DnsMetrics, GslbHandler, Zone};
 use meridian_core::config::Validated;
+use meridian_core::report::{Refusal, Verifier, SIGNATURE_HEADER};
 use meridian_dataplane::health::active::{probe, ActiveCheck, ProbeStreak};
 use registry::{AnswerTable, RegionHealthState, Registry, Verdict};
-use report::{Refusal, Verifier, SIGNATURE_HEADER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GslbError {

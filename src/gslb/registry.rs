@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::report::HealthReport;
 use super::steer::Coordinates;
+use meridian_core::report::HealthReport;
 
 /// One VIP's probe verdict (written by its prober).
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use meridian::gateway::RunningGateway;
+use meridian_region::gateway::RunningGateway;
 
 use crate::support::*;
 
@@ -105,8 +105,8 @@ upstream = "u"
     pub async fn start_node(&mut self, i: usize) {
         let path = self.dir.path().join(format!("n{}.toml", i + 1));
         std::fs::write(&path, self.node_config(i, i == 0)).unwrap();
-        let cfg = meridian::gateway::load_node_file(&path).unwrap_or_else(|e| panic!("{e}"));
-        self.nodes[i] = Some(meridian::gateway::start(cfg).await.unwrap());
+        let cfg = meridian_region::gateway::load_node_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        self.nodes[i] = Some(meridian_region::gateway::start(cfg).await.unwrap());
     }
 
     pub async fn stop_node(&mut self, i: usize) {

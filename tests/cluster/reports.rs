@@ -6,8 +6,8 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meridian::gslb::report::{Verifier, SIGNATURE_HEADER};
 use meridian_core::clock::unix_ms;
+use meridian_core::report::{Verifier, SIGNATURE_HEADER};
 
 use crate::harness::Region;
 use crate::support::*;

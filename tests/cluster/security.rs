@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use meridian::raft::transport::{RpcRequest, RpcResponse, Secret, Session};
+use meridian_region::raft::transport::{RpcRequest, RpcResponse, Secret, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::Region;
@@ -21,8 +21,10 @@ async fn a_peer_without_the_secret_cannot_append_or_join() {
 
     // A forwarded membership change from a stranger is refused the same way.
     let mut s = Session::connect(&raft_addr, &wrong, 99, Duration::from_secs(1)).await.unwrap();
-    let join =
-        RpcRequest::Forward(meridian::raft::transport::ForwardOp::AddMember { id: 99, address: "127.0.0.1:1".into() });
+    let join = RpcRequest::Forward(meridian_region::raft::transport::ForwardOp::AddMember {
+        id: 99,
+        address: "127.0.0.1:1".into(),
+    });
     assert!(tokio::time::timeout(Duration::from_secs(2), s.call(&join)).await.unwrap().is_err());
 
     // Not even the protocol: garbage is dropped.

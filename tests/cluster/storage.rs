@@ -1,8 +1,8 @@
 //! openraft's own storage test suite against the durable store.
 
-use meridian::raft::state::StateMachine;
-use meridian::raft::store::{self, LogStore};
-use meridian::raft::{NodeId, TypeConfig};
+use meridian_region::raft::state::StateMachine;
+use meridian_region::raft::store::{self, LogStore};
+use meridian_region::raft::{NodeId, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 

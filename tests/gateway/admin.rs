@@ -60,7 +60,7 @@ async fn admin_writes_are_refused_without_a_configured_token() {
         meridian_core::config::parse(&node, meridian_core::config::Format::Toml).unwrap(),
     )
     .unwrap();
-    let gw = meridian::gateway::start(cfg).await.unwrap();
+    let gw = meridian_region::gateway::start(cfg).await.unwrap();
     let r = admin(gw.admin_addr, "PUT", "/config", "").await;
     assert_eq!(r.status, 403);
     gw.shutdown().await;

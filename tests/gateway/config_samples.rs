@@ -44,7 +44,7 @@ fn every_sample_config_is_valid() {
             }
             checked += 1;
         } else if table.contains_key("node") {
-            if let Err(e) = meridian::gateway::load_node_file(f) {
+            if let Err(e) = meridian_region::gateway::load_node_file(f) {
                 panic!("{}:\n{e}", f.display());
             }
             checked += 1;
@@ -77,7 +77,7 @@ fn rendered_cluster_files_are_valid() {
             for i in 1..=r.nodes {
                 let f = dir.path().join(format!("{}-n{i}.toml", r.name));
                 std::fs::write(&f, ctx.node(r, i)).unwrap();
-                if let Err(e) = meridian::gateway::load_node_file(&f) {
+                if let Err(e) = meridian_region::gateway::load_node_file(&f) {
                     panic!("{mode:?} {}:\n{e}\n{}", f.display(), ctx.node(r, i));
                 }
             }

@@ -40,7 +40,7 @@ fn client_config(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<rustls::Cl
     Arc::new(c)
 }
 
-async fn tls_gateway(p: &Pki) -> (meridian::backend::Backend, meridian::gateway::RunningGateway) {
+async fn tls_gateway(p: &Pki) -> (meridian::backend::Backend, meridian_region::gateway::RunningGateway) {
     let b = backend("b").await;
     let d = p.dir.path().display();
     let gw = gateway_with(
@@ -139,7 +139,7 @@ key = "bad.key"
 "#;
     let path = dir.path().join("node.toml");
     std::fs::write(&path, text).unwrap();
-    let errors = meridian::gateway::load_node_file(&path).unwrap_err();
+    let errors = meridian_region::gateway::load_node_file(&path).unwrap_err();
     let line = errors.to_string();
     assert!(line.starts_with("listeners[0].tls.certificates[0]: "), "{line}");
     assert!(line.contains("bad.pem"), "{line}");

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RData, RecordType};
-use meridian::gslb::report::{sign, HealthReport, SIGNATURE_HEADER};
 use meridian_core::clock::unix_ms;
+use meridian_core::report::{sign, HealthReport, SIGNATURE_HEADER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 

@@ -13,8 +13,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use meridian::backend::Backend;
-use meridian::gateway::RunningGateway;
 use meridian_core::config::{self, Format, NodeConfig, Validated};
+use meridian_region::gateway::RunningGateway;
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -68,7 +68,7 @@ pub async fn gateway(doc: &str) -> RunningGateway {
 
 pub async fn gateway_with(doc: &str, extra_node: &str) -> RunningGateway {
     init_tracing();
-    meridian::gateway::start(node_config(doc, extra_node)).await.unwrap()
+    meridian_region::gateway::start(node_config(doc, extra_node)).await.unwrap()
 }
 
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {

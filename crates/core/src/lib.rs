@@ -8,6 +8,8 @@
 //!   key path of every broken rule.
 //! - [`pattern`]: host and path patterns and path rewrites, parsed once from
 //!   config and matched on every request.
+//! - [`report`]: the health report a region's leader sends every global
+//!   balancer: format, HMAC signatures, replay protection.
 //! - [`logging`]: the process's `tracing` subscriber (pretty or JSON).
 //! - [`clock`]: monotonic and wall-clock milliseconds, the one source of
 //!   time stamps.
@@ -17,3 +19,4 @@ pub mod clock;
 pub mod config;
 pub mod logging;
 pub mod pattern;
+pub mod report;

@@ -13,10 +13,10 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
-use super::report::{sign, HealthReport, SIGNATURE_HEADER};
 use crate::raft::RegionNode;
 use meridian_core::clock::unix_ms;
 use meridian_core::config::ReportConfig;
+use meridian_core::report::{sign, HealthReport, SIGNATURE_HEADER};
 use meridian_dataplane::proxy::Gateway;
 
 #[derive(Debug, thiserror::Error)]

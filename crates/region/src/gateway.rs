@@ -38,7 +38,7 @@ pub enum StartError {
     #[error("vip: {0}")]
     Vip(#[from] crate::vip::agent::AgentError),
     #[error(transparent)]
-    Report(#[from] crate::gslb::publisher::SecretError),
+    Report(#[from] crate::publisher::SecretError),
     #[error(transparent)]
     Redis(#[from] meridian_dataplane::kv::KvConfigError),
 }
@@ -185,7 +185,7 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
         _ => None,
     };
     if let (Some(r), Some(report)) = (&region, &node.report) {
-        crate::gslb::publisher::spawn(report, r.clone(), gateway.clone(), shutdown.clone())?;
+        crate::publisher::spawn(report, r.clone(), gateway.clone(), shutdown.clone())?;
     }
     let mut bound = Vec::new();
     for l in &node.listeners {
