@@ -1,11 +1,10 @@
 //! meridian: a multi-region, active-active API gateway cluster. The data
 //! plane is `meridian-dataplane`, config and patterns `meridian-core`, the
-//! region (Raft, VIPs, admin API, a whole node) `meridian-region`.
+//! region (Raft, VIPs, admin API, a whole node) `meridian-region`, the DNS
+//! global balancer `meridian-gslb`.
 //!
 //! # Layout
 //!
-//! - [`gslb`]: the DNS global balancer (hickory-server): health registry,
-//!   steering, DNS answers.
 //! - [`ctl`]: `meridian ctl`, the operator CLI over the admin API.
 //! - [`netns`]: network-namespace labs for tests and drills (hosts on a
 //!   bridge, partitions with nft, guaranteed cleanup).
@@ -21,7 +20,6 @@ pub mod backend;
 pub mod chaos;
 pub mod cluster;
 pub mod ctl;
-pub mod gslb;
 pub mod netns;
 
 /// The version string `meridian version` prints.

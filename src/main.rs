@@ -93,7 +93,7 @@ fn validate(file: &std::path::Path, document: bool) -> anyhow::Result<ExitCode> 
     } else if table.contains_key("fault") {
         meridian::chaos::drill::Drill::load(file).map(|_| ())
     } else if is_gslb {
-        meridian::gslb::config::load(file).map(|_| ())
+        meridian_gslb::config::load(file).map(|_| ())
     } else if document {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         let format = if file.extension().is_some_and(|e| e == "json") { Format::Json } else { Format::Toml };
@@ -161,7 +161,7 @@ fn run_gateway(path: PathBuf) -> anyhow::Result<ExitCode> {
 }
 
 fn run_gslb(path: PathBuf) -> anyhow::Result<ExitCode> {
-    let cfg = match meridian::gslb::config::load(&path) {
+    let cfg = match meridian_gslb::config::load(&path) {
         Ok(c) => c,
         Err(errors) => {
             for e in errors.iter() {
@@ -178,7 +178,7 @@ fn run_gslb(path: PathBuf) -> anyhow::Result<ExitCode> {
     meridian_core::logging::init_logging(&telemetry).map_err(anyhow::Error::msg)?;
     let rt = runtime(0)?;
     rt.block_on(async move {
-        let running = meridian::gslb::start(cfg).await?;
+        let running = meridian_gslb::start(cfg).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = term.recv() => {}

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::gslb::config::Point;
 use meridian_core::config::{ConfigErrorKind as K, ConfigErrors, Validated};
+use meridian_gslb::config::Point;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,7 +139,7 @@ impl Topology {
         if !label_ok(&self.name, 6) {
             e.push("name", K::OutOfRange { value: self.name.clone(), rule: "1 to 6 characters of a-z, 0-9" });
         }
-        if !crate::gslb::config::valid_dns_name(&self.zone) || !self.zone.ends_with('.') {
+        if !meridian_gslb::config::valid_dns_name(&self.zone) || !self.zone.ends_with('.') {
             e.push(
                 "zone",
                 K::InvalidHost { value: self.zone.clone(), reason: "an absolute name ending in '.'".into() },

@@ -39,7 +39,7 @@ fn every_sample_config_is_valid() {
             }
             checked += 1;
         } else if table.contains_key("gslb") {
-            if let Err(e) = meridian::gslb::config::load(f) {
+            if let Err(e) = meridian_gslb::config::load(f) {
                 panic!("{}:\n{e}", f.display());
             }
             checked += 1;
@@ -85,7 +85,7 @@ fn rendered_cluster_files_are_valid() {
         for g in &topo.gslbs {
             let f = dir.path().join(format!("{}.toml", g.name));
             std::fs::write(&f, ctx.gslb(&g.name)).unwrap();
-            if let Err(e) = meridian::gslb::config::load(&f) {
+            if let Err(e) = meridian_gslb::config::load(&f) {
                 panic!("{mode:?} {}:\n{e}\n{}", f.display(), ctx.gslb(&g.name));
             }
         }

@@ -21,7 +21,7 @@ const US: &str = "127.0.2.1";
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    gslb: meridian::gslb::RunningGslb,
+    gslb: meridian_gslb::RunningGslb,
     eu: meridian::backend::Backend,
     us: meridian::backend::Backend,
     /// Reports are sent for a region while its flag is set.
@@ -113,8 +113,8 @@ async fn start() -> Fixture {
     let us = meridian::backend::start(format!("{US}:{port}").parse().unwrap(), "us").await.unwrap();
     let path = dir.path().join("gslb.toml");
     std::fs::write(&path, config(dir.path(), port)).unwrap();
-    let cfg = meridian::gslb::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let gslb = meridian::gslb::start(cfg).await.unwrap();
+    let cfg = meridian_gslb::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let gslb = meridian_gslb::start(cfg).await.unwrap();
     let mut reporting = BTreeMap::new();
     for (region, secret) in [("eu", "eu-report-secret-0123"), ("us", "us-report-secret-0123")] {
         let flag = Arc::new(AtomicBool::new(true));

@@ -1,8 +1,10 @@
-//! The DNS global balancer (`meridian gslb`): an authoritative server for a
+//! meridian-gslb, the DNS global balancer (`meridian gslb`): an authoritative server for a
 //! zone whose service names answer with the VIPs of the nearest healthy
 //! region. Health comes from signed reports of each region's leader and from
 //! this instance's own probes of every VIP; instances share nothing, so any
 //! number can run side by side and answer alike for the same health.
+//!
+//! # Layout
 //!
 //! - [`config`]: the `gslb.toml` schema and its checks.
 //! - [`registry`]: region verdicts and the answer table.
@@ -11,6 +13,8 @@
 //!
 //! Reports (format, signatures, replay protection) are
 //! `meridian_core::report`: the region's publisher and this receiver share it.
+
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod dns;
