@@ -1,7 +1,11 @@
-//! The `meridian` binary: parse the command line, load and validate config,
-//! start telemetry and run the chosen role.
+//! The `meridian` binary, the one composition root: parse the command line,
+//! load and validate config, start telemetry and run the chosen role. The
+//! roles live in the crates under `crates/` (core → dataplane → region →
+//! gslb, lab); `ctl` is the operator CLI over the admin API. The lab roles
+//! (`cluster`, `chaos`, `backend`) come with the default `lab` feature.
 
-use std::net::SocketAddr;
+mod ctl;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,13 +14,16 @@ use clap::{Parser, Subcommand};
 
 use meridian_core::config::{self, Format};
 
+/// The version string `meridian version` prints.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// The request path allocates a few small objects per request (header maps,
 /// channels); mimalloc serves them faster than glibc's allocator.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "meridian", version = meridian::VERSION, about = "A multi-region, active-active API gateway cluster")]
+#[command(name = "meridian", version = VERSION, about = "A multi-region, active-active API gateway cluster")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,15 +51,18 @@ enum Command {
         config: PathBuf,
     },
     /// Operate a running cluster through its admin API.
-    Ctl(meridian::ctl::CtlArgs),
+    Ctl(ctl::CtlArgs),
     /// Start, inspect or remove a whole multi-region cluster on this machine.
-    Cluster(meridian::cluster::ClusterArgs),
+    #[cfg(feature = "lab")]
+    Cluster(meridian_lab::cluster::ClusterArgs),
     /// Failover drills against a cluster.
-    Chaos(meridian::chaos::ChaosArgs),
+    #[cfg(feature = "lab")]
+    Chaos(meridian_lab::chaos::ChaosArgs),
     /// Run the sample backend used by the demo and the tests.
+    #[cfg(feature = "lab")]
     Backend {
         #[arg(long, default_value = "127.0.0.1:9001")]
-        listen: SocketAddr,
+        listen: std::net::SocketAddr,
         #[arg(long, default_value = "backend")]
         name: String,
     },
@@ -64,16 +74,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version => {
-            println!("meridian {}", meridian::VERSION);
+            println!("meridian {}", VERSION);
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { file, document } => validate(&file, document),
         Command::Gateway { config } => run_gateway(config),
         Command::Gslb { config } => run_gslb(config),
+        #[cfg(feature = "lab")]
         Command::Backend { listen, name } => run_backend(listen, name),
-        Command::Cluster(args) => meridian::cluster::run(args),
-        Command::Chaos(args) => meridian::chaos::run(args),
-        Command::Ctl(args) => runtime(1).and_then(|rt| rt.block_on(meridian::ctl::run(args))),
+        #[cfg(feature = "lab")]
+        Command::Cluster(args) => meridian_lab::cluster::run(args),
+        #[cfg(feature = "lab")]
+        Command::Chaos(args) => meridian_lab::chaos::run(args),
+        Command::Ctl(args) => runtime(1).and_then(|rt| rt.block_on(ctl::run(args))),
     };
     match result {
         Ok(code) => code,
@@ -88,10 +101,8 @@ fn validate(file: &std::path::Path, document: bool) -> anyhow::Result<ExitCode> 
     let table: toml::Table =
         std::fs::read_to_string(file).ok().and_then(|t| toml::from_str(&t).ok()).unwrap_or_default();
     let is_gslb = table.contains_key("gslb");
-    let result = if table.contains_key("wan") && table.contains_key("regions") {
-        meridian::cluster::topology::Topology::load(file).map(|_| ())
-    } else if table.contains_key("fault") {
-        meridian::chaos::drill::Drill::load(file).map(|_| ())
+    let result = if let Some(checked) = validate_lab_file(&table, file) {
+        checked
     } else if is_gslb {
         meridian_gslb::config::load(file).map(|_| ())
     } else if document {
@@ -113,6 +124,23 @@ fn validate(file: &std::path::Path, document: bool) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Topologies and drills are lab files: checked when the lab is built in.
+#[cfg(feature = "lab")]
+fn validate_lab_file(table: &toml::Table, file: &std::path::Path) -> Option<Result<(), config::ConfigErrors>> {
+    if table.contains_key("wan") && table.contains_key("regions") {
+        Some(meridian_lab::cluster::topology::Topology::load(file).map(|_| ()))
+    } else if table.contains_key("fault") {
+        Some(meridian_lab::chaos::drill::Drill::load(file).map(|_| ()))
+    } else {
+        None
+    }
+}
+
+#[cfg(not(feature = "lab"))]
+fn validate_lab_file(_: &toml::Table, _: &std::path::Path) -> Option<Result<(), config::ConfigErrors>> {
+    None
 }
 
 fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -189,10 +217,11 @@ fn run_gslb(path: PathBuf) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn run_backend(listen: SocketAddr, name: String) -> anyhow::Result<ExitCode> {
+#[cfg(feature = "lab")]
+fn run_backend(listen: std::net::SocketAddr, name: String) -> anyhow::Result<ExitCode> {
     let rt = runtime(1)?;
     rt.block_on(async move {
-        let backend = meridian::backend::start(listen, &name).await.with_context(|| format!("binding {listen}"))?;
+        let backend = meridian_lab::backend::start(listen, &name).await.with_context(|| format!("binding {listen}"))?;
         eprintln!("backend {name} listening on {}", backend.addr);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -11,7 +11,7 @@ pub struct Region {
     pub dir: tempfile::TempDir,
     pub raft_ports: Vec<u16>,
     pub nodes: Vec<Option<RunningGateway>>,
-    pub backend: meridian::backend::Backend,
+    pub backend: meridian_lab::backend::Backend,
     pub tuning: String,
     /// Appended to every node file (e.g. a `[vip]` section).
     pub extra: String,

@@ -54,7 +54,7 @@ fn drill(name: &str, cluster: &str, out: &Path) -> serde_json::Value {
 /// A cluster of its own for one drill, removed whatever happens; `None`
 /// (and the test skipped) where namespaces cannot be made.
 fn drill_cluster() -> Option<(String, Down, tempfile::TempDir)> {
-    if let Err(why) = meridian::netns::available() {
+    if let Err(why) = meridian_lab::netns::available() {
         eprintln!("skipping the drill: {why}");
         return None;
     }

@@ -2,11 +2,11 @@ use std::collections::HashMap;
 
 use crate::support::*;
 
-async fn three_backends() -> Vec<meridian::backend::Backend> {
+async fn three_backends() -> Vec<meridian_lab::backend::Backend> {
     vec![backend("a").await, backend("b").await, backend("c").await]
 }
 
-fn targets(b: &[meridian::backend::Backend], weights: &[u32]) -> String {
+fn targets(b: &[meridian_lab::backend::Backend], weights: &[u32]) -> String {
     b.iter()
         .zip(weights)
         .map(|(b, w)| format!("{{ address = \"{}\", weight = {w} }}", b.addr))

@@ -29,12 +29,12 @@ fn every_sample_config_is_valid() {
         let text = std::fs::read_to_string(f).unwrap();
         let table: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         if table.contains_key("wan") && table.contains_key("regions") {
-            if let Err(e) = meridian::cluster::topology::Topology::load(f) {
+            if let Err(e) = meridian_lab::cluster::topology::Topology::load(f) {
                 panic!("{}:\n{e}", f.display());
             }
             checked += 1;
         } else if table.contains_key("fault") {
-            if let Err(e) = meridian::chaos::drill::Drill::load(f) {
+            if let Err(e) = meridian_lab::chaos::drill::Drill::load(f) {
                 panic!("{}:\n{e}", f.display());
             }
             checked += 1;
@@ -62,7 +62,7 @@ fn every_sample_config_is_valid() {
 /// topology are valid, on namespaces and on loopback.
 #[test]
 fn rendered_cluster_files_are_valid() {
-    use meridian::cluster::{render::Context, topology::Topology, Mode};
+    use meridian_lab::cluster::{render::Context, topology::Topology, Mode};
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let topo = Topology::load(&root.join("cluster/local.toml")).unwrap().into_inner();
     let dir = tempfile::tempdir().unwrap();

@@ -28,7 +28,7 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn echo_gateway(extra_node: &str) -> (meridian::backend::Backend, meridian_region::gateway::RunningGateway) {
+async fn echo_gateway(extra_node: &str) -> (meridian_lab::backend::Backend, meridian_region::gateway::RunningGateway) {
     let b = backend("b").await;
     let gw = gateway_with(
         &format!(

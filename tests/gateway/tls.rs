@@ -40,7 +40,7 @@ fn client_config(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<rustls::Cl
     Arc::new(c)
 }
 
-async fn tls_gateway(p: &Pki) -> (meridian::backend::Backend, meridian_region::gateway::RunningGateway) {
+async fn tls_gateway(p: &Pki) -> (meridian_lab::backend::Backend, meridian_region::gateway::RunningGateway) {
     let b = backend("b").await;
     let d = p.dir.path().display();
     let gw = gateway_with(

@@ -22,8 +22,8 @@ const US: &str = "127.0.2.1";
 struct Fixture {
     _dir: tempfile::TempDir,
     gslb: meridian_gslb::RunningGslb,
-    eu: meridian::backend::Backend,
-    us: meridian::backend::Backend,
+    eu: meridian_lab::backend::Backend,
+    us: meridian_lab::backend::Backend,
     /// Reports are sent for a region while its flag is set.
     reporting: BTreeMap<&'static str, Arc<AtomicBool>>,
 }
@@ -108,9 +108,9 @@ async fn start() -> Fixture {
     std::fs::write(dir.path().join("eu.secret"), "eu-report-secret-0123").unwrap();
     std::fs::write(dir.path().join("us.secret"), "us-report-secret-0123").unwrap();
     // One port for both fake regions' backends, on their own loopback addresses.
-    let eu = meridian::backend::start(format!("{EU}:0").parse().unwrap(), "eu").await.unwrap();
+    let eu = meridian_lab::backend::start(format!("{EU}:0").parse().unwrap(), "eu").await.unwrap();
     let port = eu.addr.port();
-    let us = meridian::backend::start(format!("{US}:{port}").parse().unwrap(), "us").await.unwrap();
+    let us = meridian_lab::backend::start(format!("{US}:{port}").parse().unwrap(), "us").await.unwrap();
     let path = dir.path().join("gslb.toml");
     std::fs::write(&path, config(dir.path(), port)).unwrap();
     let cfg = meridian_gslb::config::load(&path).unwrap_or_else(|e| panic!("{e}"));

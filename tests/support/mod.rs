@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
-use meridian::backend::Backend;
 use meridian_core::config::{self, Format, NodeConfig, Validated};
+use meridian_lab::backend::Backend;
 use meridian_region::gateway::RunningGateway;
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
@@ -28,7 +28,7 @@ pub fn init_tracing() {
 }
 
 pub async fn backend(name: &str) -> Backend {
-    meridian::backend::start("127.0.0.1:0".parse().unwrap(), name).await.unwrap()
+    meridian_lab::backend::start("127.0.0.1:0".parse().unwrap(), name).await.unwrap()
 }
 
 /// A node file around `doc` (a gateway document in TOML), listening on port 0.

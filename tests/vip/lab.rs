@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use meridian::chaos::observe::one_request;
-use meridian::netns::{Host, Lab};
+use meridian_lab::chaos::observe::one_request;
+use meridian_lab::netns::{Host, Lab};
 
 const TOKEN: &str = "lab-admin-token-0123456789";
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
@@ -37,7 +37,7 @@ pub struct Outcome {
 impl VipLab {
     /// `None` (and a note on stderr) when namespaces are not available here.
     pub fn start(name: &str) -> Option<VipLab> {
-        if let Err(why) = meridian::netns::available() {
+        if let Err(why) = meridian_lab::netns::available() {
             eprintln!("skipping {name}: {why}");
             return None;
         }

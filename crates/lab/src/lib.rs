@@ -1,11 +1,9 @@
-//! meridian: a multi-region, active-active API gateway cluster. The data
-//! plane is `meridian-dataplane`, config and patterns `meridian-core`, the
-//! region (Raft, VIPs, admin API, a whole node) `meridian-region`, the DNS
-//! global balancer `meridian-gslb`.
+//! meridian-lab: the whole system on one machine, for demos, drills and
+//! tests. Nothing in a gateway or balancer needs it; the `meridian` binary
+//! carries it behind the default-on `lab` feature.
 //!
 //! # Layout
 //!
-//! - [`ctl`]: `meridian ctl`, the operator CLI over the admin API.
 //! - [`netns`]: network-namespace labs for tests and drills (hosts on a
 //!   bridge, partitions with nft, guaranteed cleanup).
 //! - [`cluster`]: `meridian cluster up|down|status`: a topology file, the
@@ -19,8 +17,4 @@
 pub mod backend;
 pub mod chaos;
 pub mod cluster;
-pub mod ctl;
 pub mod netns;
-
-/// The version string `meridian version` prints.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
