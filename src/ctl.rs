@@ -297,6 +297,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                     let s = &m["status"];
                     let health = if m["reachable"] != true {
                         "unreachable"
+                    } else if s["serving_version"] != s["config_version"] {
+                        // Applied but not compiled here: the region serves two versions.
+                        "not-serving"
                     } else if s["config_version"].as_u64() == Some(leader_version) {
                         "ok"
                     } else {
@@ -309,6 +312,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                         "role": s["role"],
                         "term": s["term"],
                         "applied_version": s["config_version"],
+                        "serving_version": s["serving_version"],
+                        "serving_error": s["serving_error"],
                         "applied_index": s["applied_index"],
                         "health": health,
                     }));
@@ -318,18 +323,19 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
                 Output::Table => {
                     println!(
-                        "{:<8} {:<14} {:<4} {:<10} {:>6} {:>8} {:<12}",
-                        "REGION", "NODE", "ID", "ROLE", "TERM", "VERSION", "HEALTH"
+                        "{:<8} {:<14} {:<4} {:<10} {:>6} {:>8} {:>8} {:<12}",
+                        "REGION", "NODE", "ID", "ROLE", "TERM", "APPLIED", "SERVING", "HEALTH"
                     );
                     for row in &rows {
                         println!(
-                            "{:<8} {:<14} {:<4} {:<10} {:>6} {:>8} {:<12}",
+                            "{:<8} {:<14} {:<4} {:<10} {:>6} {:>8} {:>8} {:<12}",
                             cell(&row["region"]),
                             cell(&row["node"]),
                             cell(&row["id"]),
                             cell(&row["role"]),
                             cell(&row["term"]),
                             cell(&row["applied_version"]),
+                            cell(&row["serving_version"]),
                             cell(&row["health"]),
                         );
                     }

@@ -127,3 +127,56 @@ async fn a_minority_cannot_commit() {
     assert_eq!(get(r.node(keep).http_addr(), "/").await.status, 200);
     r.shutdown().await;
 }
+
+/// The region's log decides what is applied; a member that cannot compile
+/// the applied document (here: one from a newer version, with a field this
+/// binary does not know) keeps serving the previous one and says so.
+#[tokio::test]
+async fn a_document_a_member_cannot_compile_is_applied_but_not_served() {
+    use meridian_region::raft::{Command, CommandResult};
+    let r = Region::start(3, FAST).await;
+    r.converged(1).await;
+    let newer = serde_json::json!({
+        "upstreams": { "u": { "targets": [{ "address": r.backend.addr.to_string() }] } },
+        "routes": [{ "name": "newer", "upstream": "u" }],
+        "added_by_a_newer_version": true,
+    })
+    .to_string();
+    let region = r.node(0).region.clone().expect("a region member");
+    let written = region.write(Command::PutConfig { expected_version: None, document: newer }).await;
+    assert_eq!(written.ok(), Some(CommandResult::ConfigApplied { version: 2 }));
+    for (i, n) in r.running() {
+        let split = eventually(Duration::from_secs(10), || async {
+            let c = admin(n.admin_addr, "GET", "/cluster", "").await.json();
+            c["node"]["config_version"] == 2 && c["node"]["serving_version"] == 1
+        })
+        .await;
+        let c = admin(n.admin_addr, "GET", "/cluster", "").await.json();
+        assert!(split, "member {i}: {c:#}");
+        assert!(c["node"]["serving_error"].as_str().unwrap_or("").contains("added_by_a_newer_version"), "{c:#}");
+        // Still serving version 1, and counted.
+        assert_eq!(n.gateway.version(), 1);
+        assert_eq!(get(n.http_addr(), "/").await.status, 200);
+        let m = metrics(n.admin_addr).await;
+        assert_eq!(metric_value(&m, "meridian_config_applied_version", &[]), 2.0);
+        assert_eq!(metric_value(&m, "meridian_config_version", &[]), 1.0);
+        assert_eq!(metric_value(&m, "meridian_config_serve_failures_total", &[]), 1.0);
+    }
+    // Every member sees the others split too.
+    let cluster = admin(r.node(1).admin_addr, "GET", "/cluster", "").await.json();
+    for m in cluster["members"].as_array().unwrap() {
+        assert_eq!(m["status"]["serving_version"], 1, "{cluster:#}");
+    }
+    // The next valid write is served everywhere, and the write answers with
+    // what the node it was sent to serves.
+    let resp = r.put(1, &doc(r.backend.addr, "fixed"), None).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["version"], 3);
+    assert_eq!(resp.json()["serving_version"], 3);
+    r.converged(3).await;
+    for (_, n) in r.running() {
+        let c = admin(n.admin_addr, "GET", "/cluster", "").await.json();
+        assert!(c["node"]["serving_error"].is_null(), "{c:#}");
+    }
+    r.shutdown().await;
+}

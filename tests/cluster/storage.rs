@@ -12,7 +12,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Dur
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
         let dir = tempfile::tempdir().map_err(|e| openraft::StorageIOError::write(&e))?;
         let db = store::open(dir.path()).map_err(|e| openraft::StorageIOError::write(&e))?;
-        let sm = StateMachine::open(db.clone(), None, None)?;
+        let sm = StateMachine::open(db.clone(), None)?;
         Ok((dir, LogStore::new(db), sm))
     }
 }

@@ -169,7 +169,11 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
             } else {
                 None
             };
-            Some(RegionNode::start(cluster, &node.node.name, &node.node.region, gateway.clone(), metrics, seed).await?)
+            let region_metrics = Arc::new(crate::metrics::RegionMetrics::new(&metrics.registry));
+            let r = RegionNode::start(cluster, &node.node.name, &node.node.region, region_metrics, seed).await?;
+            // The data plane follows the region's log: it serves what was applied.
+            tokio::spawn(crate::serving::follow(r.clone(), gateway.clone(), shutdown.clone()));
+            Some(r)
         }
         None => {
             let doc = meridian_core::config::validate_document(node.gateway.clone()).map_err(StartError::Document)?;
@@ -179,9 +183,7 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
     };
 
     let vips = match (&region, &node.vip) {
-        (Some(r), Some(v)) => {
-            Some(crate::vip::agent::start(r.clone(), v, gateway.metrics.clone(), shutdown.clone()).await?)
-        }
+        (Some(r), Some(v)) => Some(crate::vip::agent::start(r.clone(), v, shutdown.clone()).await?),
         _ => None,
     };
     if let (Some(r), Some(report)) = (&region, &node.report) {

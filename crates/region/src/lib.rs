@@ -9,6 +9,10 @@
 //!   liveness), the authenticated transport, writes forwarded to the leader.
 //! - [`vip`]: virtual IPs: lease engine, the agent that drives it, and the
 //!   actuators that move addresses (netlink + gratuitous ARP, exec, none).
+//! - [`serving`]: applied versus serving: compiles each applied document
+//!   into the data plane, keeps the previous one when that fails here, and
+//!   says so.
+//! - [`metrics`]: Raft, VIP and report metrics, in the node's registry.
 //! - [`publisher`]: the region's leader sends signed health reports to every
 //!   global balancer.
 //! - [`admin`]: the admin API (health, readiness, metrics, config, cluster,
@@ -19,6 +23,8 @@
 
 pub mod admin;
 pub mod gateway;
+pub mod metrics;
 pub mod publisher;
 pub mod raft;
+pub mod serving;
 pub mod vip;

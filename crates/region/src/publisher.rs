@@ -81,7 +81,7 @@ pub fn spawn(
         cfg.endpoints.iter().map(|e| format!("{}/v1/report", e.trim_end_matches('/'))).collect();
     let (interval, timeout) = (cfg.interval, cfg.timeout);
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let sent = gateway.metrics.gslb_reports.clone();
+    let sent = region.metrics().gslb_reports.clone();
     tokio::spawn(async move {
         let mut failing: HashMap<String, bool> = HashMap::new();
         let mut tick = tokio::time::interval(interval);

@@ -1,5 +1,9 @@
-//! The Prometheus metrics of a gateway node. Per-route handles are resolved
-//! once per config version so the request path does no label lookups.
+//! The Prometheus metrics of a gateway node's data plane, and the one way
+//! meridian builds a metric (`counter`, `gauge`, `histogram` and their
+//! vectors, all in the `meridian` namespace, registered in the node's
+//! registry). Per-route handles are resolved once per config version so the
+//! request path does no label lookups. The region layer adds its own metrics
+//! to the same registry.
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -26,20 +30,6 @@ pub struct GatewayMetrics {
     pub config_applies: IntCounterVec,
     pub tls_handshake_errors: IntCounterVec,
     pub bad_requests: IntCounterVec,
-    pub raft_term: IntGauge,
-    pub raft_is_leader: IntGauge,
-    pub raft_leader_changes: IntCounter,
-    pub raft_commit_index: IntGauge,
-    pub raft_applied_index: IntGauge,
-    pub raft_last_log_index: IntGauge,
-    pub raft_apply_seconds: Histogram,
-    pub raft_refused_peers: IntCounter,
-    pub vip_owned: IntGaugeVec,
-    pub vip_moves: IntCounterVec,
-    pub vip_lease_renew_failures: IntCounter,
-    pub vip_fencing: IntCounter,
-    pub vip_actuator_errors: IntCounter,
-    pub gslb_reports: IntCounterVec,
     pub redis_available: IntGauge,
     pub redis_mode_switches: IntCounterVec,
     pub redis_errors: IntCounterVec,
@@ -48,13 +38,13 @@ pub struct GatewayMetrics {
     pub cache_events: IntCounterVec,
 }
 
-fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
+pub fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
     // Names are fixed and unique within this registry, so registration cannot fail.
     let _ = r.register(Box::new(m.clone()));
     m
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     reg(
         r,
         IntCounterVec::new(Opts::new(name, help).namespace("meridian"), labels)
@@ -62,7 +52,7 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     )
 }
 
-fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+pub fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     reg(
         r,
         IntGauge::with_opts(Opts::new(name, help).namespace("meridian"))
@@ -70,7 +60,7 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     )
 }
 
-fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+pub fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     reg(
         r,
         IntCounter::with_opts(Opts::new(name, help).namespace("meridian"))
@@ -78,10 +68,18 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     )
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     reg(
         r,
         IntGaugeVec::new(Opts::new(name, help).namespace("meridian"), labels)
+            .unwrap_or_else(|e| panic!("metric {name}: {e}")),
+    )
+}
+
+pub fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    reg(
+        r,
+        Histogram::with_opts(HistogramOpts::new(name, help).namespace("meridian").buckets(buckets.to_vec()))
             .unwrap_or_else(|e| panic!("metric {name}: {e}")),
     )
 }
@@ -104,13 +102,7 @@ impl GatewayMetrics {
             )
             .unwrap_or_else(|e| panic!("metric request_duration_seconds: {e}")),
         );
-        let config_version = reg(
-            &r,
-            IntGauge::with_opts(
-                Opts::new("config_version", "Version of the gateway document being served.").namespace("meridian"),
-            )
-            .unwrap_or_else(|e| panic!("metric config_version: {e}")),
-        );
+        let config_version = gauge(&r, "config_version", "Version of the gateway document being served.");
         Self {
             requests,
             request_duration,
@@ -187,54 +179,6 @@ impl GatewayMetrics {
                 "Requests refused before routing, by reason.",
                 &["reason"],
             ),
-            raft_term: gauge(&r, "raft_term", "Current Raft term of this member."),
-            raft_is_leader: gauge(&r, "raft_is_leader", "1 while this member leads its region."),
-            raft_leader_changes: counter(&r, "raft_leader_changes_total", "Leader changes seen by this member."),
-            raft_commit_index: gauge(&r, "raft_commit_index", "Last committed log index known here (-1: none)."),
-            raft_applied_index: gauge(
-                &r,
-                "raft_applied_index",
-                "Last log index applied to the state machine (-1: none).",
-            ),
-            raft_last_log_index: gauge(&r, "raft_last_log_index", "Last log index stored here (-1: none)."),
-            raft_apply_seconds: reg(
-                &r,
-                Histogram::with_opts(
-                    HistogramOpts::new("raft_apply_duration_seconds", "Time to apply a batch of committed entries.")
-                        .namespace("meridian")
-                        .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]),
-                )
-                .unwrap_or_else(|e| panic!("metric raft_apply_duration_seconds: {e}")),
-            ),
-            raft_refused_peers: counter(
-                &r,
-                "raft_refused_peers_total",
-                "Raft connections refused for failed authentication.",
-            ),
-            vip_owned: gauge_vec(&r, "vip_owned", "1 while this member holds the VIP.", &["vip"]),
-            vip_moves: counter_vec(
-                &r,
-                "vip_moves_total",
-                "VIP ownership changes committed by this member as leader, by reason.",
-                &["reason"],
-            ),
-            vip_lease_renew_failures: counter(
-                &r,
-                "vip_lease_renew_failures_total",
-                "Lease renewals not committed in time.",
-            ),
-            vip_fencing: counter(
-                &r,
-                "vip_fencing_total",
-                "VIPs dropped because the lease ran out (cut off from the quorum).",
-            ),
-            vip_actuator_errors: counter(&r, "vip_actuator_errors_total", "Failed address changes or announcements."),
-            gslb_reports: counter_vec(
-                &r,
-                "gslb_reports_total",
-                "Health reports sent to balancers, by endpoint and result.",
-                &["endpoint", "result"],
-            ),
             redis_available: gauge(
                 &r,
                 "redis_available",
@@ -247,17 +191,11 @@ impl GatewayMetrics {
                 &["to"],
             ),
             redis_errors: counter_vec(&r, "redis_errors_total", "Failed Redis calls, by kind.", &["kind"]),
-            redis_seconds: reg(
+            redis_seconds: histogram(
                 &r,
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "redis_command_duration_seconds",
-                        "Redis round trips (commands, scripts, pipelines).",
-                    )
-                    .namespace("meridian")
-                    .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05]),
-                )
-                .unwrap_or_else(|e| panic!("metric redis_command_duration_seconds: {e}")),
+                "redis_command_duration_seconds",
+                "Redis round trips (commands, scripts, pipelines).",
+                &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05],
             ),
             ratelimit_decisions: counter_vec(
                 &r,

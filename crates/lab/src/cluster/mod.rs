@@ -531,6 +531,10 @@ pub struct NodeRow {
     pub role: Option<String>,
     pub term: Option<u64>,
     pub config_version: Option<u64>,
+    /// The version its data plane serves (behind `config_version` when it
+    /// cannot compile the applied document).
+    #[serde(default)]
+    pub serving_version: Option<u64>,
     pub vips: Vec<String>,
     pub ready: bool,
 }
@@ -652,6 +656,7 @@ pub fn status(c: &Cluster) -> anyhow::Result<Status> {
                 role: cluster.as_ref().and_then(|c| c["node"]["role"].as_str().map(str::to_string)),
                 term: cluster.as_ref().and_then(|c| c["term"].as_u64()),
                 config_version: cluster.as_ref().and_then(|c| c["node"]["config_version"].as_u64()),
+                serving_version: cluster.as_ref().and_then(|c| c["node"]["serving_version"].as_u64()),
                 vips: held,
                 ready,
             });
@@ -693,16 +698,20 @@ pub fn status(c: &Cluster) -> anyhow::Result<Status> {
 
 fn print_status(s: &Status) {
     println!("cluster {} ({:?})", s.name, s.mode);
-    println!("{:<7} {:<8} {:<9} {:>5} {:>8} {:<6} VIPs", "REGION", "NODE", "ROLE", "TERM", "CONFIG", "HEALTH");
+    println!(
+        "{:<7} {:<8} {:<9} {:>5} {:>8} {:>8} {:<6} VIPs",
+        "REGION", "NODE", "ROLE", "TERM", "APPLIED", "SERVING", "HEALTH"
+    );
     for n in &s.nodes {
         let dash = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
         println!(
-            "{:<7} {:<8} {:<9} {:>5} {:>8} {:<6} {}",
+            "{:<7} {:<8} {:<9} {:>5} {:>8} {:>8} {:<6} {}",
             n.region,
             n.node,
             if n.running { n.role.as_deref().unwrap_or("?") } else { "stopped" },
             dash(n.term),
             dash(n.config_version),
+            dash(n.serving_version),
             if n.ready { "ready" } else { "down" },
             if n.vips.is_empty() { "-".into() } else { n.vips.join(" ") },
         );

@@ -25,6 +25,9 @@ use meridian_core::clock::mono_ms;
 use meridian_core::config::{parse_document, ConfigErrors, Format, GatewayDocument};
 use meridian_dataplane::proxy::{ApplyError, Gateway};
 
+/// How long a committed write waits for this node to serve it before answering.
+const SERVE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Largest document `PUT /config` accepts.
 const MAX_DOCUMENT_BYTES: usize = 4 << 20;
 
@@ -203,7 +206,13 @@ impl AdminState {
         match region.write(Command::PutConfig { expected_version: expected, document }).await {
             Ok(CommandResult::ConfigApplied { version }) => {
                 applies.with_label_values(&["admin", "ok"]).inc();
-                json_response(StatusCode::OK, json!({ "version": version }))
+                // Committed; answer once this node serves it (or says why not),
+                // so a client reads its own write here.
+                let served = region.wait_served(version, SERVE_WAIT).await;
+                json_response(
+                    StatusCode::OK,
+                    json!({ "version": version, "serving_version": served.serving, "serving_error": served.error }),
+                )
             }
             Ok(CommandResult::VersionConflict { expected, current }) => {
                 applies.with_label_values(&["admin", "conflict"]).inc();
@@ -416,7 +425,7 @@ impl AdminState {
         };
         match region.write(cmd).await {
             Ok(CommandResult::Vip { epoch }) => {
-                self.gateway.metrics.vip_moves.with_label_values(&["admin"]).inc();
+                region.metrics().vip_moves.with_label_values(&["admin"]).inc();
                 tracing::info!(vip = %m.vip, from, to = m.to, epoch, reason = "admin", "VIP handoff started");
                 json_response(
                     StatusCode::OK,

@@ -21,7 +21,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-pub use node::{NodeStatus, RegionNode, WriteError};
+pub use node::{NodeStatus, RegionNode, Serving, WriteError};
 pub use state::document_digest;
 
 pub type NodeId = u64;
@@ -88,7 +88,10 @@ pub enum CommandResult {
         expected: u64,
         current: u64,
     },
-    /// Every broken rule, as (key path, message).
+    /// Every broken rule, as (key path, message). No longer produced:
+    /// members validate before proposing and apply never refuses a
+    /// document. Kept in its place so the variants after it keep their
+    /// encoding across versions.
     Invalid {
         errors: Vec<(String, String)>,
     },

@@ -14,15 +14,14 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::state::{RegionState, StateMachine};
+use super::state::{ConfigRecord, RegionState, StateMachine};
 use super::store::{self, LogStore};
 use super::transport::{
     self, CallError, ForwardError, ForwardOp, Network, RpcHandler, RpcRequest, RpcResponse, Secret,
 };
 use super::{Command, CommandResult, NodeId, Raft};
+use crate::metrics::RegionMetrics;
 use meridian_core::config::ClusterConfig;
-use meridian_dataplane::proxy::Gateway;
-use meridian_dataplane::telemetry::GatewayMetrics;
 
 /// What a member reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +37,26 @@ pub struct NodeStatus {
     pub last_log_index: Option<u64>,
     pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
+    /// The document version applied from the log.
     pub config_version: u64,
+    /// The version this node's data plane serves: behind `config_version`
+    /// when the applied document could not be compiled here.
+    #[serde(default)]
+    pub serving_version: u64,
+    /// Why the applied version is not served, when it is not.
+    #[serde(default)]
+    pub serving_error: Option<String>,
+}
+
+/// What this node's data plane serves against what the region applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Serving {
+    /// The last applied version the data plane was given (compiled or not).
+    pub applied: u64,
+    /// The version being served.
+    pub serving: u64,
+    /// Why `applied` is not served, when it is not.
+    pub error: Option<String>,
 }
 
 /// Why a write was not acknowledged.
@@ -87,7 +105,8 @@ pub struct RegionNode {
     secret: Secret,
     write_timeout: Duration,
     shutdown: CancellationToken,
-    metrics: Arc<GatewayMetrics>,
+    metrics: Arc<RegionMetrics>,
+    serving: tokio::sync::watch::Sender<Serving>,
 }
 
 /// The secret from `cluster.secret_file` or the environment variable `cluster.secret_env`.
@@ -118,22 +137,21 @@ fn role(state: ServerState) -> &'static str {
 }
 
 impl RegionNode {
-    /// Open storage, restore the state machine (which starts serving its
+    /// Open storage, restore the state machine (which publishes its
     /// document), start Raft and its listener, and bootstrap a new region
     /// when configured to. `bootstrap_doc` becomes version 1 of a new region.
     pub async fn start(
         cfg: &ClusterConfig,
         name: &str,
         region: &str,
-        gateway: Arc<Gateway>,
-        metrics: Arc<GatewayMetrics>,
+        metrics: Arc<RegionMetrics>,
         bootstrap_doc: Option<String>,
     ) -> Result<Arc<Self>, StartError> {
         let secret = load_secret(cfg)?;
         let db = store::open(&cfg.data_dir)?;
         let log = LogStore::new(db.clone());
         let committed = log.committed_handle();
-        let sm = StateMachine::open(db, Some(gateway), Some(metrics.raft_apply_seconds.clone()))?;
+        let sm = StateMachine::open(db, Some(metrics.raft_apply_seconds.clone()))?;
         let listener =
             TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind { address: cfg.listen, source })?;
         let bound = listener.local_addr().map_err(|source| StartError::Bind { address: cfg.listen, source })?;
@@ -164,6 +182,7 @@ impl RegionNode {
             write_timeout: cfg.write_timeout,
             shutdown: CancellationToken::new(),
             metrics,
+            serving: tokio::sync::watch::channel(Serving::default()).0,
         });
         tokio::spawn(transport::serve(listener, node.clone(), secret, node.shutdown.clone()));
         tokio::spawn(watch_metrics(node.clone()));
@@ -343,6 +362,8 @@ impl RegionNode {
             committed_index: (committed != u64::MAX).then_some(committed),
             applied_index: applied.index,
             config_version: applied.config_version,
+            serving_version: self.serving.borrow().serving,
+            serving_error: self.serving.borrow().error.clone(),
         }
     }
 
@@ -383,6 +404,30 @@ impl RegionNode {
     /// Applied index and document version of this member, as they change.
     pub fn applied(&self) -> tokio::sync::watch::Receiver<super::state::Applied> {
         self.sm.applied()
+    }
+
+    /// The applied gateway document, as it changes: what this node should serve.
+    pub fn documents(&self) -> tokio::sync::watch::Receiver<Option<ConfigRecord>> {
+        self.sm.documents()
+    }
+
+    /// What this node serves once its data plane has been given `version`
+    /// (compiled or not), or what it serves after `within`.
+    pub async fn wait_served(&self, version: u64, within: Duration) -> Serving {
+        let mut rx = self.serving.subscribe();
+        let _ = tokio::time::timeout(within, rx.wait_for(|s| s.applied >= version)).await;
+        let now = rx.borrow().clone();
+        now
+    }
+
+    /// This member's Raft, VIP and report metrics.
+    pub fn metrics(&self) -> &Arc<RegionMetrics> {
+        &self.metrics
+    }
+
+    /// Where this node's data plane reports what it serves.
+    pub fn serving(&self) -> &tokio::sync::watch::Sender<Serving> {
+        &self.serving
     }
 
     /// The VIP table and member records, as they change.

@@ -1,7 +1,9 @@
 //! The region's replicated state machine. Applying a command is a pure
 //! function of the state and the command ([`apply_command`]), so every member
-//! reaches the same state; serving the new gateway document is the one side
-//! effect, done after the state is updated.
+//! reaches the same state whatever binary version it runs: documents are
+//! validated by whoever proposes them, never here. The applied document is
+//! published on a `watch` ([`StateMachine::documents`]); the node's wiring
+//! compiles it into the data plane, which this module does not know.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Cursor;
@@ -19,8 +21,7 @@ use tokio::sync::{watch, RwLock};
 
 use super::store::{load_snapshot, save_snapshot};
 use super::{bincode_config, Command, CommandResult, NodeId, TypeConfig};
-use meridian_core::config::{parse_document, Format, GatewayDocument};
-use meridian_dataplane::proxy::Gateway;
+use meridian_core::config::GatewayDocument;
 
 /// Revisions kept in the history (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 10_000;
@@ -94,11 +95,6 @@ pub fn apply_command(state: &mut RegionState, cmd: &Command, log_index: u64) -> 
                 if expected != current {
                     return CommandResult::VersionConflict { expected, current };
                 }
-            }
-            if let Err(errors) = parse_document(document, Format::Json) {
-                return CommandResult::Invalid {
-                    errors: errors.iter().map(|e| (e.path.clone(), e.kind.to_string())).collect(),
-                };
             }
             let version = current + 1;
             state.config = Some(ConfigRecord { version, document: document.clone() });
@@ -196,8 +192,8 @@ struct Shared {
     data: RwLock<Data>,
     db: Arc<Database>,
     snapshot_seq: AtomicU64,
-    /// The data plane to switch when the document changes; `None` in storage tests.
-    gateway: Option<Arc<Gateway>>,
+    /// The applied document, for whoever serves it.
+    document: watch::Sender<Option<ConfigRecord>>,
     applied: watch::Sender<Applied>,
     vip_view: watch::Sender<VipView>,
     events: tokio::sync::mpsc::UnboundedSender<StateEvent>,
@@ -214,12 +210,8 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Restore from the persisted snapshot (the log after it is re-applied by
-    /// Raft from the committed index) and serve its document.
-    pub fn open(
-        db: Arc<Database>,
-        gateway: Option<Arc<Gateway>>,
-        apply_seconds: Option<prometheus::Histogram>,
-    ) -> Result<Self, StorageError<NodeId>> {
+    /// Raft from the committed index) and publish its document.
+    pub fn open(db: Arc<Database>, apply_seconds: Option<prometheus::Histogram>) -> Result<Self, StorageError<NodeId>> {
         let mut data = Data::default();
         if let Some(snap) = load_snapshot(&db)? {
             let payload: SnapshotPayload = decode_payload(&snap.data, &snap.meta)?;
@@ -231,14 +223,14 @@ impl StateMachine {
         }
         let (applied, _) =
             watch::channel(Applied { index: data.last_applied.map(|l| l.index), config_version: data.state.version() });
-        let config = data.state.config.clone();
+        let (document, _) = watch::channel(data.state.config.clone());
         let (vip_view, _) = watch::channel(VipView { vips: data.state.vips.clone(), nodes: data.state.nodes.clone() });
         let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let sm = Self {
             shared: Arc::new(Shared {
                 snapshot_seq: AtomicU64::new(0),
                 db,
-                gateway,
+                document,
                 applied,
                 vip_view,
                 events,
@@ -247,8 +239,12 @@ impl StateMachine {
                 data: RwLock::new(data),
             }),
         };
-        sm.serve(config);
         Ok(sm)
+    }
+
+    /// The applied gateway document (version and JSON text), as it changes.
+    pub fn documents(&self) -> watch::Receiver<Option<ConfigRecord>> {
+        self.shared.document.subscribe()
     }
 
     pub fn applied(&self) -> watch::Receiver<Applied> {
@@ -269,20 +265,16 @@ impl StateMachine {
         self.shared.data.read().await.state.clone()
     }
 
-    /// Switch the data plane to `config`'s document.
-    fn serve(&self, config: Option<ConfigRecord>) {
-        let (Some(gw), Some(c)) = (&self.shared.gateway, config) else { return };
-        if gw.version() == c.version {
-            return;
-        }
-        match parse_document(&c.document, Format::Json) {
-            Ok(doc) => {
-                if let Err(e) = gw.apply(doc, c.version) {
-                    tracing::error!(version = c.version, errors = %e, "replicated document could not be compiled");
-                }
+    /// Publish `config` as the applied document when its version is new.
+    fn publish_document(&self, config: Option<ConfigRecord>) {
+        let Some(c) = config else { return };
+        self.shared.document.send_if_modified(|current| {
+            let new = current.as_ref().is_none_or(|d| d.version != c.version);
+            if new {
+                *current = Some(c);
             }
-            Err(e) => tracing::error!(version = c.version, errors = %e, "replicated document does not parse"),
-        }
+            new
+        });
     }
 
     fn publish(&self, data: &Data, vips_changed: bool) {
@@ -379,7 +371,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             self.publish(&d, vips_changed);
         }
-        self.serve(changed);
+        self.publish_document(changed);
         if let Some(h) = &self.shared.apply_seconds {
             h.observe(started.elapsed().as_secs_f64());
         }
@@ -411,7 +403,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.publish(&d, true);
         }
         tracing::info!(snapshot = %meta.snapshot_id, version = config.as_ref().map_or(0, |c| c.version), "snapshot installed");
-        self.serve(config);
+        self.publish_document(config);
         Ok(())
     }
 
@@ -452,11 +444,14 @@ mod tests {
         );
         assert_eq!(s.version(), 2);
         assert_eq!(s.history.iter().map(|r| r.version).collect::<Vec<_>>(), vec![1, 2]);
-        let bad = serde_json::json!({ "routes": [{ "name": "r", "upstream": "nope" }] }).to_string();
-        match apply_command(&mut s, &put(None, bad), 4) {
-            CommandResult::Invalid { errors } => assert_eq!(errors[0].0, "routes[0].upstream"),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(s.version(), 2);
+        // Applying does not judge the document: proposers validate, so every
+        // member, whatever its version, reaches the same state.
+        let unknown_to_this_version = serde_json::json!({ "routes": [], "added_later": true }).to_string();
+        assert_eq!(
+            apply_command(&mut s, &put(None, unknown_to_this_version.clone()), 4),
+            CommandResult::ConfigApplied { version: 3 }
+        );
+        assert_eq!(s.config.as_ref().map(|c| c.document.as_str()), Some(unknown_to_this_version.as_str()));
+        assert_eq!(s.history.back().map(|r| r.digest.clone()), Some(document_digest(&unknown_to_this_version)));
     }
 }

@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::actuator::{Actuator, ActuatorError, Netlink};
 use super::engine::{Assigner, LeasePolicy, OwnerAction, OwnerEngine, RemoveReason};
+use crate::metrics::RegionMetrics;
 use crate::raft::state::StateEvent;
 use crate::raft::{Command, CommandResult, RegionNode};
 use meridian_core::config::VipAddr;
 use meridian_core::config::{VipBackend, VipConfig};
-use meridian_dataplane::telemetry::GatewayMetrics;
 
 /// What this member holds, for the admin API.
 #[derive(Debug, Default)]
@@ -55,7 +55,7 @@ struct Agent {
     cfg: VipConfig,
     vips: BTreeMap<String, VipAddr>,
     actuator: Arc<Actuator>,
-    metrics: Arc<GatewayMetrics>,
+    metrics: Arc<RegionMetrics>,
     status: Arc<VipStatus>,
     owner: OwnerEngine,
     assigner: Assigner,
@@ -69,9 +69,9 @@ struct Agent {
 pub async fn start(
     region: Arc<RegionNode>,
     cfg: &VipConfig,
-    metrics: Arc<GatewayMetrics>,
     shutdown: CancellationToken,
 ) -> Result<Arc<VipStatus>, AgentError> {
+    let metrics = region.metrics().clone();
     let mut vips = BTreeMap::new();
     let mut preferred = BTreeMap::new();
     for (index, a) in cfg.addresses.iter().enumerate() {
