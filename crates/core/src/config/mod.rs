@@ -17,7 +17,7 @@ pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use node::*;
 pub use validate::check_address;
 pub use validate::route_path as validate_route_path;
-pub use validate::{validate_document, validate_node, Validated};
+pub use validate::{validate_document, validate_node, Validated, MAX_RETRIES};
 pub use values::{is_cookie_name_byte, HashOn, VipAddr};
 
 /// Encodings the admin API accepts for a document.

@@ -40,6 +40,10 @@ impl<T> Deref for Validated<T> {
 
 const MAX_WEIGHT: u32 = 10_000;
 
+/// Most extra attempts a request may make (`retry.attempts`, `retries`): the
+/// data plane sizes its per-request list of tried targets by it.
+pub const MAX_RETRIES: u32 = 10;
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
@@ -188,7 +192,7 @@ fn check_upstream(errors: &mut ConfigErrors, name: &str, up: &UpstreamConfig) {
         u32::MAX,
         "at least 1",
     );
-    range(errors, format!("{p}.retry.attempts"), up.retry.attempts, 0, 10, "between 0 and 10");
+    range(errors, format!("{p}.retry.attempts"), up.retry.attempts, 0, MAX_RETRIES, "between 0 and 10");
     range(errors, format!("{p}.retry.budget_ratio"), up.retry.budget_ratio, 0.0, 10.0, "between 0.0 and 10.0");
     positive(errors, format!("{p}.pool.idle_timeout"), up.pool.idle_timeout);
 }
@@ -290,7 +294,7 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
         positive(errors, format!("{p}.connect_timeout"), ct);
     }
     if let Some(n) = r.retries {
-        range(errors, format!("{p}.retries"), n, 0, 10, "between 0 and 10");
+        range(errors, format!("{p}.retries"), n, 0, MAX_RETRIES, "between 0 and 10");
     }
 }
 

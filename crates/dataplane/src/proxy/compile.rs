@@ -1,6 +1,8 @@
 //! Gateway document → [`Snapshot`]: route table, pools, connection pools and
 //! active health checks, reusing the state of targets the new version keeps.
 
+use super::policy::rate_limit::{LimitKey, RouteLimit};
+use super::policy::Policy;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -32,7 +34,7 @@ pub(super) fn compile(
         upstreams.insert(name.clone(), Arc::new(up));
     }
     let mut routes = Vec::with_capacity(doc.routes.len());
-    let mut limiters: HashMap<String, Arc<super::RouteLimit>> = HashMap::new();
+    let mut limiters: HashMap<String, Arc<RouteLimit>> = HashMap::new();
     for (i, r) in doc.routes.iter().enumerate() {
         let p = format!("routes[{i}]");
         let Some(upstream) = upstreams.get(&r.upstream).cloned() else {
@@ -74,14 +76,19 @@ pub(super) fn compile(
             preserve_host: r.preserve_host,
             timeout: r.timeout,
             metrics: Arc::new(gw.metrics.route(&r.name)),
-            limiter: r.rate_limit.as_ref().map(|cfg| {
-                let reused = registry.limiters.get(&r.name).filter(|l| l.config == *cfg).cloned();
-                let l = reused.unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, cfg)));
-                limiters.insert(r.name.clone(), l.clone());
-                l
-            }),
-            cache: r.cache.as_ref().map(|c| crate::cache::RouteCache::new(&r.name, c, gw.cache.clone())),
+            policies: Vec::new(),
         };
+        // The route's policies, in the order they run.
+        let mut route = route;
+        if let Some(cfg) = &r.rate_limit {
+            let reused = registry.limiters.get(&r.name).filter(|l| l.config == *cfg).cloned();
+            let l = reused.unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, cfg)));
+            limiters.insert(r.name.clone(), l.clone());
+            route.policies.push(Policy::RateLimit(l));
+        }
+        if let Some(c) = &r.cache {
+            route.policies.push(Policy::Cache(Arc::new(crate::cache::RouteCache::new(&r.name, c, gw.cache.clone()))));
+        }
         routes.push((spec, Arc::new(route)));
     }
     if !errors.is_empty() {
@@ -94,12 +101,12 @@ pub(super) fn compile(
     Ok(Snapshot { version: doc.version, document: Arc::new(doc), table: RouteTable::new(routes), upstreams })
 }
 
-fn route_limit(gw: &Gateway, route: &str, cfg: &meridian_core::config::RateLimitConfig) -> super::RouteLimit {
+fn route_limit(gw: &Gateway, route: &str, cfg: &meridian_core::config::RateLimitConfig) -> RouteLimit {
     let key = match cfg.key.as_str() {
-        "route" => super::LimitKey::Route,
+        "route" => LimitKey::Route,
         k => match k.strip_prefix("header:").and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()) {
-            Some(h) => super::LimitKey::Header(h),
-            None => super::LimitKey::ClientIp,
+            Some(h) => LimitKey::Header(h),
+            None => LimitKey::ClientIp,
         },
     };
     let names: Vec<String> = cfg.limits.iter().map(|l| format!("{}s", l.per.as_secs().max(1))).collect();
@@ -110,7 +117,7 @@ fn route_limit(gw: &Gateway, route: &str, cfg: &meridian_core::config::RateLimit
         .map(|(l, n)| format!("\"{n}\";q={};w={}", l.requests, l.per.as_secs().max(1)))
         .collect::<Vec<_>>()
         .join(", ");
-    super::RouteLimit {
+    RouteLimit {
         key,
         limiter: crate::limit::RouteLimiter::new(route, cfg, gw.store.clone(), gw.background()),
         policy_header: HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static("")),

@@ -6,9 +6,12 @@
 
 pub mod body;
 mod compile;
+mod context;
 pub mod error;
 mod finish;
+mod forward;
 pub mod headers;
+mod policy;
 pub mod server;
 mod service;
 pub mod upstream;
@@ -45,30 +48,8 @@ pub struct Route {
     pub connect_timeout: Duration,
     pub retries: u32,
     pub metrics: Arc<RouteMetrics>,
-    pub limiter: Option<Arc<RouteLimit>>,
-    pub cache: Option<crate::cache::RouteCache>,
-}
-
-/// What a route's requests are counted by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LimitKey {
-    ClientIp,
-    Route,
-    Header(http::HeaderName),
-}
-
-/// A route's rate limit: how the key is taken from a request, and the limiter.
-pub struct RouteLimit {
-    pub key: LimitKey,
-    pub limiter: crate::limit::RouteLimiter,
-    /// `RateLimit-Policy` value, built once.
-    pub policy_header: http::HeaderValue,
-    /// Names of the limits (`60s`, ...), as used in the headers.
-    pub names: Vec<String>,
-    pub config: meridian_core::config::RateLimitConfig,
-    /// `meridian_ratelimit_decisions_total` of this route: allowed, limited,
-    /// allowed_fallback, limited_fallback, unavailable.
-    pub decisions: [prometheus::IntCounter; 5],
+    /// In the order they run on a request (answers go through them backwards).
+    pub(crate) policies: Vec<policy::Policy>,
 }
 
 /// One version of the gateway document, compiled.
@@ -99,7 +80,7 @@ struct Registry {
     /// Stops the active checkers of the snapshot being served.
     health: CancellationToken,
     /// route → its limiter, reused while its policy is unchanged (counts survive reloads).
-    limiters: HashMap<String, Arc<RouteLimit>>,
+    limiters: HashMap<String, Arc<policy::rate_limit::RouteLimit>>,
 }
 
 pub struct Gateway {

@@ -1,0 +1,76 @@
+//! The rate-limit policy: count the request against the route's limits
+//! (local or the region's budget) by the configured key; answer 429 when a
+//! limit is spent, and tell every answer the client's state
+//! (`RateLimit-Policy`, `RateLimit`).
+
+use http::HeaderValue;
+
+use super::Flow;
+use crate::limit::local::Verdict;
+use crate::limit::{secs, Outcome};
+use crate::proxy::context::RequestCtx;
+use crate::proxy::error::ProxyError;
+use crate::proxy::headers;
+
+/// What a route's requests are counted by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    ClientIp,
+    Route,
+    Header(http::HeaderName),
+}
+
+/// A route's rate limit: how the key is taken from a request, and the limiter.
+pub struct RouteLimit {
+    pub key: LimitKey,
+    pub limiter: crate::limit::RouteLimiter,
+    /// `RateLimit-Policy` value, built once.
+    pub policy_header: HeaderValue,
+    /// Names of the limits (`60s`, ...), as used in the headers.
+    pub names: Vec<String>,
+    pub config: meridian_core::config::RateLimitConfig,
+    /// `meridian_ratelimit_decisions_total` of this route: allowed, limited,
+    /// allowed_fallback, limited_fallback, unavailable.
+    pub decisions: [prometheus::IntCounter; 5],
+}
+
+impl RouteLimit {
+    /// `RateLimit` for the most constrained limit: the one a client needs to know about.
+    fn state(&self, verdicts: &[Verdict]) -> Option<HeaderValue> {
+        let (i, v) = verdicts.iter().enumerate().min_by_key(|(_, v)| (v.allowed, v.remaining))?;
+        let text = format!("\"{}\";r={};t={}", self.names.get(i)?, v.remaining, secs(v.reset_ms));
+        HeaderValue::from_str(&text).ok()
+    }
+}
+
+pub(super) async fn on_request(rl: &RouteLimit, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
+    let key: &str = match &rl.key {
+        LimitKey::ClientIp => ctx.conn.client_ip.to_str().unwrap_or("-"),
+        LimitKey::Route => "",
+        LimitKey::Header(h) => ctx.head.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+    };
+    match rl.limiter.check(key).await {
+        Outcome::Allowed { verdicts, fallback } => {
+            rl.decisions[if fallback { 2 } else { 0 }].inc();
+            if let Some(state) = rl.state(&verdicts) {
+                ctx.response_headers.push((&headers::RATELIMIT_POLICY, rl.policy_header.clone()));
+                ctx.response_headers.push((&headers::RATELIMIT, state));
+            }
+            Ok(Flow::Next)
+        }
+        Outcome::Limited { verdicts, fallback } => {
+            rl.decisions[if fallback { 3 } else { 1 }].inc();
+            let retry_after =
+                verdicts.iter().filter(|v| !v.allowed).map(|v| secs(v.reset_ms)).max().unwrap_or(1).max(1);
+            Err(ProxyError::RateLimited {
+                retry_after_secs: retry_after,
+                policy: rl.policy_header.clone(),
+                state: rl.state(&verdicts),
+            })
+        }
+        Outcome::Unavailable => {
+            rl.decisions[4].inc();
+            Err(ProxyError::LimiterUnavailable)
+        }
+    }
+}
