@@ -12,6 +12,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
+use meridian_core::admin::{AddMember, ClusterView, VipMove, VipTableView, WriteAck};
 use meridian_core::config::{parse_document, Format};
 
 #[derive(Args, Debug)]
@@ -228,12 +229,121 @@ impl Ctl {
     }
 }
 
-fn cell(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Null => "-".into(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+/// One line of `ctl status` (and one object of its JSON output).
+#[derive(Debug, Default, serde::Serialize)]
+struct StatusRow {
+    region: String,
+    node: Option<String>,
+    id: Option<u64>,
+    role: Option<String>,
+    term: Option<u64>,
+    applied_version: Option<u64>,
+    serving_version: Option<u64>,
+    serving_error: Option<String>,
+    applied_index: Option<u64>,
+    /// `ok`, `behind`, `not-serving` (applied but not compiled there),
+    /// `unreachable`, or why the region could not be asked.
+    health: String,
+}
+
+/// The rows of one region's members.
+fn status_rows(region: &str, view: &ClusterView) -> Vec<StatusRow> {
+    let leader_version =
+        view.members.iter().filter_map(|m| m.status.as_ref().map(|s| s.config_version)).max().unwrap_or(0);
+    view.members
+        .iter()
+        .map(|m| {
+            let s = m.status.as_ref();
+            let health = match s {
+                None => "unreachable",
+                Some(s) if s.serving_version != s.config_version => "not-serving",
+                Some(s) if s.config_version == leader_version => "ok",
+                Some(_) => "behind",
+            };
+            StatusRow {
+                region: region.to_string(),
+                node: Some(s.map_or_else(|| m.id.to_string(), |s| s.name.clone())),
+                id: Some(m.id),
+                role: s.map(|s| s.role.clone()),
+                term: s.map(|s| s.term),
+                applied_version: s.map(|s| s.config_version),
+                serving_version: s.map(|s| s.serving_version),
+                serving_error: s.and_then(|s| s.serving_error.clone()),
+                applied_index: s.and_then(|s| s.applied_index),
+                health: health.into(),
+            }
+        })
+        .collect()
+}
+
+/// `ctl status`: every member of the chosen regions, with its role, term,
+/// applied and served version and health. True when some region failed.
+async fn status(ctl: &Ctl, region: Option<&String>, all_regions: bool, output: &Output) -> anyhow::Result<bool> {
+    let mut failed = false;
+    let mut rows = Vec::new();
+    for r in ctl.pick(region, all_regions)? {
+        let view = match ctl.call(&r, "GET", "/cluster", None).await {
+            Ok(a) if a.status == 200 => serde_json::from_value::<ClusterView>(a.body).map_err(|e| e.to_string()),
+            Ok(a) => Err(format!("error {}", a.status)),
+            Err(e) => Err(e.to_string()),
+        };
+        match view {
+            Ok(view) => rows.extend(status_rows(&r, &view)),
+            Err(health) => {
+                failed = true;
+                rows.push(StatusRow { region: r, health, ..Default::default() });
+            }
+        }
     }
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
+        Output::Table => {
+            println!(
+                "{:<8} {:<14} {:<4} {:<10} {:>6} {:>8} {:>8} {:<12}",
+                "REGION", "NODE", "ID", "ROLE", "TERM", "APPLIED", "SERVING", "HEALTH"
+            );
+            let dash = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+            for row in &rows {
+                println!(
+                    "{:<8} {:<14} {:<4} {:<10} {:>6} {:>8} {:>8} {:<12}",
+                    row.region,
+                    row.node.as_deref().unwrap_or("-"),
+                    dash(row.id),
+                    row.role.as_deref().unwrap_or("-"),
+                    dash(row.term),
+                    dash(row.applied_version),
+                    dash(row.serving_version),
+                    row.health,
+                );
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// `ctl vip list`: the region's VIP table. True when the call failed.
+async fn vip_list(ctl: &Ctl, r: &str, output: &Output) -> anyhow::Result<bool> {
+    let a = ctl.call(r, "GET", "/vips", None).await?;
+    if a.status != 200 {
+        println!("{r}: {} {}", a.status, a.body);
+        return Ok(true);
+    }
+    let table: VipTableView = serde_json::from_value(a.body).context("reading GET /vips")?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&table).unwrap_or_default()),
+        Output::Table => {
+            println!("{:<20} {:>6} {:>6} {:<12}", "VIP", "OWNER", "EPOCH", "MOVING");
+            let dash = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+            for v in &table.vips {
+                let moving = match v.releasing_from {
+                    Some(f) => format!("{f} -> {}", dash(v.next_owner)),
+                    None => "-".into(),
+                };
+                println!("{:<20} {:>6} {:>6} {:<12}", v.vip, dash(v.owner), v.epoch, moving);
+            }
+        }
+    }
+    Ok(false)
 }
 
 pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
@@ -257,7 +367,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             for r in ctl.pick(region.as_ref(), *all_regions)? {
                 let a = ctl.call(&r, "PUT", &path, Some((text.clone(), ct))).await?;
                 if a.status == 200 {
-                    println!("{r}: applied, version {}", cell(&a.body["version"]));
+                    let ack: WriteAck = serde_json::from_value(a.body).context("reading the write's answer")?;
+                    println!("{r}: applied, version {}", ack.version);
                 } else {
                     failed = true;
                     println!("{r}: refused ({}): {}", a.status, a.body);
@@ -271,105 +382,14 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&a.body).unwrap_or_default());
         }
         CtlCommand::Status { region, all_regions, output } => {
-            let mut rows = Vec::new();
-            for r in ctl.pick(region.as_ref(), *all_regions)? {
-                let a = match ctl.call(&r, "GET", "/cluster", None).await {
-                    Ok(a) if a.status == 200 => a,
-                    Ok(a) => {
-                        failed = true;
-                        rows.push(serde_json::json!({ "region": r, "health": format!("error {}", a.status) }));
-                        continue;
-                    }
-                    Err(e) => {
-                        failed = true;
-                        rows.push(serde_json::json!({ "region": r, "health": e.to_string() }));
-                        continue;
-                    }
-                };
-                let leader_version = a.body["members"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|m| m["status"]["config_version"].as_u64())
-                    .max()
-                    .unwrap_or(0);
-                for m in a.body["members"].as_array().into_iter().flatten() {
-                    let s = &m["status"];
-                    let health = if m["reachable"] != true {
-                        "unreachable"
-                    } else if s["serving_version"] != s["config_version"] {
-                        // Applied but not compiled here: the region serves two versions.
-                        "not-serving"
-                    } else if s["config_version"].as_u64() == Some(leader_version) {
-                        "ok"
-                    } else {
-                        "behind"
-                    };
-                    rows.push(serde_json::json!({
-                        "region": r,
-                        "node": s["name"].as_str().map_or_else(|| m["id"].to_string(), str::to_string),
-                        "id": m["id"],
-                        "role": s["role"],
-                        "term": s["term"],
-                        "applied_version": s["config_version"],
-                        "serving_version": s["serving_version"],
-                        "serving_error": s["serving_error"],
-                        "applied_index": s["applied_index"],
-                        "health": health,
-                    }));
-                }
-            }
-            match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
-                Output::Table => {
-                    println!(
-                        "{:<8} {:<14} {:<4} {:<10} {:>6} {:>8} {:>8} {:<12}",
-                        "REGION", "NODE", "ID", "ROLE", "TERM", "APPLIED", "SERVING", "HEALTH"
-                    );
-                    for row in &rows {
-                        println!(
-                            "{:<8} {:<14} {:<4} {:<10} {:>6} {:>8} {:>8} {:<12}",
-                            cell(&row["region"]),
-                            cell(&row["node"]),
-                            cell(&row["id"]),
-                            cell(&row["role"]),
-                            cell(&row["term"]),
-                            cell(&row["applied_version"]),
-                            cell(&row["serving_version"]),
-                            cell(&row["health"]),
-                        );
-                    }
-                }
-            }
+            failed = status(&ctl, region.as_ref(), *all_regions, output).await?;
         }
         CtlCommand::Vip { op, region } => {
             let r = ctl.pick(region.as_ref(), false)?.remove(0);
             match op {
-                VipOp::List { output } => {
-                    let a = ctl.call(&r, "GET", "/vips", None).await?;
-                    failed = a.status != 200;
-                    match output {
-                        Output::Json => println!("{}", serde_json::to_string_pretty(&a.body).unwrap_or_default()),
-                        Output::Table => {
-                            println!("{:<20} {:>6} {:>6} {:<12}", "VIP", "OWNER", "EPOCH", "MOVING");
-                            for v in a.body["vips"].as_array().into_iter().flatten() {
-                                let moving = match (&v["releasing_from"], &v["next_owner"]) {
-                                    (f, t) if !f.is_null() => format!("{} -> {}", cell(f), cell(t)),
-                                    _ => "-".into(),
-                                };
-                                println!(
-                                    "{:<20} {:>6} {:>6} {:<12}",
-                                    cell(&v["vip"]),
-                                    cell(&v["owner"]),
-                                    cell(&v["epoch"]),
-                                    moving
-                                );
-                            }
-                        }
-                    }
-                }
+                VipOp::List { output } => failed = vip_list(&ctl, &r, output).await?,
                 VipOp::Move { vip, to } => {
-                    let body = serde_json::json!({ "vip": vip, "to": to }).to_string();
+                    let body = serde_json::to_string(&VipMove { vip: vip.clone(), to: *to })?;
                     let a = ctl.call(&r, "POST", "/vips/move", Some((body, "application/json"))).await?;
                     failed = a.status != 200;
                     println!("{r}: {} {}", a.status, a.body);
@@ -387,7 +407,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             let r = ctl.pick(region.as_ref(), false)?.remove(0);
             let a = match op {
                 MembersOp::Add { id, address } => {
-                    let body = serde_json::json!({ "id": id, "address": address }).to_string();
+                    let body = serde_json::to_string(&AddMember { id: *id, address: address.clone() })?;
                     ctl.call(&r, "POST", "/cluster/members", Some((body, "application/json"))).await?
                 }
                 MembersOp::Remove { id } => ctl.call(&r, "DELETE", &format!("/cluster/members/{id}"), None).await?,

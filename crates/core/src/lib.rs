@@ -8,15 +8,22 @@
 //!   key path of every broken rule.
 //! - [`pattern`]: host and path patterns and path rewrites, parsed once from
 //!   config and matched on every request.
+//! - [`admin`]: the admin API's request and answer types, shared by the
+//!   admin server and every client.
 //! - [`report`]: the health report a region's leader sends every global
 //!   balancer: format, HMAC signatures, replay protection.
+//! - [`http_server`]: the one HTTP server helper of the admin API, the
+//!   balancer API and the sample backend (header timeout, connection cap,
+//!   accept backoff, drain), and the one JSON answer.
 //! - [`logging`]: the process's `tracing` subscriber (pretty or JSON).
 //! - [`clock`]: monotonic and wall-clock milliseconds, the one source of
 //!   time stamps.
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod http_server;
 pub mod logging;
 pub mod pattern;
 pub mod report;

@@ -232,143 +232,73 @@ impl GslbHandler {
     }
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for GslbHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
-        let started = Instant::now();
+/// What to answer a query with, before it is sent; and how it is counted.
+struct Reply<'a> {
+    rcode: ResponseCode,
+    authoritative: bool,
+    answers: Vec<Record>,
+    authority: Vec<Record>,
+    /// Metric labels: the name asked (`_apex`, a service, `_static`, ...),
+    /// the query type and the region steered to.
+    name: &'a str,
+    qtype: &'static str,
+    region: String,
+    /// A service answer, timed in `answer_seconds`.
+    steered: bool,
+}
+
+impl<'a> Reply<'a> {
+    /// An error answer, not authoritative, with nothing in it.
+    fn refuse(rcode: ResponseCode, qtype: &'static str) -> Self {
+        Reply {
+            rcode,
+            authoritative: false,
+            answers: Vec::new(),
+            authority: Vec::new(),
+            name: "-",
+            qtype,
+            region: "-".into(),
+            steered: false,
+        }
+    }
+
+    /// An authoritative answer; with no records, the zone's SOA says why (RFC 2308).
+    fn answer(zone: &Zone, rcode: ResponseCode, answers: Vec<Record>, name: &'a str, qtype: &'static str) -> Self {
+        let authority = if answers.is_empty() { vec![zone.soa.clone()] } else { Vec::new() };
+        Reply { rcode, authoritative: true, answers, authority, name, qtype, region: "-".into(), steered: false }
+    }
+}
+
+impl GslbHandler {
+    /// The answer to `request`: refusals, the zone apex, steered services,
+    /// static records, NXDOMAIN.
+    fn reply<'a>(&'a self, request: &Request, resp_edns: Option<&mut Edns>) -> Reply<'a> {
         let req_edns = request.edns.as_ref();
-        let mut resp_edns: Option<Edns> = req_edns.map(|req| {
-            let mut e = Edns::new();
-            e.set_version(0);
-            e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
-            e
-        });
-        let count = |name: &str, qtype: &str, region: &str, rcode: ResponseCode| {
-            self.metrics.queries.with_label_values(&[name, qtype, region, rcode_label(rcode)]).inc();
-        };
         if req_edns.is_some_and(|e| e.version() > 0) {
-            count("-", "-", "-", ResponseCode::BADVERS);
-            return send(
-                request,
-                response_handle,
-                meta(request, ResponseCode::BADVERS, false),
-                resp_edns.as_ref(),
-                &[],
-                &[],
-            )
-            .await;
+            return Reply::refuse(ResponseCode::BADVERS, "-");
         }
         if request.metadata.op_code != OpCode::Query {
-            count("-", "-", "-", ResponseCode::NotImp);
-            return send(
-                request,
-                response_handle,
-                meta(request, ResponseCode::NotImp, false),
-                resp_edns.as_ref(),
-                &[],
-                &[],
-            )
-            .await;
+            return Reply::refuse(ResponseCode::NotImp, "-");
         }
-        let Ok(info) = request.request_info() else {
-            count("-", "-", "-", ResponseCode::FormErr);
-            return send(
-                request,
-                response_handle,
-                meta(request, ResponseCode::FormErr, false),
-                resp_edns.as_ref(),
-                &[],
-                &[],
-            )
-            .await;
-        };
+        let Ok(info) = request.request_info() else { return Reply::refuse(ResponseCode::FormErr, "-") };
         let qname = info.query.name();
         let qtype = info.query.query_type();
         let zone = &self.zone;
         if info.query.query_class() != DNSClass::IN || !zone.origin.zone_of(qname) {
-            count("-", type_label(qtype), "-", ResponseCode::Refused);
-            return send(
-                request,
-                response_handle,
-                meta(request, ResponseCode::Refused, false),
-                resp_edns.as_ref(),
-                &[],
-                &[],
-            )
-            .await;
+            return Reply::refuse(ResponseCode::Refused, type_label(qtype));
         }
         let owner = info.query.original().name().clone();
-        let soa = std::slice::from_ref(&zone.soa);
-
-        // The zone apex.
         if *qname == zone.origin {
             let answers: Vec<Record> = match qtype {
                 RecordType::SOA => vec![zone.soa.clone()],
                 RecordType::NS => zone.ns.clone(),
                 _ => Vec::new(),
             };
-            count("_apex", type_label(qtype), "-", ResponseCode::NoError);
-            let auth: &[Record] = if answers.is_empty() { soa } else { &[] };
-            return send(
-                request,
-                response_handle,
-                meta(request, ResponseCode::NoError, true),
-                resp_edns.as_ref(),
-                &answers,
-                auth,
-            )
-            .await;
+            return Reply::answer(zone, ResponseCode::NoError, answers, "_apex", type_label(qtype));
         }
-
-        // A service: steered.
         if let Some(svc) = zone.services.get(qname) {
-            let ecs: Option<ClientSubnet> = match req_edns.and_then(|e| e.option(EdnsCode::Subnet)) {
-                Some(EdnsOption::Subnet(cs)) if cs.source_prefix() > 0 => Some(*cs),
-                _ => None,
-            };
-            let client_ip = ecs.map(|c| c.addr()).unwrap_or_else(|| request.src().ip());
-            let located = zone.geo.locate(client_ip);
-            let steered = self.steer(svc, located.map(|(l, _)| l));
-            if steered.fail_open {
-                self.metrics.fail_open.inc();
-                let second = meridian_core::clock::mono_ms() / 1000;
-                if self.fail_open_logged.swap(second, std::sync::atomic::Ordering::Relaxed) != second {
-                    tracing::warn!(service = %svc.label, "every region looks down: answering with all addresses (fail open)");
-                }
-            }
-            let answers: Vec<Record> = steered
-                .addresses
-                .iter()
-                .filter_map(|ip| match (ip, qtype) {
-                    (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => {
-                        Some(Record::from_rdata(owner.clone(), svc.ttl, RData::A(A(*v4))))
-                    }
-                    (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => {
-                        Some(Record::from_rdata(owner.clone(), svc.ttl, RData::AAAA(AAAA(*v6))))
-                    }
-                    _ => None,
-                })
-                .collect();
-            if let (Some(e), Some(cs)) = (resp_edns.as_mut(), ecs) {
-                // The answer holds for the whole matched network, not just this client.
-                let scope = located.map_or(0, |(_, len)| len);
-                e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(cs.addr(), cs.source_prefix(), scope)));
-            }
-            count(&svc.label, type_label(qtype), &steered.region, ResponseCode::NoError);
-            self.metrics.answer_seconds.observe(started.elapsed().as_secs_f64());
-            let auth: &[Record] = if answers.is_empty() { soa } else { &[] };
-            return send(
-                request,
-                response_handle,
-                meta(request, ResponseCode::NoError, true),
-                resp_edns.as_ref(),
-                &answers,
-                auth,
-            )
-            .await;
+            return self.steered_reply(request, svc, owner, qtype, resp_edns);
         }
-
-        // Static records.
         if let Some(records) = zone.statics.get(qname) {
             let answers: Vec<Record> = records
                 .iter()
@@ -381,20 +311,79 @@ impl RequestHandler for GslbHandler {
                     r
                 })
                 .collect();
-            count("_static", type_label(qtype), "-", ResponseCode::NoError);
-            let auth: &[Record] = if answers.is_empty() { soa } else { &[] };
-            return send(
-                request,
-                response_handle,
-                meta(request, ResponseCode::NoError, true),
-                resp_edns.as_ref(),
-                &answers,
-                auth,
-            )
-            .await;
+            return Reply::answer(zone, ResponseCode::NoError, answers, "_static", type_label(qtype));
         }
+        Reply::answer(zone, ResponseCode::NXDomain, Vec::new(), "_unknown", type_label(qtype))
+    }
 
-        count("_unknown", type_label(qtype), "-", ResponseCode::NXDomain);
-        send(request, response_handle, meta(request, ResponseCode::NXDomain, true), resp_edns.as_ref(), &[], soa).await
+    /// A service name: the addresses of the region steering picks for the
+    /// client (its EDNS Client Subnet, else the resolver's address).
+    fn steered_reply<'a>(
+        &'a self,
+        request: &Request,
+        svc: &'a Service,
+        owner: Name,
+        qtype: RecordType,
+        resp_edns: Option<&mut Edns>,
+    ) -> Reply<'a> {
+        let ecs: Option<ClientSubnet> = match request.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet)) {
+            Some(EdnsOption::Subnet(cs)) if cs.source_prefix() > 0 => Some(*cs),
+            _ => None,
+        };
+        let client_ip = ecs.map(|c| c.addr()).unwrap_or_else(|| request.src().ip());
+        let located = self.zone.geo.locate(client_ip);
+        let steered = self.steer(svc, located.map(|(l, _)| l));
+        if steered.fail_open {
+            self.metrics.fail_open.inc();
+            let second = meridian_core::clock::mono_ms() / 1000;
+            if self.fail_open_logged.swap(second, std::sync::atomic::Ordering::Relaxed) != second {
+                tracing::warn!(service = %svc.label, "every region looks down: answering with all addresses (fail open)");
+            }
+        }
+        let answers: Vec<Record> = steered
+            .addresses
+            .iter()
+            .filter_map(|ip| match (ip, qtype) {
+                (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => {
+                    Some(Record::from_rdata(owner.clone(), svc.ttl, RData::A(A(*v4))))
+                }
+                (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => {
+                    Some(Record::from_rdata(owner.clone(), svc.ttl, RData::AAAA(AAAA(*v6))))
+                }
+                _ => None,
+            })
+            .collect();
+        if let (Some(e), Some(cs)) = (resp_edns, ecs) {
+            // The answer holds for the whole matched network, not just this client.
+            let scope = located.map_or(0, |(_, len)| len);
+            e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(cs.addr(), cs.source_prefix(), scope)));
+        }
+        let mut reply = Reply::answer(&self.zone, ResponseCode::NoError, answers, &svc.label, type_label(qtype));
+        reply.region = steered.region;
+        reply.steered = true;
+        reply
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for GslbHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
+        let started = Instant::now();
+        let mut resp_edns: Option<Edns> = request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_version(0);
+            e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            e
+        });
+        let reply = self.reply(request, resp_edns.as_mut());
+        self.metrics
+            .queries
+            .with_label_values(&[reply.name, reply.qtype, &reply.region, rcode_label(reply.rcode)])
+            .inc();
+        if reply.steered {
+            self.metrics.answer_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        let metadata = meta(request, reply.rcode, reply.authoritative);
+        send(request, response_handle, metadata, resp_edns.as_ref(), &reply.answers, &reply.authority).await
     }
 }

@@ -22,7 +22,6 @@ pub mod registry;
 pub mod steer;
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -33,15 +32,15 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry as PromRegistry};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use config::GslbConfig;
 use dns::{DnsMetrics, GslbHandler, Zone};
+use meridian_core::admin::GslbRegionView;
 use meridian_core::config::Validated;
+use meridian_core::http_server::ServerLimits;
 use meridian_core::report::{Refusal, Verifier, SIGNATURE_HEADER};
 use meridian_dataplane::health::active::{probe, ActiveCheck, ProbeStreak};
 use registry::{AnswerTable, RegionHealthState, Registry, Verdict};
@@ -284,9 +283,7 @@ struct ApiState {
 }
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r
+    meridian_core::http_server::text_response(status, body)
 }
 
 impl ApiState {
@@ -299,17 +296,15 @@ impl ApiState {
             ),
             (&Method::GET, "/v1/regions") => {
                 let t = self.table.load();
-                let v: Vec<serde_json::Value> = t
+                let v: Vec<GslbRegionView> = t
                     .regions
                     .iter()
-                    .map(|r| {
-                        serde_json::json!({
-                            "region": r.name,
-                            "served": r.verdict == Verdict::Served,
-                            "reason": r.verdict.label(),
-                            "healthy_vips": r.healthy,
-                            "vips": r.all,
-                        })
+                    .map(|r| GslbRegionView {
+                        region: r.name.clone(),
+                        served: r.verdict == Verdict::Served,
+                        reason: r.verdict.label().to_string(),
+                        healthy_vips: r.healthy.clone(),
+                        vips: r.all.clone(),
                     })
                     .collect();
                 reply(StatusCode::OK, serde_json::to_string(&v).unwrap_or_default())
@@ -355,20 +350,13 @@ impl ApiState {
 }
 
 async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: CancellationToken) {
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-        };
+    let handler = move |req| {
         let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(state.handle(req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-        });
-    }
+        async move { state.handle(req).await }
+    };
+    let tracker = tokio_util::task::TaskTracker::new();
+    let limits = ServerLimits::default();
+    meridian_core::http_server::serve("gslb-api", listener, limits, shutdown, tracker, handler).await;
 }
 
 /// UDP and TCP on one port. With port 0, the port UDP got may be taken for

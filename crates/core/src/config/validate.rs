@@ -343,39 +343,7 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
     if node.listeners.is_empty() {
         errors.push("listeners", K::Empty);
     }
-    let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut addrs: HashMap<std::net::SocketAddr, usize> = HashMap::new();
-    for (i, l) in node.listeners.iter().enumerate() {
-        if let Some(first) = names.insert(l.name.as_str(), i) {
-            errors.push(
-                format!("listeners[{i}].name"),
-                K::Duplicate { name: l.name.clone(), first: format!("listeners[{first}]") },
-            );
-        }
-        if l.address.port() != 0 {
-            if let Some(first) = addrs.insert(l.address, i) {
-                errors.push(
-                    format!("listeners[{i}].address"),
-                    K::Duplicate { name: l.address.to_string(), first: format!("listeners[{first}]") },
-                );
-            }
-        }
-        if let Some(tls) = &l.tls {
-            if tls.certificates.is_empty() {
-                errors.push(format!("listeners[{i}].tls.certificates"), K::Empty);
-            }
-            // The certificate files themselves are node-local resources: the
-            // data plane loads them (`tls::check_certificates`), not this check.
-            for (j, c) in tls.certificates.iter().enumerate() {
-                let cp = format!("listeners[{i}].tls.certificates[{j}]");
-                for (k, n) in c.server_names.iter().enumerate() {
-                    if let Err(reason) = HostPattern::parse(n) {
-                        errors.push(format!("{cp}.server_names[{k}]"), K::InvalidHost { value: n.clone(), reason });
-                    }
-                }
-            }
-        }
-    }
+    check_listeners(&mut errors, &node.listeners);
     let limits = &node.limits;
     range(
         &mut errors,
@@ -421,29 +389,7 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
         check_cluster(&mut errors, c);
     }
     if let Some(r) = &node.redis {
-        let kinds =
-            usize::from(r.url.is_some()) + usize::from(!r.sentinels.is_empty()) + usize::from(!r.cluster.is_empty());
-        if kinds != 1 {
-            errors.push(
-                "redis",
-                K::OutOfRange {
-                    value: format!("{kinds} topologies"),
-                    rule: "exactly one of url, sentinels (with master_name), cluster",
-                },
-            );
-        }
-        if !r.sentinels.is_empty() && r.master_name.is_none() {
-            errors.push("redis.master_name", K::Empty);
-        }
-        for (i, u) in r.url.iter().chain(r.sentinels.iter()).chain(r.cluster.iter()).enumerate() {
-            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
-                errors.push(
-                    format!("redis.urls[{i}]"),
-                    K::InvalidAddress { value: u.clone(), reason: "expected redis:// or rediss://".into() },
-                );
-            }
-        }
-        positive(&mut errors, "redis.timeout".into(), r.timeout);
+        check_redis(&mut errors, r);
     }
     if let Some(r) = &node.report {
         if node.cluster.is_none() {
@@ -469,13 +415,6 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
         positive(&mut errors, "report.interval".into(), r.interval);
         positive(&mut errors, "report.timeout".into(), r.timeout);
     }
-    for (i, l) in node.listeners.iter().enumerate() {
-        if let Some(p) = &l.health_path {
-            if let Err(reason) = PathPattern::exact(p) {
-                errors.push(format!("listeners[{i}].health_path"), K::InvalidPath { value: p.clone(), reason });
-            }
-        }
-    }
     if let Some(v) = &node.vip {
         if node.cluster.is_none() {
             errors.push(
@@ -492,6 +431,73 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
         errors.0.extend(doc_errors.prefixed("gateway.").0);
     }
     errors.into_result(Validated(node))
+}
+
+fn check_listeners(errors: &mut ConfigErrors, listeners: &[super::ListenerConfig]) {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut addrs: HashMap<std::net::SocketAddr, usize> = HashMap::new();
+    for (i, l) in listeners.iter().enumerate() {
+        if let Some(first) = names.insert(l.name.as_str(), i) {
+            errors.push(
+                format!("listeners[{i}].name"),
+                K::Duplicate { name: l.name.clone(), first: format!("listeners[{first}]") },
+            );
+        }
+        if l.address.port() != 0 {
+            if let Some(first) = addrs.insert(l.address, i) {
+                errors.push(
+                    format!("listeners[{i}].address"),
+                    K::Duplicate { name: l.address.to_string(), first: format!("listeners[{first}]") },
+                );
+            }
+        }
+        if let Some(tls) = &l.tls {
+            if tls.certificates.is_empty() {
+                errors.push(format!("listeners[{i}].tls.certificates"), K::Empty);
+            }
+            // The certificate files themselves are node-local resources: the
+            // data plane loads them (`tls::check_certificates`), not this check.
+            for (j, c) in tls.certificates.iter().enumerate() {
+                let cp = format!("listeners[{i}].tls.certificates[{j}]");
+                for (k, n) in c.server_names.iter().enumerate() {
+                    if let Err(reason) = HostPattern::parse(n) {
+                        errors.push(format!("{cp}.server_names[{k}]"), K::InvalidHost { value: n.clone(), reason });
+                    }
+                }
+            }
+        }
+        if let Some(p) = &l.health_path {
+            if let Err(reason) = PathPattern::exact(p) {
+                errors.push(format!("listeners[{i}].health_path"), K::InvalidPath { value: p.clone(), reason });
+            }
+        }
+    }
+}
+
+fn check_redis(errors: &mut ConfigErrors, r: &super::RedisConfig) {
+    let kinds =
+        usize::from(r.url.is_some()) + usize::from(!r.sentinels.is_empty()) + usize::from(!r.cluster.is_empty());
+    if kinds != 1 {
+        errors.push(
+            "redis",
+            K::OutOfRange {
+                value: format!("{kinds} topologies"),
+                rule: "exactly one of url, sentinels (with master_name), cluster",
+            },
+        );
+    }
+    if !r.sentinels.is_empty() && r.master_name.is_none() {
+        errors.push("redis.master_name", K::Empty);
+    }
+    for (i, u) in r.url.iter().chain(r.sentinels.iter()).chain(r.cluster.iter()).enumerate() {
+        if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+            errors.push(
+                format!("redis.urls[{i}]"),
+                K::InvalidAddress { value: u.clone(), reason: "expected redis:// or rediss://".into() },
+            );
+        }
+    }
+    positive(errors, "redis.timeout".into(), r.timeout);
 }
 
 fn check_cluster(errors: &mut ConfigErrors, c: &super::ClusterConfig) {

@@ -11,7 +11,6 @@
 //! - `GET /_control/stats`: requests served so far.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,10 +20,11 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use meridian_core::http_server::ServerLimits;
 
 /// Behaviour switches, shared with the in-process owner.
 #[derive(Debug)]
@@ -174,33 +174,20 @@ pub async fn start(addr: SocketAddr, name: &str) -> std::io::Result<Backend> {
         stop: CancellationToken::new(),
     });
     let ctl = control.clone();
-    let stopped = tokio::spawn(async move {
-        let stop = ctl.stop.clone();
-        loop {
-            let (stream, _) = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(_) => continue,
-                },
-            };
-            let ctl = ctl.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let _ = stream.set_nodelay(true);
-                let svc = service_fn(move |req| {
-                    let ctl = ctl.clone();
-                    async move { Ok::<_, Infallible>(handle(ctl, req).await) }
-                });
-                let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .into_owned();
-                tokio::select! {
-                    _ = conn => {}
-                    _ = stop.cancelled() => {}
-                }
-            });
-        }
-    });
+    let handler = move |req| {
+        let ctl = ctl.clone();
+        async move { handle(ctl, req).await }
+    };
+    // A stopped backend drops its connections at once, as a crashed one would.
+    let limits = ServerLimits { drain_timeout: Duration::ZERO, http2: true, ..ServerLimits::default() };
+    let serve = meridian_core::http_server::serve(
+        "backend",
+        listener,
+        limits,
+        control.stop.clone(),
+        TaskTracker::new(),
+        handler,
+    );
+    let stopped = tokio::spawn(serve);
     Ok(Backend { addr, control, stopped })
 }

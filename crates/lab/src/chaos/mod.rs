@@ -7,6 +7,7 @@ pub mod drill;
 pub mod observe;
 pub mod report;
 
+use meridian_core::admin::HistoryView;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -100,6 +101,21 @@ fn roles(c: &Cluster, region: &str) -> anyhow::Result<(Option<String>, Option<St
     Ok((owner, leader))
 }
 
+/// The measuring threads of a drill, running until its end.
+struct Load {
+    clients: Vec<std::thread::JoinHandle<anyhow::Result<observe::ClientOutcome>>>,
+    vips: Option<std::thread::JoinHandle<anyhow::Result<observe::VipSamples>>>,
+    writer: Option<std::thread::JoinHandle<anyhow::Result<anyhow::Result<observe::Writes>>>>,
+}
+
+/// What heal must undo.
+#[derive(Default)]
+struct Damage {
+    restart: Vec<String>,
+    partitioned: Option<String>,
+    crashed: Vec<String>,
+}
+
 fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
     cluster::wait_healthy(c, Duration::from_secs(30)).context("the cluster is not healthy before the drill")?;
     let region = d.fault.region().map(str::to_string);
@@ -111,179 +127,26 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
     let start = Instant::now();
     let until = start + t.total();
     let mut events: Vec<(u64, String)> = vec![(0, "load starts".into())];
-
-    // Clients, each in its own namespace.
-    let nameservers: Vec<(String, std::net::SocketAddr)> =
-        c.hosts(Role::Gslb).map(|g| g.label.clone()).zip(c.dns_servers()).collect();
-    let clients: Vec<std::thread::JoinHandle<anyhow::Result<observe::ClientOutcome>>> = c
-        .hosts(Role::Client)
-        .map(|p| {
-            let plan = observe::ClientPlan {
-                name: p.label.clone(),
-                ns: c.ns(&p.label),
-                nameservers: nameservers.clone(),
-                fqdn: c.topo.fqdn(),
-                http_port: HTTP_PORT,
-                path: d.load.path.clone(),
-                interval: d.load.interval,
-                timeout: d.load.timeout,
-                start,
-                until,
-            };
-            std::thread::spawn(move || cluster::in_namespace(plan.ns.clone(), move || observe::client(plan)))
-        })
-        .collect();
-
-    // VIP presence on every node of the fault's region (namespaces only).
-    let vips = match (&region, c.mode()) {
-        (Some(r), Mode::Netns) => {
-            let spec = c.topo.region(r).cloned().context("region")?;
-            let nodes: Vec<(String, String)> =
-                (1..=spec.nodes).map(|i| format!("{r}-n{i}")).filter_map(|l| c.ns(&l).map(|ns| (l, ns))).collect();
-            let addrs = (1..=spec.nodes).map(|i| c.topo.vip(&spec, i)).collect();
-            Some(observe::sample_vips(nodes, addrs, start, until))
-        }
-        _ => None,
-    };
-
-    // Config writes through the region's nodes.
-    let writer = match (&region, d.load.writes) {
-        (Some(r), true) => {
-            let admins: Vec<String> = c
-                .hosts(Role::Node)
-                .filter(|p| p.region.as_deref() == Some(r))
-                .map(|p| c.admin_url(&p.label, ""))
-                .collect();
-            let token = c.state.token.clone();
-            let first = admins.first().cloned().context("region without nodes")?;
-            let doc_token = token.clone();
-            let document = c
-                .from_vantage(move || async move { cluster::json(&format!("{first}/config"), &doc_token).await })?
-                .context("reading the region's document")?
-                .to_string();
-            let every = d.load.write_interval;
-            let ns = c.vantage();
-            Some(std::thread::spawn(move || {
-                cluster::in_namespace(ns, move || observe::write_loop(admins, token, document, every, start, until))
-            }))
-        }
-        _ => None,
-    };
+    let load = start_load(c, d, region.as_deref(), start, until)?;
 
     std::thread::sleep(t.warmup.saturating_sub(start.elapsed()));
     let fault_at_ms = start.elapsed().as_millis() as u64;
-    let region_nodes = |c: &Cluster| -> Vec<String> {
-        region
-            .as_ref()
-            .map(|r| c.hosts(Role::Node).filter(|p| p.region.as_deref() == Some(r)).map(|p| p.label.clone()).collect())
-            .unwrap_or_default()
-    };
-    // What heal must undo.
-    let mut restart: Vec<String> = Vec::new();
-    let mut partitioned: Option<String> = None;
-    let mut crashed: Vec<String> = Vec::new();
-    match &d.fault {
-        Fault::NodeKill { .. } => {
-            let n = owner.context("the region's first VIP has no owner")?;
-            crash(c, &n)?;
-            events.push((fault_at_ms, format!("{n} crashes: kill -9, link down (owner of the region's first VIP)")));
-            crashed.push(n);
-        }
-        Fault::LeaderKill { .. } => {
-            let n = leader.context("the region has no leader")?;
-            crash(c, &n)?;
-            events.push((fault_at_ms, format!("{n} crashes: kill -9, link down (Raft leader)")));
-            crashed.push(n);
-        }
-        Fault::NodePartition { region: r } => {
-            let n = owner.context("the region's first VIP has no owner")?;
-            if c.mode() != Mode::Netns {
-                bail!("node-partition needs network namespaces (root)");
-            }
-            let peers: Vec<std::net::Ipv4Addr> = region_nodes(c).iter().filter(|l| **l != n).map(|l| c.ip(l)).collect();
-            let ns = c.ns(&n).context("namespace")?;
-            netns::cut_off(&ns, &peers)?;
-            events.push((fault_at_ms, format!("{n} cut off from the other nodes of {r} (clients still reach it)")));
-            partitioned = Some(ns);
-        }
-        Fault::RegionDown { region: r } => {
-            for n in region_nodes(c) {
-                crash(c, &n)?;
-                crashed.push(n);
-            }
-            events.push((fault_at_ms, format!("every gateway host of {r} crashes: kill -9, link down")));
-        }
-        Fault::RedisDown { region: r } => {
-            let n = format!("{r}-redis");
-            c.stop(&n, true)?;
-            events.push((fault_at_ms, format!("kill -9 {n}")));
-            restart.push(n);
-        }
-        Fault::GslbDown { gslb } => {
-            c.stop(gslb, true)?;
-            events.push((fault_at_ms, format!("kill -9 balancer {gslb}")));
-            restart.push(gslb.clone());
-        }
-    }
+    let (damage, what) = inject(c, &d.fault, owner, leader)?;
+    events.push((fault_at_ms, what));
     std::thread::sleep((t.warmup + t.fault).saturating_sub(start.elapsed()));
     let heal_at_ms = start.elapsed().as_millis() as u64;
-    if let Some(ns) = &partitioned {
-        netns::reconnect(ns)?;
-        events.push((heal_at_ms, "partition healed".into()));
-    }
-    for n in &restart {
-        c.start(n)?;
-        events.push((heal_at_ms, format!("{n} restarted")));
-    }
-    for n in &crashed {
-        reboot(c, n)?;
-        events.push((heal_at_ms, format!("{n} rebooted: started, link up once its old addresses are cleared")));
+    for e in heal(c, damage)? {
+        events.push((heal_at_ms, e));
     }
     std::thread::sleep(t.total().saturating_sub(start.elapsed()));
     let end_ms = start.elapsed().as_millis() as u64;
     events.push((end_ms, "load stops".into()));
 
-    // A measuring task that died leaves its samples out: the drill fails.
-    let mut requests = Vec::new();
-    let mut dns = Vec::new();
-    let mut failed_tasks = Vec::new();
-    for h in clients {
-        match joined(h, "client") {
-            Ok(o) => {
-                requests.extend(o.requests);
-                dns.extend(o.dns);
-                failed_tasks.extend(o.failed_tasks);
-            }
-            Err(e) => failed_tasks.push(e),
-        }
-    }
-    let vips = vips.and_then(|h| joined(h, "VIP sampler").map_err(|e| failed_tasks.push(e)).ok());
-    let writes = writer.and_then(|h| {
-        joined(h, "writer").and_then(|w| w.map_err(|e| format!("writer: {e:#}"))).map_err(|e| failed_tasks.push(e)).ok()
-    });
-    let history = match (&writes, &region) {
-        (Some(_), Some(_)) => region_history(c, &region_nodes(c))?,
-        _ => None,
-    };
-    let addresses: Vec<(std::net::Ipv4Addr, String)> = c
-        .topo
-        .regions
-        .iter()
-        .flat_map(|r| c.render().service_addresses(r).into_iter().map(|a| (a, r.name.clone())).collect::<Vec<_>>())
-        .collect();
-    let inputs = report::Inputs {
-        requests,
-        dns,
-        vips: vips.clone(),
-        writes,
-        history,
-        fault_at_ms,
-        heal_at_ms,
-        end_ms,
-        region_of: Box::new(move |ip| addresses.iter().find(|(a, _)| *a == ip).map(|(_, r)| r.clone())),
-        fault_region: region.clone(),
-        failed_tasks,
-    };
+    let mut inputs = collect(c, load, region.as_deref())?;
+    inputs.fault_at_ms = fault_at_ms;
+    inputs.heal_at_ms = heal_at_ms;
+    inputs.end_ms = end_ms;
+    let vip_examples = inputs.vips.as_ref().map(|v| v.examples.clone()).unwrap_or_default();
     let (figures, timeline, sample_errors) = report::analyse(d, inputs);
     let checks = report::check(&d.bounds, &figures);
     // A bound on what was not measured here (no namespaces) is reported, not passed.
@@ -301,8 +164,188 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
         checks,
         passed,
         timeline,
-        vip_examples: vips.map(|v| v.examples).unwrap_or_default(),
+        vip_examples,
         sample_errors,
+    })
+}
+
+/// The gateway nodes of `region` (none without a region).
+fn region_nodes(c: &Cluster, region: Option<&str>) -> Vec<String> {
+    region
+        .map(|r| c.hosts(Role::Node).filter(|p| p.region.as_deref() == Some(r)).map(|p| p.label.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Clients in every client namespace, VIP sampling on the fault's region's
+/// nodes (namespaces only), and config writes when the drill asks for them.
+fn start_load(c: &Cluster, d: &Drill, region: Option<&str>, start: Instant, until: Instant) -> anyhow::Result<Load> {
+    let nameservers: Vec<(String, std::net::SocketAddr)> =
+        c.hosts(Role::Gslb).map(|g| g.label.clone()).zip(c.dns_servers()).collect();
+    let clients = c
+        .hosts(Role::Client)
+        .map(|p| {
+            let plan = observe::ClientPlan {
+                name: p.label.clone(),
+                ns: c.ns(&p.label),
+                nameservers: nameservers.clone(),
+                fqdn: c.topo.fqdn(),
+                http_port: HTTP_PORT,
+                path: d.load.path.clone(),
+                interval: d.load.interval,
+                timeout: d.load.timeout,
+                start,
+                until,
+            };
+            std::thread::spawn(move || cluster::in_namespace(plan.ns.clone(), move || observe::client(plan)))
+        })
+        .collect();
+    let vips = match (region, c.mode()) {
+        (Some(r), Mode::Netns) => {
+            let spec = c.topo.region(r).cloned().context("region")?;
+            let nodes: Vec<(String, String)> =
+                (1..=spec.nodes).map(|i| format!("{r}-n{i}")).filter_map(|l| c.ns(&l).map(|ns| (l, ns))).collect();
+            let addrs = (1..=spec.nodes).map(|i| c.topo.vip(&spec, i)).collect();
+            Some(observe::sample_vips(nodes, addrs, start, until))
+        }
+        _ => None,
+    };
+    let writer = match (region, d.load.writes) {
+        (Some(_), true) => {
+            let admins: Vec<String> = region_nodes(c, region).iter().map(|n| c.admin_url(n, "")).collect();
+            let token = c.state.token.clone();
+            let first = admins.first().cloned().context("region without nodes")?;
+            let doc_token = token.clone();
+            let document = c
+                .from_vantage(move || async move { cluster::json(&format!("{first}/config"), &doc_token).await })?
+                .context("reading the region's document")?
+                .to_string();
+            let every = d.load.write_interval;
+            let ns = c.vantage();
+            Some(std::thread::spawn(move || {
+                cluster::in_namespace(ns, move || observe::write_loop(admins, token, document, every, start, until))
+            }))
+        }
+        _ => None,
+    };
+    Ok(Load { clients, vips, writer })
+}
+
+/// The fault, and a line saying what it did.
+fn inject(
+    c: &mut Cluster,
+    fault: &Fault,
+    owner: Option<String>,
+    leader: Option<String>,
+) -> anyhow::Result<(Damage, String)> {
+    let mut damage = Damage::default();
+    let what = match fault {
+        Fault::NodeKill { .. } => {
+            let n = owner.context("the region's first VIP has no owner")?;
+            crash(c, &n)?;
+            damage.crashed.push(n.clone());
+            format!("{n} crashes: kill -9, link down (owner of the region's first VIP)")
+        }
+        Fault::LeaderKill { .. } => {
+            let n = leader.context("the region has no leader")?;
+            crash(c, &n)?;
+            damage.crashed.push(n.clone());
+            format!("{n} crashes: kill -9, link down (Raft leader)")
+        }
+        Fault::NodePartition { region: r } => {
+            let n = owner.context("the region's first VIP has no owner")?;
+            if c.mode() != Mode::Netns {
+                bail!("node-partition needs network namespaces (root)");
+            }
+            let peers: Vec<std::net::Ipv4Addr> =
+                region_nodes(c, Some(r)).iter().filter(|l| **l != n).map(|l| c.ip(l)).collect();
+            let ns = c.ns(&n).context("namespace")?;
+            netns::cut_off(&ns, &peers)?;
+            damage.partitioned = Some(ns);
+            format!("{n} cut off from the other nodes of {r} (clients still reach it)")
+        }
+        Fault::RegionDown { region: r } => {
+            for n in region_nodes(c, Some(r)) {
+                crash(c, &n)?;
+                damage.crashed.push(n);
+            }
+            format!("every gateway host of {r} crashes: kill -9, link down")
+        }
+        Fault::RedisDown { region: r } => {
+            let n = format!("{r}-redis");
+            c.stop(&n, true)?;
+            damage.restart.push(n.clone());
+            format!("kill -9 {n}")
+        }
+        Fault::GslbDown { gslb } => {
+            c.stop(gslb, true)?;
+            damage.restart.push(gslb.clone());
+            format!("kill -9 balancer {gslb}")
+        }
+    };
+    Ok((damage, what))
+}
+
+/// Undo the fault; a line for each thing done.
+fn heal(c: &mut Cluster, damage: Damage) -> anyhow::Result<Vec<String>> {
+    let mut done = Vec::new();
+    if let Some(ns) = &damage.partitioned {
+        netns::reconnect(ns)?;
+        done.push("partition healed".into());
+    }
+    for n in &damage.restart {
+        c.start(n)?;
+        done.push(format!("{n} restarted"));
+    }
+    for n in &damage.crashed {
+        reboot(c, n)?;
+        done.push(format!("{n} rebooted: started, link up once its old addresses are cleared"));
+    }
+    Ok(done)
+}
+
+/// Join the measuring threads: what they saw, as the report's inputs (times
+/// are the caller's to fill). A measuring task that died leaves its samples
+/// out and is listed: the drill fails.
+fn collect(c: &Cluster, load: Load, region: Option<&str>) -> anyhow::Result<report::Inputs> {
+    let mut requests = Vec::new();
+    let mut dns = Vec::new();
+    let mut failed_tasks = Vec::new();
+    for h in load.clients {
+        match joined(h, "client") {
+            Ok(o) => {
+                requests.extend(o.requests);
+                dns.extend(o.dns);
+                failed_tasks.extend(o.failed_tasks);
+            }
+            Err(e) => failed_tasks.push(e),
+        }
+    }
+    let vips = load.vips.and_then(|h| joined(h, "VIP sampler").map_err(|e| failed_tasks.push(e)).ok());
+    let writes = load.writer.and_then(|h| {
+        joined(h, "writer").and_then(|w| w.map_err(|e| format!("writer: {e:#}"))).map_err(|e| failed_tasks.push(e)).ok()
+    });
+    let history = match (&writes, region) {
+        (Some(_), Some(_)) => region_history(c, &region_nodes(c, region))?,
+        _ => None,
+    };
+    let addresses: Vec<(std::net::Ipv4Addr, String)> = c
+        .topo
+        .regions
+        .iter()
+        .flat_map(|r| c.render().service_addresses(r).into_iter().map(|a| (a, r.name.clone())).collect::<Vec<_>>())
+        .collect();
+    Ok(report::Inputs {
+        requests,
+        dns,
+        vips,
+        writes,
+        history,
+        fault_at_ms: 0,
+        heal_at_ms: 0,
+        end_ms: 0,
+        region_of: Box::new(move |ip| addresses.iter().find(|(a, _)| *a == ip).map(|(_, r)| r.clone())),
+        fault_region: region.map(str::to_string),
+        failed_tasks,
     })
 }
 
@@ -326,13 +369,9 @@ fn region_history(c: &Cluster, nodes: &[String]) -> anyhow::Result<Option<Vec<(u
             let mut best: Option<Vec<(u64, String)>> = None;
             let mut tops = Vec::new();
             for u in &urls {
-                if let Some(v) = cluster::json(u, &token).await {
-                    let revisions: Vec<(u64, String)> = v["revisions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|r| Some((r["version"].as_u64()?, r["digest"].as_str()?.to_string())))
-                        .collect();
+                if let Some(h) = cluster::typed::<HistoryView>(cluster::json(u, &token).await) {
+                    let revisions: Vec<(u64, String)> =
+                        h.revisions.into_iter().map(|r| (r.version, r.digest)).collect();
                     let top = revisions.last().map_or(0, |r| r.0);
                     tops.push(top);
                     if best.as_ref().is_none_or(|b| b.last().map_or(0, |r| r.0) < top) {

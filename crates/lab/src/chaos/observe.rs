@@ -331,12 +331,10 @@ pub async fn write_loop(
             crate::cluster::http("PUT", &url, Some(&token), Some(("application/json", text)), Duration::from_secs(3))
                 .await;
         match r {
-            Ok((200, body)) => {
-                match serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["version"].as_u64()) {
-                    Some(version) => w.acked.push(AckedWrite { at_ms: since(start), version, digest }),
-                    None => w.failed += 1,
-                }
-            }
+            Ok((200, body)) => match serde_json::from_slice::<meridian_core::admin::WriteAck>(&body) {
+                Ok(ack) => w.acked.push(AckedWrite { at_ms: since(start), version: ack.version, digest }),
+                Err(_) => w.failed += 1,
+            },
             _ => w.failed += 1,
         }
         tokio::time::sleep(every.saturating_sub(began.elapsed())).await;

@@ -11,6 +11,7 @@
 pub mod render;
 pub mod topology;
 
+use meridian_core::admin::{ClusterView, GslbRegionView, VipTableView};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -306,6 +307,11 @@ pub async fn http(
         anyhow::Ok((status, bytes))
     };
     tokio::time::timeout(timeout, fut).await.map_err(|_| anyhow::anyhow!("{url}: no answer within {timeout:?}"))?
+}
+
+/// A JSON answer read as the admin API type it is.
+pub fn typed<T: serde::de::DeserializeOwned>(value: Option<serde_json::Value>) -> Option<T> {
+    serde_json::from_value(value?).ok()
 }
 
 pub async fn json(url: &str, token: &str) -> Option<serde_json::Value> {
@@ -631,8 +637,10 @@ pub fn status(c: &Cluster) -> anyhow::Result<Status> {
         let mut rows = Vec::new();
         let mut tables: BTreeMap<String, BTreeMap<String, Option<String>>> = BTreeMap::new();
         for (region, node, base, running) in nodes {
-            let cluster = if running { json(&format!("{base}/cluster"), &token).await } else { None };
-            let vips = if running { json(&format!("{base}/vips"), &token).await } else { None };
+            let cluster: Option<ClusterView> =
+                if running { typed(json(&format!("{base}/cluster"), &token).await) } else { None };
+            let vips: Option<VipTableView> =
+                if running { typed(json(&format!("{base}/vips"), &token).await) } else { None };
             let ready = running
                 && http("GET", &format!("{base}/readyz"), None, None, Duration::from_millis(800))
                     .await
@@ -640,12 +648,12 @@ pub fn status(c: &Cluster) -> anyhow::Result<Status> {
             let mut held = Vec::new();
             if let Some(v) = &vips {
                 let table = tables.entry(region.clone()).or_default();
-                for x in v["vips"].as_array().into_iter().flatten() {
-                    let vip = x["vip"].as_str().unwrap_or("").split('/').next().unwrap_or("").to_string();
-                    if x["held_here"].as_bool() == Some(true) {
+                for x in &v.vips {
+                    let vip = x.vip.split('/').next().unwrap_or("").to_string();
+                    if x.held_here {
                         held.push(vip.clone());
                     }
-                    let owner = x["owner"].as_u64().and_then(|o| names.get(&format!("{region}/{o}")).cloned());
+                    let owner = x.owner.and_then(|o| names.get(&format!("{region}/{o}")).cloned());
                     table.insert(vip, owner);
                 }
             }
@@ -653,10 +661,10 @@ pub fn status(c: &Cluster) -> anyhow::Result<Status> {
                 region,
                 node,
                 running,
-                role: cluster.as_ref().and_then(|c| c["node"]["role"].as_str().map(str::to_string)),
-                term: cluster.as_ref().and_then(|c| c["term"].as_u64()),
-                config_version: cluster.as_ref().and_then(|c| c["node"]["config_version"].as_u64()),
-                serving_version: cluster.as_ref().and_then(|c| c["node"]["serving_version"].as_u64()),
+                role: cluster.as_ref().map(|c| c.node.role.clone()),
+                term: cluster.as_ref().map(|c| c.term),
+                config_version: cluster.as_ref().map(|c| c.node.config_version),
+                serving_version: cluster.as_ref().map(|c| c.node.serving_version),
                 vips: held,
                 ready,
             });
@@ -664,13 +672,8 @@ pub fn status(c: &Cluster) -> anyhow::Result<Status> {
         let mut answers = Vec::new();
         for (g, server, api) in servers {
             let served = match http("GET", &api, None, None, Duration::from_millis(800)).await {
-                Ok((200, body)) => serde_json::from_slice::<Vec<serde_json::Value>>(&body)
-                    .map(|v| {
-                        v.iter()
-                            .filter(|r| r["served"].as_bool() == Some(true))
-                            .filter_map(|r| r["region"].as_str().map(str::to_string))
-                            .collect::<Vec<String>>()
-                    })
+                Ok((200, body)) => serde_json::from_slice::<Vec<GslbRegionView>>(&body)
+                    .map(|v| v.into_iter().filter(|r| r.served).map(|r| r.region).collect::<Vec<String>>())
                     .map_err(|e| e.to_string()),
                 Ok((status, _)) => Err(format!("status {status}")),
                 Err(e) => Err(e.to_string()),

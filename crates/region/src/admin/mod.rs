@@ -2,8 +2,6 @@
 //! config and upstream state for operators (bearer token). Errors are JSON
 //! and never carry internals.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,9 +9,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,9 +16,28 @@ use tokio_util::task::TaskTracker;
 
 use crate::raft::transport::ForwardOp;
 use crate::raft::{Command, CommandResult, RegionNode, WriteError};
+use meridian_core::admin::{
+    AddMember, ApiError, ClusterView, Done, Drained, HistoryView, MemberLiveness, MemberView, PurgeRequest, Purged,
+    TargetView, UpstreamView, UpstreamsView, VipMove, VipMoved, VipTableView, VipView, WriteAck,
+};
 use meridian_core::clock::mono_ms;
-use meridian_core::config::{parse_document, ConfigErrors, Format, GatewayDocument};
+use meridian_core::config::{parse_document, Format, GatewayDocument};
+use meridian_core::http_server::{json_response, text_response, ServerLimits};
 use meridian_dataplane::proxy::{ApplyError, Gateway};
+
+/// A small JSON request body (64 KiB at most) as `T`, or the 413/400 answer;
+/// `expected` shows the caller the shape it should have sent.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    expected: &str,
+) -> Result<T, Box<AdminResponse>> {
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err(Box::new(error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable"))),
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, &format!("expected {expected}: {e}"))))
+}
 
 /// How long a committed write waits for this node to serve it before answering.
 const SERVE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -42,25 +56,12 @@ pub struct AdminState {
 
 type AdminResponse = Response<Full<Bytes>>;
 
-fn json_response(status: StatusCode, value: serde_json::Value) -> AdminResponse {
-    let mut body = value.to_string();
-    body.push('\n');
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
 fn error(status: StatusCode, message: &str) -> AdminResponse {
-    json_response(status, json!({ "error": message }))
+    json_response(status, &ApiError::new(message))
 }
 
-/// `422` body: one entry per broken rule.
-pub fn errors_json(errors: &ConfigErrors) -> serde_json::Value {
-    json!({
-        "error": "invalid document",
-        "errors": errors.iter().map(|e| json!({ "path": e.path, "message": e.kind.to_string() })).collect::<Vec<_>>(),
-    })
+fn unavailable(reason: impl ToString) -> AdminResponse {
+    json_response(StatusCode::SERVICE_UNAVAILABLE, &ApiError::with_reason("unavailable", reason.to_string()))
 }
 
 impl AdminState {
@@ -139,10 +140,7 @@ impl AdminState {
 
     fn get_config(&self) -> AdminResponse {
         let snap = self.gateway.snapshot();
-        match serde_json::to_value(&*snap.document) {
-            Ok(doc) => json_response(StatusCode::OK, doc),
-            Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "could not encode the document"),
-        }
+        json_response(StatusCode::OK, &*snap.document)
     }
 
     async fn put_config(&self, req: Request<Incoming>) -> AdminResponse {
@@ -166,7 +164,7 @@ impl AdminState {
             Err(errors) => {
                 self.gateway.metrics.config_applies.with_label_values(&["admin", "invalid"]).inc();
                 tracing::warn!(errors = %errors, "admin: document refused");
-                return json_response(StatusCode::UNPROCESSABLE_ENTITY, errors_json(&errors));
+                return json_response(StatusCode::UNPROCESSABLE_ENTITY, &ApiError::invalid(&errors));
             }
         };
         if let Some(region) = &self.region {
@@ -175,18 +173,15 @@ impl AdminState {
         match self.gateway.apply_next(doc, expected) {
             Ok(version) => {
                 self.gateway.metrics.config_applies.with_label_values(&["admin", "ok"]).inc();
-                json_response(StatusCode::OK, json!({ "version": version }))
+                json_response(StatusCode::OK, &WriteAck { version, serving_version: version, serving_error: None })
             }
             Err(ApplyError::Conflict { expected, current }) => {
                 self.gateway.metrics.config_applies.with_label_values(&["admin", "conflict"]).inc();
-                json_response(
-                    StatusCode::CONFLICT,
-                    json!({ "error": "version conflict", "expected_version": expected, "current_version": current }),
-                )
+                json_response(StatusCode::CONFLICT, &ApiError::conflict(expected, current))
             }
             Err(ApplyError::Invalid(errors)) => {
                 self.gateway.metrics.config_applies.with_label_values(&["admin", "invalid"]).inc();
-                json_response(StatusCode::UNPROCESSABLE_ENTITY, errors_json(&errors))
+                json_response(StatusCode::UNPROCESSABLE_ENTITY, &ApiError::invalid(&errors))
             }
         }
     }
@@ -209,26 +204,22 @@ impl AdminState {
                 // Committed; answer once this node serves it (or says why not),
                 // so a client reads its own write here.
                 let served = region.wait_served(version, SERVE_WAIT).await;
-                json_response(
-                    StatusCode::OK,
-                    json!({ "version": version, "serving_version": served.serving, "serving_error": served.error }),
-                )
+                let ack = WriteAck { version, serving_version: served.serving, serving_error: served.error };
+                json_response(StatusCode::OK, &ack)
             }
             Ok(CommandResult::VersionConflict { expected, current }) => {
                 applies.with_label_values(&["admin", "conflict"]).inc();
-                json_response(
-                    StatusCode::CONFLICT,
-                    json!({ "error": "version conflict", "expected_version": expected, "current_version": current }),
-                )
+                json_response(StatusCode::CONFLICT, &ApiError::conflict(expected, current))
             }
             Ok(CommandResult::Invalid { errors }) => {
                 applies.with_label_values(&["admin", "invalid"]).inc();
+                let errors = errors
+                    .into_iter()
+                    .map(|(path, message)| meridian_core::admin::PathError { path, message })
+                    .collect();
                 json_response(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    json!({
-                        "error": "invalid document",
-                        "errors": errors.iter().map(|(p, m)| json!({ "path": p, "message": m })).collect::<Vec<_>>(),
-                    }),
+                    &ApiError { errors, ..ApiError::new("invalid document") },
                 )
             }
             Ok(CommandResult::None | CommandResult::Vip { .. } | CommandResult::Stale) => {
@@ -243,7 +234,7 @@ impl AdminState {
                     WriteError::Unknown => ("unknown_outcome", e.to_string()),
                     WriteError::Refused(_) => ("refused", e.to_string()),
                 };
-                json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": code, "reason": reason }))
+                json_response(StatusCode::SERVICE_UNAVAILABLE, &ApiError::with_reason(code, reason))
             }
         }
     }
@@ -253,7 +244,8 @@ impl AdminState {
             return error(StatusCode::NOT_FOUND, "this node is not a member of a region");
         };
         let state = region.state().await;
-        json_response(StatusCode::OK, json!({ "version": state.version(), "revisions": state.history }))
+        let history = HistoryView { version: state.version(), revisions: state.history.into_iter().collect() };
+        json_response(StatusCode::OK, &history)
     }
 
     async fn cluster(&self) -> AdminResponse {
@@ -261,53 +253,23 @@ impl AdminState {
             return error(StatusCode::NOT_FOUND, "this node is not a member of a region");
         };
         let me = region.status();
-        let members: Vec<serde_json::Value> = region
+        let members = region
             .members()
             .await
             .into_iter()
-            .map(|(id, address, voter, status)| {
-                json!({
-                    "id": id,
-                    "address": address,
-                    "voter": voter,
-                    "reachable": status.is_some(),
-                    "status": status,
-                })
-            })
+            .map(|(id, address, voter, status)| MemberView { id, address, voter, reachable: status.is_some(), status })
             .collect();
-        json_response(
-            StatusCode::OK,
-            json!({
-                "region": me.region,
-                "node": me,
-                "leader": me.leader,
-                "term": me.term,
-                "members": members,
-            }),
-        )
+        let view = ClusterView { region: me.region.clone(), leader: me.leader, term: me.term, node: me, members };
+        json_response(StatusCode::OK, &view)
     }
 
     async fn add_member(&self, req: Request<Incoming>) -> AdminResponse {
         let Some(region) = &self.region else {
             return error(StatusCode::NOT_FOUND, "this node is not a member of a region");
         };
-        #[derive(serde::Deserialize)]
-        struct Add {
-            id: u64,
-            address: String,
-        }
-        let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable"),
-        };
-        let add: Add = match serde_json::from_slice(&body) {
+        let add: AddMember = match read_json(req, r#"{"id": N, "address": "host:port"}"#).await {
             Ok(a) => a,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("expected {{\"id\": N, \"address\": \"host:port\"}}: {e}"),
-                )
-            }
+            Err(answer) => return *answer,
         };
         if meridian_core::config::check_address(&add.address).is_err() {
             return error(StatusCode::UNPROCESSABLE_ENTITY, "address must be host:port");
@@ -331,11 +293,11 @@ impl AdminState {
             Ok(b) => b.to_bytes(),
             Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable"),
         };
-        let route: Option<String> = if body.is_empty() {
+        let route = if body.is_empty() {
             None
         } else {
-            match serde_json::from_slice::<serde_json::Value>(&body) {
-                Ok(v) => v["route"].as_str().map(str::to_string),
+            match serde_json::from_slice::<PurgeRequest>(&body) {
+                Ok(p) => p.route,
                 Err(e) => {
                     return error(StatusCode::BAD_REQUEST, &format!("expected {{\"route\": \"name\"}} or {{}}: {e}"))
                 }
@@ -344,12 +306,9 @@ impl AdminState {
         match self.gateway.cache.purge(route.as_deref()).await {
             Ok(()) => {
                 tracing::info!(route = ?route, "cache purged");
-                json_response(StatusCode::OK, json!({ "purged": route.as_deref().unwrap_or("*") }))
+                json_response(StatusCode::OK, &Purged { purged: route.unwrap_or_else(|| "*".into()) })
             }
-            Err(e) => json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": "unavailable", "reason": e.to_string() }),
-            ),
+            Err(e) => unavailable(e),
         }
     }
 
@@ -359,52 +318,37 @@ impl AdminState {
         };
         let view = region.vip_view().borrow().clone();
         let held = self.vips.as_ref().map(|v| v.held()).unwrap_or_default();
-        let vips: Vec<serde_json::Value> = view
+        let vips = view
             .vips
             .iter()
-            .map(|(vip, r)| {
-                json!({
-                    "vip": vip,
-                    "owner": r.owner,
-                    "epoch": r.epoch,
-                    "releasing_from": r.releasing_from,
-                    "next_owner": r.next_owner,
-                    "held_here": held.contains(vip),
-                })
+            .map(|(vip, r)| VipView {
+                vip: vip.clone(),
+                owner: r.owner,
+                epoch: r.epoch,
+                releasing_from: r.releasing_from,
+                next_owner: r.next_owner,
+                held_here: held.contains(vip),
             })
             .collect();
-        let nodes: serde_json::Map<String, serde_json::Value> = view
+        let nodes = view
             .nodes
             .iter()
             .map(|(id, n)| {
-                (id.to_string(), json!({ "healthy": n.healthy, "draining": n.draining, "renewals": n.renewals }))
+                let liveness = MemberLiveness { healthy: n.healthy, draining: n.draining, renewals: n.renewals };
+                (id.to_string(), liveness)
             })
             .collect();
-        let lease = self.vips.as_ref().map(|v| v.lease_valid.load(std::sync::atomic::Ordering::Relaxed));
-        json_response(StatusCode::OK, json!({ "node": region.id, "lease_valid": lease, "vips": vips, "nodes": nodes }))
+        let lease_valid = self.vips.as_ref().map(|v| v.lease_valid.load(std::sync::atomic::Ordering::Relaxed));
+        json_response(StatusCode::OK, &VipTableView { node: region.id, lease_valid, vips, nodes })
     }
 
     async fn move_vip(&self, req: Request<Incoming>) -> AdminResponse {
         let Some(region) = &self.region else {
             return error(StatusCode::NOT_FOUND, "this node is not a member of a region");
         };
-        #[derive(serde::Deserialize)]
-        struct Move {
-            vip: String,
-            to: u64,
-        }
-        let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable"),
-        };
-        let m: Move = match serde_json::from_slice(&body) {
+        let m: VipMove = match read_json(req, r#"{"vip": "10.0.0.100/24", "to": N}"#).await {
             Ok(m) => m,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("expected {{\"vip\": \"10.0.0.100/24\", \"to\": N}}: {e}"),
-                )
-            }
+            Err(answer) => return *answer,
         };
         let view = region.vip_view().borrow().clone();
         let Some(rec) = view.vips.get(&m.vip) else {
@@ -414,7 +358,8 @@ impl AdminState {
             return error(StatusCode::CONFLICT, "the VIP has no owner right now; it will be assigned");
         };
         if from == m.to {
-            return json_response(StatusCode::OK, json!({ "vip": m.vip, "owner": from, "moved": false }));
+            let stays = VipMoved { vip: m.vip, from: Some(from), to: from, epoch: None, moved: false };
+            return json_response(StatusCode::OK, &stays);
         }
         let cmd = Command::Handoff {
             vip: m.vip.clone(),
@@ -427,16 +372,11 @@ impl AdminState {
             Ok(CommandResult::Vip { epoch }) => {
                 region.metrics().vip_moves.with_label_values(&["admin"]).inc();
                 tracing::info!(vip = %m.vip, from, to = m.to, epoch, reason = "admin", "VIP handoff started");
-                json_response(
-                    StatusCode::OK,
-                    json!({ "vip": m.vip, "from": from, "to": m.to, "epoch": epoch, "moved": true }),
-                )
+                let moved = VipMoved { vip: m.vip, from: Some(from), to: m.to, epoch: Some(epoch), moved: true };
+                json_response(StatusCode::OK, &moved)
             }
             Ok(_) => error(StatusCode::CONFLICT, "the VIP changed meanwhile; look again"),
-            Err(e) => json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": "unavailable", "reason": e.to_string() }),
-            ),
+            Err(e) => unavailable(e),
         }
     }
 
@@ -450,62 +390,52 @@ impl AdminState {
         match region.write(Command::SetDrain { node, draining }).await {
             Ok(_) => {
                 tracing::info!(node, draining, "member drain state changed");
-                json_response(StatusCode::OK, json!({ "node": node, "draining": draining }))
+                json_response(StatusCode::OK, &Drained { node, draining })
             }
-            Err(e) => json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": "unavailable", "reason": e.to_string() }),
-            ),
+            Err(e) => unavailable(e),
         }
     }
 
     fn upstreams(&self) -> AdminResponse {
         let snap = self.gateway.snapshot();
         let now = mono_ms();
-        let ups: serde_json::Map<String, serde_json::Value> = snap
+        let upstreams = snap
             .upstreams
             .iter()
             .map(|(name, up)| {
-                let targets: Vec<serde_json::Value> = up
+                let targets = up
                     .pool
                     .endpoints()
                     .iter()
                     .enumerate()
-                    .map(|(i, e)| {
-                        let until = e.health.ejected_until_ms();
-                        json!({
-                            "address": &*e.address,
-                            "weight": up.pool.weight(i),
-                            "healthy": e.health.active_up(),
-                            "ejected": e.health.is_ejected(now),
-                            "ejected_for_ms": until.saturating_sub(now),
-                            "available": e.health.is_available(now),
-                            "in_flight": e.in_flight(),
-                            "idle_connections": up.conns[i].idle_count(),
-                        })
+                    .map(|(i, e)| TargetView {
+                        address: e.address.to_string(),
+                        weight: up.pool.weight(i),
+                        healthy: e.health.active_up(),
+                        ejected: e.health.is_ejected(now),
+                        ejected_for_ms: e.health.ejected_until_ms().saturating_sub(now),
+                        available: e.health.is_available(now),
+                        in_flight: e.in_flight(),
+                        idle_connections: up.conns[i].idle_count(),
                     })
                     .collect();
-                (name.clone(), json!({ "targets": targets, "in_flight": up.breaker.in_flight() }))
+                (name.clone(), UpstreamView { targets, in_flight: up.breaker.in_flight() })
             })
             .collect();
-        json_response(StatusCode::OK, json!({ "version": snap.version, "upstreams": ups }))
+        json_response(StatusCode::OK, &UpstreamsView { version: snap.version, upstreams })
     }
 }
 
 fn membership_answer(r: Result<CommandResult, WriteError>) -> AdminResponse {
     match r {
-        Ok(_) => json_response(StatusCode::OK, json!({ "ok": true })),
+        Ok(_) => json_response(StatusCode::OK, &Done { ok: true }),
         Err(WriteError::Refused(msg)) => error(StatusCode::CONFLICT, &msg),
-        Err(e) => {
-            json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "unavailable", "reason": e.to_string() }))
-        }
+        Err(e) => unavailable(e),
     }
 }
 
 fn text(status: StatusCode, body: &'static str) -> AdminResponse {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r
+    text_response(status, body)
 }
 
 /// `If-Match: <version>` or `?expected_version=<version>`.
@@ -527,38 +457,11 @@ fn expected_version(req: &Request<Incoming>) -> Result<Option<u64>, Box<AdminRes
 
 /// Serve the admin API on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken, tracker: TaskTracker) {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(address = ?addr, "admin API listening");
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
+    tracing::info!(address = ?listener.local_addr().ok(), "admin API listening");
+    let handler = move |req| {
         let state = state.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(state.handle(req).await) }
-            });
-            let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(10));
-            let conn = b.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
-                }
-            }
-        });
-    }
+        async move { state.handle(req).await }
+    };
+    let limits = ServerLimits::default();
+    meridian_core::http_server::serve("admin", listener, limits, shutdown, tracker.clone(), handler).await;
 }

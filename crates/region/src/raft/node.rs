@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
-use serde::{Deserialize, Serialize};
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -23,30 +23,7 @@ use super::{Command, CommandResult, NodeId, Raft};
 use crate::metrics::RegionMetrics;
 use meridian_core::config::ClusterConfig;
 
-/// What a member reports about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub id: NodeId,
-    pub name: String,
-    pub region: String,
-    pub address: String,
-    /// `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
-    pub role: String,
-    pub term: u64,
-    pub leader: Option<NodeId>,
-    pub last_log_index: Option<u64>,
-    pub committed_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    /// The document version applied from the log.
-    pub config_version: u64,
-    /// The version this node's data plane serves: behind `config_version`
-    /// when the applied document could not be compiled here.
-    #[serde(default)]
-    pub serving_version: u64,
-    /// Why the applied version is not served, when it is not.
-    #[serde(default)]
-    pub serving_error: Option<String>,
-}
+pub use meridian_core::admin::NodeStatus;
 
 /// What this node's data plane serves against what the region applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

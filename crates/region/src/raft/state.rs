@@ -21,6 +21,7 @@ use tokio::sync::{watch, RwLock};
 
 use super::store::{load_snapshot, save_snapshot};
 use super::{bincode_config, Command, CommandResult, NodeId, TypeConfig};
+use meridian_core::admin::Revision;
 use meridian_core::config::GatewayDocument;
 
 /// Revisions kept in the history (oldest dropped first).
@@ -32,15 +33,6 @@ pub struct ConfigRecord {
     pub version: u64,
     /// JSON text of the document.
     pub document: String,
-}
-
-/// One applied document version: what `GET /config/history` lists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Revision {
-    pub version: u64,
-    pub log_index: u64,
-    /// xxh3 of the document text, hex.
-    pub digest: String,
 }
 
 /// The digest a [`Revision`] carries: xxh3 of the document text, hex.
