@@ -10,8 +10,10 @@ use crate::support::*;
 
 fn digest_of(toml_doc: &str) -> String {
     // The region stores the document as the JSON of its parsed form.
-    let parsed =
-        meridian_core::config::parse_document(toml_doc, meridian_core::config::Format::Toml).unwrap().into_inner();
+    let parsed = meridian_core::config::parse_document(toml_doc, meridian_core::config::Format::Toml)
+        .unwrap()
+        .into_inner()
+        .into_document();
     let json = serde_json::to_string(&parsed).unwrap();
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(json.as_bytes()))
 }

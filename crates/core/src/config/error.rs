@@ -49,6 +49,8 @@ pub enum ConfigErrorKind {
     MissingHashOn,
     #[error("invalid hash_on \"{0}\": expected client_ip, header:<name> or cookie:<name>")]
     InvalidHashOn(String),
+    #[error("invalid rate-limit key \"{0}\": expected client_ip, route or header:<name>")]
+    InvalidRateLimitKey(String),
     #[error("rewrite \"{rewrite}\" uses {{{param}}} which path_template does not capture")]
     UnknownRewriteParam { rewrite: String, param: String },
     #[error("strip_prefix needs path_prefix")]
@@ -72,6 +74,10 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 impl ConfigErrors {
     pub fn push(&mut self, path: impl Into<String>, kind: ConfigErrorKind) {
         self.0.push(ConfigError::new(path, kind));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {

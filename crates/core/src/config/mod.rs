@@ -17,8 +17,8 @@ pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use node::*;
 pub use validate::check_address;
 pub use validate::route_path as validate_route_path;
-pub use validate::{validate_document, validate_node, Validated, MAX_RETRIES};
-pub use values::{is_cookie_name_byte, HashOn, VipAddr};
+pub use validate::{validate_document, validate_node, CheckedDocument, Validated, MAX_RETRIES};
+pub use values::{is_cookie_name_byte, DocumentValues, HashOn, RateLimitKey, RouteValues, UpstreamValues, VipAddr};
 
 /// Encodings the admin API accepts for a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +111,6 @@ pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors
 }
 
 /// Parse and validate a gateway document on its own (admin API, `ctl apply`).
-pub fn parse_document(text: &str, format: Format) -> Result<Validated<GatewayDocument>, ConfigErrors> {
+pub fn parse_document(text: &str, format: Format) -> Result<Validated<CheckedDocument>, ConfigErrors> {
     validate_document(parse(text, format)?)
 }

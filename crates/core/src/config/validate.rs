@@ -1,15 +1,16 @@
 //! Every rule of the node file and the gateway document, checked at once so an
-//! operator sees all problems in one run. Pattern syntax is checked by the
-//! same parsers the data plane compiles with.
+//! operator sees all problems in one run. Checking a document parses every
+//! value in it once ([`CheckedDocument`]); the data plane compiles from those
+//! values and parses nothing again.
 
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::time::Duration;
 
 use super::error::{ConfigErrorKind as K, ConfigErrors};
-use super::values::{is_cookie_name_byte, HashOn, VipAddr};
+use super::values::{is_cookie_name_byte, DocumentValues, HashOn, RateLimitKey, RouteValues, UpstreamValues, VipAddr};
 use super::{Algorithm, GatewayDocument, NodeConfig, RouteConfig, UpstreamConfig};
-use crate::pattern::{HostPattern, PathPattern, Rewrite, RewriteError};
+use crate::pattern::{HeaderMatch, HostPattern, PathPattern, Rewrite, RewriteError};
 
 /// A value that passed validation. Only a checker that collected its
 /// findings in [`ConfigErrors`] makes one, through
@@ -35,6 +36,36 @@ impl<T> Deref for Validated<T> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.0
+    }
+}
+
+/// A gateway document that passed validation, with the typed values its
+/// strings stand for: what the data plane compiles from.
+#[derive(Debug, Clone)]
+pub struct CheckedDocument {
+    document: GatewayDocument,
+    values: DocumentValues,
+}
+
+impl CheckedDocument {
+    pub fn values(&self) -> &DocumentValues {
+        &self.values
+    }
+
+    /// The document as written (what a region replicates).
+    pub fn into_document(self) -> GatewayDocument {
+        self.document
+    }
+
+    pub fn into_parts(self) -> (GatewayDocument, DocumentValues) {
+        (self.document, self.values)
+    }
+}
+
+impl Deref for CheckedDocument {
+    type Target = GatewayDocument;
+    fn deref(&self) -> &GatewayDocument {
+        &self.document
     }
 }
 
@@ -80,11 +111,13 @@ pub fn check_address(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Check a gateway document; every broken rule is reported.
-pub fn validate_document(doc: GatewayDocument) -> Result<Validated<GatewayDocument>, ConfigErrors> {
+/// Check a gateway document and parse every value in it; every broken rule
+/// is reported, each with its key path.
+pub fn validate_document(doc: GatewayDocument) -> Result<Validated<CheckedDocument>, ConfigErrors> {
     let mut errors = ConfigErrors::default();
+    let mut values = DocumentValues::default();
     for (name, up) in &doc.upstreams {
-        check_upstream(&mut errors, name, up);
+        values.upstreams.insert(name.clone(), check_upstream(&mut errors, name, up));
     }
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, route) in doc.routes.iter().enumerate() {
@@ -94,12 +127,14 @@ pub fn validate_document(doc: GatewayDocument) -> Result<Validated<GatewayDocume
                 K::Duplicate { name: route.name.clone(), first: format!("routes[{first}]") },
             );
         }
-        check_route(&mut errors, i, route, &doc);
+        if let Some(v) = check_route(&mut errors, i, route, &doc) {
+            values.routes.push(v);
+        }
     }
-    errors.into_result(Validated(doc))
+    errors.into_result(Validated(CheckedDocument { document: doc, values }))
 }
 
-fn check_upstream(errors: &mut ConfigErrors, name: &str, up: &UpstreamConfig) {
+fn check_upstream(errors: &mut ConfigErrors, name: &str, up: &UpstreamConfig) -> UpstreamValues {
     let p = format!("upstreams.{name}");
     if !valid_name(name) {
         errors.push(
@@ -127,11 +162,20 @@ fn check_upstream(errors: &mut ConfigErrors, name: &str, up: &UpstreamConfig) {
         }
         range(errors, format!("{tp}.weight"), t.weight, 1, MAX_WEIGHT, "weight must be between 1 and 10000");
     }
-    match (&up.hash_on, up.algorithm) {
-        (None, Algorithm::ConsistentHash) => errors.push(format!("{p}.hash_on"), K::MissingHashOn),
-        (Some(h), _) if HashOn::parse(h).is_none() => errors.push(format!("{p}.hash_on"), K::InvalidHashOn(h.clone())),
-        _ => {}
-    }
+    let hash_on = match (&up.hash_on, up.algorithm) {
+        (None, Algorithm::ConsistentHash) => {
+            errors.push(format!("{p}.hash_on"), K::MissingHashOn);
+            None
+        }
+        (None, _) => None,
+        (Some(h), _) => {
+            let parsed = HashOn::parse(h);
+            if parsed.is_none() {
+                errors.push(format!("{p}.hash_on"), K::InvalidHashOn(h.clone()));
+            }
+            parsed
+        }
+    };
     if let Some(sticky) = &up.sticky {
         if sticky.cookie.is_empty() || !sticky.cookie.bytes().all(is_cookie_name_byte) {
             errors.push(
@@ -195,59 +239,67 @@ fn check_upstream(errors: &mut ConfigErrors, name: &str, up: &UpstreamConfig) {
     range(errors, format!("{p}.retry.attempts"), up.retry.attempts, 0, MAX_RETRIES, "between 0 and 10");
     range(errors, format!("{p}.retry.budget_ratio"), up.retry.budget_ratio, 0.0, 10.0, "between 0.0 and 10.0");
     positive(errors, format!("{p}.pool.idle_timeout"), up.pool.idle_timeout);
+    UpstreamValues { hash_on }
 }
 
-fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &GatewayDocument) {
+/// A route's rules, and its typed values when every one of them parsed.
+fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &GatewayDocument) -> Option<RouteValues> {
     let p = format!("routes[{i}]");
+    let before = errors.len();
     if !valid_name(&r.name) {
         errors.push(format!("{p}.name"), K::Empty);
     }
     if !doc.upstreams.contains_key(&r.upstream) {
         errors.push(format!("{p}.upstream"), K::UnknownUpstream(r.upstream.clone()));
     }
-    for (j, h) in r.hosts.iter().enumerate() {
-        if let Err(reason) = HostPattern::parse(h) {
-            errors.push(format!("{p}.hosts[{j}]"), K::InvalidHost { value: h.clone(), reason });
-        }
-    }
-    if let Some(path) = route_path(errors, &p, r) {
-        match Rewrite::new(&path, r.strip_prefix, r.rewrite.as_deref()) {
-            Ok(_) => {}
-            Err(RewriteError::StripWithoutPrefix) => {
-                errors.push(format!("{p}.strip_prefix"), K::StripPrefixWithoutPrefix)
+    let hosts = parse_all(errors, &r.hosts, |j, h| {
+        HostPattern::parse(h).map_err(|reason| (format!("{p}.hosts[{j}]"), K::InvalidHost { value: h.clone(), reason }))
+    });
+    let path = route_path(errors, &p, r);
+    let rewrite = path.as_ref().and_then(|path| match Rewrite::new(path, r.strip_prefix, r.rewrite.as_deref()) {
+        Ok(rw) => rw,
+        Err(e) => {
+            let rewrite = r.rewrite.clone().unwrap_or_default();
+            match e {
+                RewriteError::StripWithoutPrefix => {
+                    errors.push(format!("{p}.strip_prefix"), K::StripPrefixWithoutPrefix)
+                }
+                RewriteError::StripAndRewrite => errors.push(format!("{p}.rewrite"), K::StripAndRewrite),
+                RewriteError::UnknownParam(param) => {
+                    errors.push(format!("{p}.rewrite"), K::UnknownRewriteParam { rewrite, param })
+                }
+                RewriteError::Invalid(reason) => {
+                    errors.push(format!("{p}.rewrite"), K::InvalidPath { value: rewrite, reason })
+                }
             }
-            Err(RewriteError::StripAndRewrite) => errors.push(format!("{p}.rewrite"), K::StripAndRewrite),
-            Err(RewriteError::UnknownParam(param)) => errors.push(
-                format!("{p}.rewrite"),
-                K::UnknownRewriteParam { rewrite: r.rewrite.clone().unwrap_or_default(), param },
-            ),
-            Err(RewriteError::Invalid(reason)) => errors
-                .push(format!("{p}.rewrite"), K::InvalidPath { value: r.rewrite.clone().unwrap_or_default(), reason }),
+            None
         }
-    }
-    for (j, m) in r.methods.iter().enumerate() {
-        if http::Method::from_bytes(m.as_bytes()).is_err() || m.is_empty() {
-            errors.push(format!("{p}.methods[{j}]"), K::InvalidMethod(m.clone()));
-        }
-    }
-    for (name, value) in &r.headers {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            errors.push(format!("{p}.headers.{name}"), K::InvalidHeaderName(name.clone()));
-        } else if value != "*" && http::HeaderValue::from_str(value).is_err() {
-            errors.push(
-                format!("{p}.headers.{name}"),
-                K::InvalidHeaderValue { name: name.clone(), value: value.clone() },
-            );
-        }
-    }
+    });
+    let methods = parse_all(errors, &r.methods, |j, m| match http::Method::from_bytes(m.as_bytes()) {
+        Ok(method) if !m.is_empty() => Ok(method),
+        _ => Err((format!("{p}.methods[{j}]"), K::InvalidMethod(m.clone()))),
+    });
+    let headers: Vec<(&String, &String)> = r.headers.iter().collect();
+    let headers = parse_all(errors, &headers, |_, (name, value)| {
+        let hp = format!("{p}.headers.{name}");
+        let header = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| (hp.clone(), K::InvalidHeaderName((*name).clone())))?;
+        let condition =
+            match value.as_str() {
+                "*" => HeaderMatch::Present,
+                v => HeaderMatch::Exact(http::HeaderValue::from_str(v).map_err(|_| {
+                    (hp.clone(), K::InvalidHeaderValue { name: (*name).clone(), value: (*value).clone() })
+                })?),
+            };
+        Ok((header, condition))
+    });
     positive(errors, format!("{p}.timeout"), r.timeout);
+    let mut rate_limit_key = None;
     if let Some(rl) = &r.rate_limit {
         let lp = format!("{p}.rate_limit");
-        let key_ok = rl.key == "client_ip"
-            || rl.key == "route"
-            || rl.key.strip_prefix("header:").is_some_and(|h| http::HeaderName::from_bytes(h.as_bytes()).is_ok());
-        if !key_ok {
-            errors.push(format!("{lp}.key"), K::InvalidHashOn(rl.key.clone()));
+        rate_limit_key = RateLimitKey::parse(&rl.key);
+        if rate_limit_key.is_none() {
+            errors.push(format!("{lp}.key"), K::InvalidRateLimitKey(rl.key.clone()));
         }
         if rl.limits.is_empty() {
             errors.push(format!("{lp}.limits"), K::Empty);
@@ -280,14 +332,14 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
             );
         }
     }
+    let mut cache_key_headers = Vec::new();
     if let Some(c) = &r.cache {
         let cp = format!("{p}.cache");
         positive(errors, format!("{cp}.ttl"), c.ttl);
-        for (j, h) in c.key_headers.iter().enumerate() {
-            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                errors.push(format!("{cp}.key_headers[{j}]"), K::InvalidHeaderName(h.clone()));
-            }
-        }
+        cache_key_headers = parse_all(errors, &c.key_headers, |j, h| {
+            http::HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| (format!("{cp}.key_headers[{j}]"), K::InvalidHeaderName(h.clone())))
+        });
         range(errors, format!("{cp}.max_entry_bytes"), c.max_entry_bytes, 1, 64 << 20, "between 1 byte and 64 MiB");
     }
     if let Some(ct) = r.connect_timeout {
@@ -296,6 +348,33 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
     if let Some(n) = r.retries {
         range(errors, format!("{p}.retries"), n, 0, MAX_RETRIES, "between 0 and 10");
     }
+    // Values only for a route without a broken rule: nothing is dropped silently.
+    (errors.len() == before).then_some(RouteValues {
+        hosts,
+        path: path?,
+        methods,
+        headers,
+        rewrite,
+        rate_limit_key,
+        cache_key_headers,
+    })
+}
+
+/// Parse every item; each failure is reported with its path and left out
+/// (the caller's values are discarded when anything failed).
+fn parse_all<I, T>(
+    errors: &mut ConfigErrors,
+    items: &[I],
+    parse: impl Fn(usize, &I) -> Result<T, (String, K)>,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(items.len());
+    for (j, item) in items.iter().enumerate() {
+        match parse(j, item) {
+            Ok(v) => out.push(v),
+            Err((path, kind)) => errors.push(path, kind),
+        }
+    }
+    out
 }
 
 /// The path pattern of a route; reports a conflict or a bad pattern.
@@ -609,7 +688,7 @@ mod tests {
     use super::*;
     use crate::config::{parse, Format};
 
-    fn doc(text: &str) -> Result<Validated<GatewayDocument>, ConfigErrors> {
+    fn doc(text: &str) -> Result<Validated<CheckedDocument>, ConfigErrors> {
         validate_document(parse(text, Format::Toml)?)
     }
 
@@ -696,5 +775,61 @@ mod tests {
         "#)
         .unwrap();
         assert_eq!(d.routes[0].timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn checking_a_document_parses_every_value_once() {
+        let d = doc(r#"
+            [upstreams.u]
+            targets = [{ address = "127.0.0.1:1" }]
+            algorithm = "consistent_hash"
+            hash_on = "cookie:sid"
+            [[routes]]
+            name = "r"
+            hosts = ["api.example.com", "*.example.com"]
+            methods = ["GET", "POST"]
+            headers = { x-version = "2", x-tenant = "*" }
+            path_prefix = "/api"
+            rewrite = "/v1"
+            upstream = "u"
+            rate_limit = { key = "header:X-Api-Key", limits = [{ requests = 10, per = "1s" }] }
+            cache = { ttl = "10s", key_headers = ["Accept-Language"] }
+        "#)
+        .unwrap();
+        let v = &d.values().routes[0];
+        assert_eq!(v.hosts.len(), 2);
+        assert_eq!(v.methods, vec![http::Method::GET, http::Method::POST]);
+        assert_eq!(v.headers.len(), 2);
+        assert!(v.headers.iter().any(|(n, m)| n == "x-tenant" && *m == HeaderMatch::Present));
+        assert!(v.rewrite.is_some());
+        assert_eq!(v.rate_limit_key, Some(RateLimitKey::Header(http::HeaderName::from_static("x-api-key"))));
+        assert_eq!(v.cache_key_headers, vec![http::HeaderName::from_static("accept-language")]);
+        assert_eq!(d.values().upstreams["u"].hash_on, Some(HashOn::Cookie("sid".into())));
+    }
+
+    #[test]
+    fn each_rule_names_its_own_valid_values() {
+        let e = doc(r#"
+            [upstreams.u]
+            targets = [{ address = "127.0.0.1:1" }]
+            hash_on = "ip"
+            [[routes]]
+            name = "r"
+            upstream = "u"
+            rate_limit = { key = "cookie:sid", limits = [{ requests = 10, per = "1s" }] }
+        "#)
+        .unwrap_err();
+        let p = paths(&e);
+        assert!(
+            p.contains(&"routes[0].rate_limit.key: invalid rate-limit key \"cookie:sid\": expected client_ip, route or header:<name>".to_string()),
+            "{p:#?}"
+        );
+        assert!(
+            p.contains(
+                &"upstreams.u.hash_on: invalid hash_on \"ip\": expected client_ip, header:<name> or cookie:<name>"
+                    .to_string()
+            ),
+            "{p:#?}"
+        );
     }
 }

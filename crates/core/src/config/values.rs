@@ -1,9 +1,14 @@
 //! Typed values that config strings stand for: what a consistent-hash pool
-//! hashes on, cookie names, VIP addresses. Parsed once, at load.
+//! hashes on, what a rate limit counts by, cookie names, VIP addresses, and
+//! the values of a whole gateway document ([`DocumentValues`]). Parsed once,
+//! by validation; the data plane compiles from them and parses nothing.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use http::HeaderName;
+use http::{HeaderName, Method};
+
+use crate::pattern::{HeaderMatch, HostPattern, PathPattern, Rewrite};
 
 /// What a consistent-hash pool hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +33,53 @@ impl HashOn {
         }
         None
     }
+}
+
+/// What a route's rate limit counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitKey {
+    ClientIp,
+    /// One budget for the whole route.
+    Route,
+    /// A request header's value (an API key, a tenant id).
+    Header(HeaderName),
+}
+
+impl RateLimitKey {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "client_ip" => Some(Self::ClientIp),
+            "route" => Some(Self::Route),
+            _ => HeaderName::from_bytes(s.strip_prefix("header:")?.as_bytes()).ok().map(Self::Header),
+        }
+    }
+}
+
+/// The typed values of one route of a validated document.
+#[derive(Debug, Clone)]
+pub struct RouteValues {
+    pub hosts: Vec<HostPattern>,
+    pub path: PathPattern,
+    pub methods: Vec<Method>,
+    pub headers: Vec<(HeaderName, HeaderMatch)>,
+    pub rewrite: Option<Rewrite>,
+    pub rate_limit_key: Option<RateLimitKey>,
+    pub cache_key_headers: Vec<HeaderName>,
+}
+
+/// The typed values of one upstream of a validated document.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamValues {
+    pub hash_on: Option<HashOn>,
+}
+
+/// Every typed value of a validated document, beside the document itself
+/// (which stays as written: it is what a region replicates).
+#[derive(Debug, Clone, Default)]
+pub struct DocumentValues {
+    /// One per route, in the document's order.
+    pub routes: Vec<RouteValues>,
+    pub upstreams: BTreeMap<String, UpstreamValues>,
 }
 
 /// RFC 6265 token characters.
@@ -72,6 +124,18 @@ mod tests {
         assert_eq!(HashOn::parse("cookie:sid"), Some(HashOn::Cookie("sid".into())));
         assert_eq!(HashOn::parse("cookie:"), None);
         assert_eq!(HashOn::parse("ip"), None);
+    }
+
+    #[test]
+    fn rate_limit_keys() {
+        assert_eq!(RateLimitKey::parse("client_ip"), Some(RateLimitKey::ClientIp));
+        assert_eq!(RateLimitKey::parse("route"), Some(RateLimitKey::Route));
+        assert_eq!(
+            RateLimitKey::parse("header:X-Api-Key"),
+            Some(RateLimitKey::Header(HeaderName::from_static("x-api-key")))
+        );
+        assert_eq!(RateLimitKey::parse("header:"), None);
+        assert_eq!(RateLimitKey::parse("cookie:sid"), None);
     }
 
     #[test]

@@ -7,6 +7,14 @@ use std::fmt;
 
 pub use rewrite::{Part as RewritePart, Rewrite, RewriteError};
 
+/// A header condition of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderMatch {
+    /// The header is present, with any value.
+    Present,
+    Exact(http::HeaderValue),
+}
+
 /// Most templates capture a handful of segments; a fixed array keeps matching allocation-free.
 pub const MAX_PARAMS: usize = 8;
 

@@ -270,17 +270,14 @@ pub fn request_cacheable(method: &http::Method, headers: &HeaderMap) -> bool {
 }
 
 impl RouteCache {
-    pub fn new(route: &str, cfg: &CacheConfig, node: Arc<NodeCache>) -> Self {
+    /// `key_headers`: the validated names of `cfg.key_headers`.
+    pub fn new(route: &str, cfg: &CacheConfig, key_headers: Vec<http::HeaderName>, node: Arc<NodeCache>) -> Self {
         let scope = if node.store.is_some() { cfg.scope } else { LimitScope::Local };
         Self {
             route: route.into(),
             node,
             ttl: cfg.ttl,
-            key_headers: cfg
-                .key_headers
-                .iter()
-                .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
-                .collect(),
+            key_headers,
             max_entry_bytes: cfg.max_entry_bytes,
             stale: cfg.stale_if_error.unwrap_or_default(),
             scope,

@@ -1,78 +1,62 @@
 //! Gateway document → [`Snapshot`]: route table, pools, connection pools and
 //! active health checks, reusing the state of targets the new version keeps.
 
-use super::policy::rate_limit::{LimitKey, RouteLimit};
-use super::policy::Policy;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, Method};
+use http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 
+use super::policy::rate_limit::RouteLimit;
+use super::policy::Policy;
 use super::upstream::{Breaker, ConnPool, RetryBudget, Sticky, Upstream};
 use super::{Gateway, Registry, Route, Snapshot};
 use crate::balance::{Endpoint, EndpointHealth, Pool};
 use crate::health::active::{ActiveCheck, ProbeSink};
 use crate::health::PassivePolicy;
-use crate::routing::{HeaderMatch, RouteSpec, RouteTable};
-use meridian_core::config::HashOn;
-use meridian_core::config::{ConfigErrorKind as K, ConfigErrors, GatewayDocument, UpstreamConfig};
-use meridian_core::pattern::{HostPattern, Rewrite};
+use crate::routing::{RouteSpec, RouteTable};
+use meridian_core::config::{
+    CheckedDocument, ConfigErrorKind as K, ConfigErrors, HashOn, RateLimitKey, UpstreamConfig,
+};
 
 pub(super) fn compile(
     gw: &Gateway,
     registry: &mut Registry,
-    doc: GatewayDocument,
+    doc: CheckedDocument,
+    version: u64,
     health: &CancellationToken,
 ) -> Result<Snapshot, ConfigErrors> {
+    let (mut doc, values) = doc.into_parts();
+    doc.version = version;
     let mut errors = ConfigErrors::default();
     let mut endpoints: HashMap<(String, String), Arc<Endpoint>> = HashMap::new();
     let mut conns: HashMap<String, Arc<ConnPool>> = HashMap::new();
     let mut upstreams = BTreeMap::new();
     for (name, cfg) in &doc.upstreams {
-        let up = compile_upstream(gw, registry, name, cfg, &mut endpoints, &mut conns, health, &mut errors);
+        let hash_on = values.upstreams.get(name).and_then(|v| v.hash_on.clone());
+        let up = compile_upstream(gw, registry, name, cfg, hash_on, &mut endpoints, &mut conns, health);
         upstreams.insert(name.clone(), Arc::new(up));
     }
     let mut routes = Vec::with_capacity(doc.routes.len());
     let mut limiters: HashMap<String, Arc<RouteLimit>> = HashMap::new();
-    for (i, r) in doc.routes.iter().enumerate() {
-        let p = format!("routes[{i}]");
+    // Validation parsed every value: a route without values cannot get here,
+    // and a mismatch is an error, not a route dropped in silence.
+    if values.routes.len() != doc.routes.len() {
+        errors.push("routes", K::Syntax("the document's values do not match its routes".into()));
+        return Err(errors);
+    }
+    for (i, (r, v)) in doc.routes.iter().zip(values.routes).enumerate() {
         let Some(upstream) = upstreams.get(&r.upstream).cloned() else {
-            errors.push(format!("{p}.upstream"), K::UnknownUpstream(r.upstream.clone()));
+            errors.push(format!("routes[{i}].upstream"), K::UnknownUpstream(r.upstream.clone()));
             continue;
         };
-        let Some(path) = meridian_core::config::validate_route_path(&mut errors, &p, r) else {
-            continue;
-        };
-        let rewrite = match Rewrite::new(&path, r.strip_prefix, r.rewrite.as_deref()) {
-            Ok(rw) => rw,
-            Err(e) => {
-                errors.push(
-                    format!("{p}.rewrite"),
-                    K::InvalidPath { value: r.rewrite.clone().unwrap_or_default(), reason: format!("{e:?}") },
-                );
-                continue;
-            }
-        };
-        let hosts: Vec<HostPattern> = r.hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect();
-        let methods: Vec<Method> = r.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect();
-        let headers: Vec<(HeaderName, HeaderMatch)> = r
-            .headers
-            .iter()
-            .filter_map(|(k, v)| {
-                let name = HeaderName::from_bytes(k.as_bytes()).ok()?;
-                let cond =
-                    if v == "*" { HeaderMatch::Present } else { HeaderMatch::Exact(HeaderValue::from_str(v).ok()?) };
-                Some((name, cond))
-            })
-            .collect();
-        let spec = RouteSpec { hosts, path, methods, headers };
+        let spec = RouteSpec { hosts: v.hosts, path: v.path, methods: v.methods, headers: v.headers };
         let route = Route {
             name: r.name.as_str().into(),
             connect_timeout: r.connect_timeout.unwrap_or(upstream.connect_timeout),
             retries: r.retries.unwrap_or(upstream.retry_attempts),
             upstream,
-            rewrite,
+            rewrite: v.rewrite,
             preserve_host: r.preserve_host,
             timeout: r.timeout,
             metrics: Arc::new(gw.metrics.route(&r.name)),
@@ -81,13 +65,18 @@ pub(super) fn compile(
         // The route's policies, in the order they run.
         let mut route = route;
         if let Some(cfg) = &r.rate_limit {
+            let Some(key) = v.rate_limit_key else {
+                errors.push(format!("routes[{i}].rate_limit.key"), K::InvalidRateLimitKey(cfg.key.clone()));
+                continue;
+            };
             let reused = registry.limiters.get(&r.name).filter(|l| l.config == *cfg).cloned();
-            let l = reused.unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, cfg)));
+            let l = reused.unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, cfg, key)));
             limiters.insert(r.name.clone(), l.clone());
             route.policies.push(Policy::RateLimit(l));
         }
         if let Some(c) = &r.cache {
-            route.policies.push(Policy::Cache(Arc::new(crate::cache::RouteCache::new(&r.name, c, gw.cache.clone()))));
+            let cache = crate::cache::RouteCache::new(&r.name, c, v.cache_key_headers, gw.cache.clone());
+            route.policies.push(Policy::Cache(Arc::new(cache)));
         }
         routes.push((spec, Arc::new(route)));
     }
@@ -101,14 +90,12 @@ pub(super) fn compile(
     Ok(Snapshot { version: doc.version, document: Arc::new(doc), table: RouteTable::new(routes), upstreams })
 }
 
-fn route_limit(gw: &Gateway, route: &str, cfg: &meridian_core::config::RateLimitConfig) -> RouteLimit {
-    let key = match cfg.key.as_str() {
-        "route" => LimitKey::Route,
-        k => match k.strip_prefix("header:").and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()) {
-            Some(h) => LimitKey::Header(h),
-            None => LimitKey::ClientIp,
-        },
-    };
+fn route_limit(
+    gw: &Gateway,
+    route: &str,
+    cfg: &meridian_core::config::RateLimitConfig,
+    key: RateLimitKey,
+) -> RouteLimit {
     let names: Vec<String> = cfg.limits.iter().map(|l| format!("{}s", l.per.as_secs().max(1))).collect();
     let policy = cfg
         .limits
@@ -134,10 +121,10 @@ fn compile_upstream(
     registry: &Registry,
     name: &str,
     cfg: &UpstreamConfig,
+    hash_on: Option<HashOn>,
     endpoints: &mut HashMap<(String, String), Arc<Endpoint>>,
     conns: &mut HashMap<String, Arc<ConnPool>>,
     health: &CancellationToken,
-    errors: &mut ConfigErrors,
 ) -> Upstream {
     let name_arc: Arc<str> = name.into();
     let mut eps = Vec::with_capacity(cfg.targets.len());
@@ -160,16 +147,6 @@ fn compile_upstream(
         pools.push(cp);
         weights.push(t.weight);
     }
-    let hash_on = match &cfg.hash_on {
-        Some(h) => {
-            let parsed = HashOn::parse(h);
-            if parsed.is_none() {
-                errors.push(format!("upstreams.{name}.hash_on"), K::InvalidHashOn(h.clone()));
-            }
-            parsed
-        }
-        None => None,
-    };
     let passive =
         cfg.health.passive.as_ref().map(|p| {
             PassivePolicy::new(p.consecutive_failures, p.base_ejection, p.max_ejection, p.max_ejected_percent)

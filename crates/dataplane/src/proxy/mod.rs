@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::balance::Endpoint;
 use crate::routing::RouteTable;
 use crate::telemetry::{GatewayMetrics, RouteMetrics};
-use meridian_core::config::{ConfigErrors, GatewayDocument, LimitsConfig, Validated};
+use meridian_core::config::{CheckedDocument, ConfigErrors, GatewayDocument, LimitsConfig, Validated};
 use meridian_core::pattern::Rewrite;
 use upstream::{ConnPool, Upstream};
 
@@ -139,14 +139,14 @@ impl Gateway {
 
     /// Compile `doc` and serve it as `version`. Needs a tokio runtime (it
     /// starts the active health checks of the new snapshot).
-    pub fn apply(&self, doc: Validated<GatewayDocument>, version: u64) -> Result<(), ConfigErrors> {
+    pub fn apply(&self, doc: Validated<CheckedDocument>, version: u64) -> Result<(), ConfigErrors> {
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         self.apply_locked(&mut registry, doc, version)
     }
 
     /// Serve `doc` as the next version; with `expected`, only if the version
     /// served now is `expected` (compare-and-set).
-    pub fn apply_next(&self, doc: Validated<GatewayDocument>, expected: Option<u64>) -> Result<u64, ApplyError> {
+    pub fn apply_next(&self, doc: Validated<CheckedDocument>, expected: Option<u64>) -> Result<u64, ApplyError> {
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.version();
         if let Some(expected) = expected {
@@ -162,13 +162,11 @@ impl Gateway {
     fn apply_locked(
         &self,
         registry: &mut Registry,
-        doc: Validated<GatewayDocument>,
+        doc: Validated<CheckedDocument>,
         version: u64,
     ) -> Result<(), ConfigErrors> {
-        let mut doc = doc.into_inner();
-        doc.version = version;
         let health = CancellationToken::new();
-        let snapshot = compile::compile(self, registry, doc, &health)?;
+        let snapshot = compile::compile(self, registry, doc.into_inner(), version, &health)?;
         let routes = snapshot.table.len();
         let upstreams = snapshot.upstreams.len();
         let old = std::mem::replace(&mut registry.health, health);

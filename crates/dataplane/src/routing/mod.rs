@@ -11,16 +11,9 @@
 
 use std::collections::HashMap;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, Method};
 
-use meridian_core::pattern::{HostPattern, Params, PathPattern};
-
-/// A header condition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderMatch {
-    Present,
-    Exact(HeaderValue),
-}
+use meridian_core::pattern::{HeaderMatch, HostPattern, Params, PathPattern};
 
 /// What a route matches.
 #[derive(Debug, Clone)]
@@ -166,6 +159,7 @@ pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn spec(hosts: &[&str], path: PathPattern) -> RouteSpec {
         RouteSpec {

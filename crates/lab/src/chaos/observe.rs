@@ -304,7 +304,10 @@ fn numbered_document(base: &serde_json::Value, n: usize) -> Option<(String, Stri
     }));
     let text = doc.to_string();
     // The region stores the document re-encoded after parsing: digest that.
-    let parsed = meridian_core::config::parse_document(&text, meridian_core::config::Format::Json).ok()?.into_inner();
+    let parsed = meridian_core::config::parse_document(&text, meridian_core::config::Format::Json)
+        .ok()?
+        .into_inner()
+        .into_document();
     let stored = serde_json::to_string(&parsed).ok()?;
     Some((text, meridian_region::raft::document_digest(&stored)))
 }

@@ -168,7 +168,7 @@ impl AdminState {
             }
         };
         if let Some(region) = &self.region {
-            return self.put_config_region(region, doc.into_inner(), expected).await;
+            return self.put_config_region(region, doc.into_inner().into_document(), expected).await;
         }
         match self.gateway.apply_next(doc, expected) {
             Ok(version) => {

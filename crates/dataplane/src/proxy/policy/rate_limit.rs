@@ -11,18 +11,11 @@ use crate::limit::{secs, Outcome};
 use crate::proxy::context::RequestCtx;
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers;
-
-/// What a route's requests are counted by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LimitKey {
-    ClientIp,
-    Route,
-    Header(http::HeaderName),
-}
+use meridian_core::config::RateLimitKey;
 
 /// A route's rate limit: how the key is taken from a request, and the limiter.
 pub struct RouteLimit {
-    pub key: LimitKey,
+    pub key: RateLimitKey,
     pub limiter: crate::limit::RouteLimiter,
     /// `RateLimit-Policy` value, built once.
     pub policy_header: HeaderValue,
@@ -45,9 +38,9 @@ impl RouteLimit {
 
 pub(super) async fn on_request(rl: &RouteLimit, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
     let key: &str = match &rl.key {
-        LimitKey::ClientIp => ctx.conn.client_ip.to_str().unwrap_or("-"),
-        LimitKey::Route => "",
-        LimitKey::Header(h) => ctx.head.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        RateLimitKey::ClientIp => ctx.conn.client_ip.to_str().unwrap_or("-"),
+        RateLimitKey::Route => "",
+        RateLimitKey::Header(h) => ctx.head.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("-"),
     };
     match rl.limiter.check(key).await {
         Outcome::Allowed { verdicts, fallback } => {
