@@ -27,9 +27,7 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub algorithm: Algorithm,
     /// `client_ip`, `header:<name>` or `cookie:<name>`; needed by `consistent_hash`.
-    #[serde(default)]
     pub hash_on: Option<String>,
-    #[serde(default)]
     pub sticky: Option<StickyConfig>,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -76,9 +74,7 @@ pub struct StickyConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
-    #[serde(default)]
     pub active: Option<ActiveHealthConfig>,
-    #[serde(default)]
     pub passive: Option<PassiveHealthConfig>,
 }
 
@@ -88,7 +84,6 @@ pub struct ActiveHealthConfig {
     #[serde(default = "default_health_path")]
     pub path: String,
     /// Host header of the probe; the target address when unset.
-    #[serde(default)]
     pub host: Option<String>,
     #[serde(default = "default_health_interval", with = "humantime_serde")]
     pub interval: Duration,
@@ -170,12 +165,9 @@ pub struct RouteConfig {
     /// Exact hosts or `*.suffix` wildcards; empty matches any host.
     #[serde(default)]
     pub hosts: Vec<String>,
-    #[serde(default)]
     pub path_prefix: Option<String>,
-    #[serde(default)]
     pub path_exact: Option<String>,
     /// Segments like `/users/{id}/orders` or a trailing `{*rest}`.
-    #[serde(default)]
     pub path_template: Option<String>,
     /// Empty matches any method.
     #[serde(default)]
@@ -189,7 +181,6 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     /// New path: replaces the prefix of a prefix route, the whole path of an
     /// exact route, or is a template filled from the captured segments.
-    #[serde(default)]
     pub rewrite: Option<String>,
     /// Forward the client's Host header (otherwise the target address is sent).
     #[serde(default = "default_true")]
@@ -201,11 +192,8 @@ pub struct RouteConfig {
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
     /// Overrides the upstream's retry attempts for this route.
-    #[serde(default)]
     pub retries: Option<u32>,
-    #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
-    #[serde(default)]
     pub cache: Option<CacheConfig>,
 }
 

@@ -25,17 +25,13 @@ pub struct NodeConfig {
     pub runtime: RuntimeConfig,
     /// Membership of the region's Raft group. Without it the node runs alone
     /// and its document changes only through this file and its admin API.
-    #[serde(default)]
     pub cluster: Option<ClusterConfig>,
     /// Virtual IPs of the region (needs `[cluster]`). Every member of a
     /// region lists the same addresses; the interface is this node's.
-    #[serde(default)]
     pub vip: Option<VipConfig>,
     /// Health reports to the global balancers (sent by the region's leader).
-    #[serde(default)]
     pub report: Option<ReportConfig>,
     /// The region's Redis: shared rate-limit counters and response cache.
-    #[serde(default)]
     pub redis: Option<RedisConfig>,
     /// Standalone: the document served until the admin API replaces it.
     /// In a region: the first document of a new region (bootstrap only).
@@ -52,7 +48,6 @@ pub struct ClusterConfig {
     #[serde(default = "default_raft_listen")]
     pub listen: SocketAddr,
     /// Address other members use; `listen` when unset.
-    #[serde(default)]
     pub advertise: Option<String>,
     /// Log, vote and snapshots; relative to the node file.
     pub data_dir: PathBuf,
@@ -64,7 +59,6 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub members: Vec<MemberConfig>,
     /// File holding the cluster secret (relative to the node file)...
-    #[serde(default)]
     pub secret_file: Option<PathBuf>,
     /// ...or the environment variable holding it.
     #[serde(default = "default_secret_env")]
@@ -119,13 +113,11 @@ impl Default for RaftTuning {
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// A single server: `redis://[user:password@]host:port/db` (`rediss://` for TLS).
-    #[serde(default)]
     pub url: Option<String>,
     /// Sentinel: the sentinels' URLs...
     #[serde(default)]
     pub sentinels: Vec<String>,
     /// ...and the name of the master they watch.
-    #[serde(default)]
     pub master_name: Option<String>,
     /// Redis Cluster: seed nodes.
     #[serde(default)]
@@ -135,7 +127,6 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// Nodes sharing a region-scoped limit when Redis is unreachable (each
     /// then allows this share of the budget); the region's size when unset.
-    #[serde(default)]
     pub fallback_nodes: Option<u32>,
     /// L1 (in-process) cache size.
     #[serde(default = "default_l1_bytes")]
@@ -159,7 +150,6 @@ pub struct ReportConfig {
     #[serde(default = "default_report_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// The region's report secret (shared with the balancers, not the cluster secret)...
-    #[serde(default)]
     pub secret_file: Option<PathBuf>,
     /// ...or the environment variable holding it.
     #[serde(default = "default_report_secret_env")]
@@ -228,7 +218,6 @@ pub struct VipAddressConfig {
     /// `10.0.0.100/24` or `fd00::100/64`.
     pub address: String,
     /// The member (node id) that should own it when healthy.
-    #[serde(default)]
     pub preferred: Option<u64>,
 }
 
@@ -300,7 +289,6 @@ pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
     /// TLS termination; plain HTTP (HTTP/1.1 and h2c prior knowledge) when unset.
-    #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// Bind even if the address is not (yet) on this host (`IP_FREEBIND`):
     /// a listener on a VIP that this node may own later.
@@ -308,7 +296,6 @@ pub struct ListenerConfig {
     pub freebind: bool,
     /// Answered by the gateway itself: 200 while it serves a document, 503
     /// before (what load balancers and the global balancer probe).
-    #[serde(default)]
     pub health_path: Option<String>,
 }
 
@@ -337,7 +324,6 @@ pub struct AdminConfig {
     #[serde(default = "default_admin_address")]
     pub address: SocketAddr,
     /// Bearer token for everything but /healthz, /readyz and /metrics.
-    #[serde(default)]
     pub token: Option<String>,
     /// Environment variable that holds the token (read when `token` is unset).
     #[serde(default = "default_token_env")]

@@ -14,7 +14,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::raft::transport::ForwardOp;
 use crate::raft::{Command, CommandResult, RegionNode, WriteError};
 use meridian_core::admin::{
     AddMember, ApiError, ClusterView, Done, Drained, HistoryView, MemberLiveness, MemberView, PurgeRequest, Purged,
@@ -274,7 +273,7 @@ impl AdminState {
         if meridian_core::config::check_address(&add.address).is_err() {
             return error(StatusCode::UNPROCESSABLE_ENTITY, "address must be host:port");
         }
-        membership_answer(region.submit(ForwardOp::AddMember { id: add.id, address: add.address }).await)
+        membership_answer(region.add_member(add.id, add.address).await)
     }
 
     async fn remove_member(&self, id: &str) -> AdminResponse {
@@ -284,7 +283,7 @@ impl AdminState {
         let Ok(id) = id.parse::<u64>() else {
             return error(StatusCode::BAD_REQUEST, "member id must be a number");
         };
-        membership_answer(region.submit(ForwardOp::RemoveMember { id }).await)
+        membership_answer(region.remove_member(id).await)
     }
 
     /// `{"route": "name"}` purges one route's cache, `{}` every route's, on every node of the region.

@@ -280,6 +280,16 @@ impl RegionNode {
         self.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
     }
 
+    /// Add a member (as a learner, then a voter), through the leader.
+    pub async fn add_member(&self, id: NodeId, address: String) -> Result<CommandResult, WriteError> {
+        self.submit(ForwardOp::AddMember { id, address }).await
+    }
+
+    /// Remove a voter, through the leader.
+    pub async fn remove_member(&self, id: NodeId) -> Result<CommandResult, WriteError> {
+        self.submit(ForwardOp::RemoveMember { id }).await
+    }
+
     /// Send `op` to the leader (or do it here when this node leads) and wait
     /// for the commit. Retries while the group has no known leader.
     pub async fn submit(&self, op: ForwardOp) -> Result<CommandResult, WriteError> {
