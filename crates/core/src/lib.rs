@@ -15,6 +15,7 @@
 //! - [`http_server`]: the one HTTP server helper of the admin API, the
 //!   balancer API and the sample backend (header timeout, connection cap,
 //!   accept backoff, drain), and the one JSON answer.
+//! - [`metrics`]: the one way a Prometheus metric is built and registered.
 //! - [`logging`]: the process's `tracing` subscriber (pretty or JSON).
 //! - [`clock`]: monotonic and wall-clock milliseconds, the one source of
 //!   time stamps.
@@ -25,5 +26,6 @@ pub mod clock;
 pub mod config;
 pub mod http_server;
 pub mod logging;
+pub mod metrics;
 pub mod pattern;
 pub mod report;

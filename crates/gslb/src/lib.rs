@@ -32,7 +32,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry as PromRegistry};
+use prometheus::{IntCounterVec, IntGaugeVec, Registry as PromRegistry};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +41,7 @@ use dns::{DnsMetrics, GslbHandler, Zone};
 use meridian_core::admin::GslbRegionView;
 use meridian_core::config::Validated;
 use meridian_core::http_server::ServerLimits;
+use meridian_core::metrics::{counter, counter_vec, gauge_vec, histogram};
 use meridian_core::report::{Refusal, Verifier, SIGNATURE_HEADER};
 use meridian_dataplane::health::active::{probe, ActiveCheck, ProbeStreak};
 use registry::{AnswerTable, RegionHealthState, Registry, Verdict};
@@ -67,38 +68,25 @@ fn metrics(name: &str) -> Metrics {
     let mut labels = std::collections::HashMap::new();
     labels.insert("gslb".to_string(), name.to_string());
     let r = PromRegistry::new_custom(None, Some(labels)).unwrap_or_default();
-    let counter_vec = |n: &str, h: &str, l: &[&str]| {
-        let m =
-            IntCounterVec::new(Opts::new(n, h).namespace("meridian_gslb"), l).unwrap_or_else(|e| panic!("{n}: {e}"));
-        let _ = r.register(Box::new(m.clone()));
-        m
-    };
     let queries = counter_vec(
-        "queries_total",
+        &r,
+        "gslb_queries_total",
         "DNS queries answered, by name, type, chosen region and rcode.",
         &["name", "type", "region", "rcode"],
     );
-    let fail_open = prometheus::IntCounter::with_opts(
-        Opts::new("fail_open_total", "Answers with every region's addresses because none looked healthy.")
-            .namespace("meridian_gslb"),
-    )
-    .unwrap_or_else(|e| panic!("fail_open_total: {e}"));
-    let _ = r.register(Box::new(fail_open.clone()));
-    let answer_seconds = Histogram::with_opts(
-        HistogramOpts::new("answer_duration_seconds", "Time to compute a steered answer.")
-            .namespace("meridian_gslb")
-            .buckets(vec![0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005]),
-    )
-    .unwrap_or_else(|e| panic!("answer_duration_seconds: {e}"));
-    let _ = r.register(Box::new(answer_seconds.clone()));
-    let region_served = IntGaugeVec::new(
-        Opts::new("region_served", "1 while the region is in the answers.").namespace("meridian_gslb"),
-        &["region"],
-    )
-    .unwrap_or_else(|e| panic!("region_served: {e}"));
-    let _ = r.register(Box::new(region_served.clone()));
-    let reports = counter_vec("reports_total", "Health reports received, by region and result.", &["region", "result"]);
-    let probes = counter_vec("probes_total", "VIP probes, by region, VIP and result.", &["region", "vip", "result"]);
+    let fail_open =
+        counter(&r, "gslb_fail_open_total", "Answers with every region's addresses because none looked healthy.");
+    let answer_seconds = histogram(
+        &r,
+        "gslb_answer_duration_seconds",
+        "Time to compute a steered answer.",
+        &[0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005],
+    );
+    let region_served = gauge_vec(&r, "gslb_region_served", "1 while the region is in the answers.", &["region"]);
+    let reports =
+        counter_vec(&r, "gslb_reports_total", "Health reports received, by region and result.", &["region", "result"]);
+    let probes =
+        counter_vec(&r, "gslb_probes_total", "VIP probes, by region, VIP and result.", &["region", "vip", "result"]);
     Metrics {
         dns: Arc::new(DnsMetrics { queries, answer_seconds, fail_open }),
         region_served,

@@ -3,7 +3,7 @@
 
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-use meridian_dataplane::telemetry::{counter, counter_vec, gauge, gauge_vec, histogram};
+use meridian_core::metrics::{counter, counter_vec, gauge, gauge_vec, histogram};
 
 pub struct RegionMetrics {
     pub raft_term: IntGauge,

@@ -216,7 +216,7 @@ pub enum VipBackend {
 #[serde(deny_unknown_fields)]
 pub struct VipAddressConfig {
     /// `10.0.0.100/24` or `fd00::100/64`.
-    pub address: String,
+    pub address: super::VipAddr,
     /// The member (node id) that should own it when healthy.
     pub preferred: Option<u64>,
 }

@@ -8,7 +8,7 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use super::error::{ConfigErrorKind as K, ConfigErrors};
-use super::values::{is_cookie_name_byte, DocumentValues, HashOn, RateLimitKey, RouteValues, UpstreamValues, VipAddr};
+use super::values::{is_cookie_name_byte, DocumentValues, HashOn, RateLimitKey, RouteValues, UpstreamValues};
 use super::{Algorithm, GatewayDocument, NodeConfig, RouteConfig, UpstreamConfig};
 use crate::pattern::{HeaderMatch, HostPattern, PathPattern, Rewrite, RewriteError};
 
@@ -668,17 +668,11 @@ fn check_vip(errors: &mut ConfigErrors, v: &super::VipConfig) {
     range(errors, "vip.announce_count".into(), v.announce_count, 0, 20, "between 0 and 20");
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, a) in v.addresses.iter().enumerate() {
-        match VipAddr::parse(&a.address) {
-            Ok(parsed) => {
-                if let Some(first) = seen.insert(parsed.ip.to_string(), i) {
-                    errors.push(
-                        format!("vip.addresses[{i}].address"),
-                        K::Duplicate { name: a.address.clone(), first: format!("vip.addresses[{first}]") },
-                    );
-                }
-            }
-            Err(reason) => errors
-                .push(format!("vip.addresses[{i}].address"), K::InvalidAddress { value: a.address.clone(), reason }),
+        if let Some(first) = seen.insert(a.address.ip.to_string(), i) {
+            errors.push(
+                format!("vip.addresses[{i}].address"),
+                K::Duplicate { name: a.address.to_string(), first: format!("vip.addresses[{first}]") },
+            );
         }
     }
 }
@@ -805,6 +799,22 @@ mod tests {
         assert_eq!(v.rate_limit_key, Some(RateLimitKey::Header(http::HeaderName::from_static("x-api-key"))));
         assert_eq!(v.cache_key_headers, vec![http::HeaderName::from_static("accept-language")]);
         assert_eq!(d.values().upstreams["u"].hash_on, Some(HashOn::Cookie("sid".into())));
+    }
+
+    #[test]
+    fn a_bad_vip_is_refused_where_the_node_file_is_read() {
+        let text = r#"
+            [node]
+            name = "n"
+            [[listeners]]
+            name = "http"
+            address = "127.0.0.1:0"
+            [vip]
+            addresses = [{ address = "10.0.0.100/24" }, { address = "10.0.0.300/24" }]
+        "#;
+        let e = parse::<NodeConfig>(text, Format::Toml).unwrap_err().to_string();
+        assert!(e.starts_with("vip.addresses[1].address"), "{e}");
+        assert!(e.contains("invalid VIP \"10.0.0.300/24\""), "{e}");
     }
 
     #[test]

@@ -87,8 +87,10 @@ pub fn is_cookie_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// A VIP as configured: `10.0.0.100/24`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A VIP as configured: `10.0.0.100/24`. Parsed where the node file is read;
+/// a bad one is refused there with its key path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct VipAddr {
     pub ip: IpAddr,
     pub prefix: u8,
@@ -104,6 +106,19 @@ impl VipAddr {
             return Err(format!("prefix {prefix} is longer than {max}"));
         }
         Ok(Self { ip, prefix })
+    }
+}
+
+impl TryFrom<String> for VipAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).map_err(|reason| format!("invalid VIP \"{s}\": {reason}"))
+    }
+}
+
+impl From<VipAddr> for String {
+    fn from(v: VipAddr) -> String {
+        v.to_string()
     }
 }
 

@@ -1,13 +1,11 @@
-//! The Prometheus metrics of a gateway node's data plane, and the one way
-//! meridian builds a metric (`counter`, `gauge`, `histogram` and their
-//! vectors, all in the `meridian` namespace, registered in the node's
-//! registry). Per-route handles are resolved once per config version so the
-//! request path does no label lookups. The region layer adds its own metrics
-//! to the same registry.
+//! The Prometheus metrics of a gateway node's data plane, built the one way
+//! meridian builds a metric (`meridian_core::metrics`). Per-route handles
+//! are resolved once per config version so the request path does no label
+//! lookups. The region layer adds its own metrics to the same registry.
 
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+
+use meridian_core::metrics::{counter_vec, gauge, gauge_vec, histogram, histogram_vec};
 
 /// Latency buckets in seconds, from a fast cache hit to a slow upstream.
 const DURATION_BUCKETS: &[f64] =
@@ -38,52 +36,6 @@ pub struct GatewayMetrics {
     pub cache_events: IntCounterVec,
 }
 
-pub fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
-    // Names are fixed and unique within this registry, so registration cannot fail.
-    let _ = r.register(Box::new(m.clone()));
-    m
-}
-
-pub fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    reg(
-        r,
-        IntCounterVec::new(Opts::new(name, help).namespace("meridian"), labels)
-            .unwrap_or_else(|e| panic!("metric {name}: {e}")),
-    )
-}
-
-pub fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    reg(
-        r,
-        IntGauge::with_opts(Opts::new(name, help).namespace("meridian"))
-            .unwrap_or_else(|e| panic!("metric {name}: {e}")),
-    )
-}
-
-pub fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    reg(
-        r,
-        IntCounter::with_opts(Opts::new(name, help).namespace("meridian"))
-            .unwrap_or_else(|e| panic!("metric {name}: {e}")),
-    )
-}
-
-pub fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    reg(
-        r,
-        IntGaugeVec::new(Opts::new(name, help).namespace("meridian"), labels)
-            .unwrap_or_else(|e| panic!("metric {name}: {e}")),
-    )
-}
-
-pub fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
-    reg(
-        r,
-        Histogram::with_opts(HistogramOpts::new(name, help).namespace("meridian").buckets(buckets.to_vec()))
-            .unwrap_or_else(|e| panic!("metric {name}: {e}")),
-    )
-}
-
 impl GatewayMetrics {
     pub fn new(node: &str, region: &str) -> Self {
         let mut labels = std::collections::HashMap::new();
@@ -92,15 +44,12 @@ impl GatewayMetrics {
         let r = Registry::new_custom(None, Some(labels)).unwrap_or_default();
         let requests =
             counter_vec(&r, "requests_total", "Requests answered, by route and status class.", &["route", "class"]);
-        let request_duration = reg(
+        let request_duration = histogram_vec(
             &r,
-            HistogramVec::new(
-                HistogramOpts::new("request_duration_seconds", "Time from request head to the end of the response.")
-                    .namespace("meridian")
-                    .buckets(DURATION_BUCKETS.to_vec()),
-                &["route"],
-            )
-            .unwrap_or_else(|e| panic!("metric request_duration_seconds: {e}")),
+            "request_duration_seconds",
+            "Time from request head to the end of the response.",
+            DURATION_BUCKETS,
+            &["route"],
         );
         let config_version = gauge(&r, "config_version", "Version of the gateway document being served.");
         Self {

@@ -3,4 +3,4 @@
 
 mod metrics;
 
-pub use metrics::{counter, counter_vec, gauge, gauge_vec, histogram, status_class, GatewayMetrics, RouteMetrics};
+pub use metrics::{status_class, GatewayMetrics, RouteMetrics};

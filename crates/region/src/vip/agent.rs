@@ -32,8 +32,6 @@ impl VipStatus {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("vip.addresses[{index}]: {reason}")]
-    Address { index: usize, reason: String },
     #[error(transparent)]
     Actuator(#[from] ActuatorError),
     #[error("the region's state events are already taken")]
@@ -74,8 +72,8 @@ pub async fn start(
     let metrics = region.metrics().clone();
     let mut vips = BTreeMap::new();
     let mut preferred = BTreeMap::new();
-    for (index, a) in cfg.addresses.iter().enumerate() {
-        let v = VipAddr::parse(&a.address).map_err(|reason| AgentError::Address { index, reason })?;
+    for a in &cfg.addresses {
+        let v = a.address.clone();
         let key = v.to_string();
         if let Some(p) = a.preferred {
             preferred.insert(key.clone(), p);
