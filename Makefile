@@ -51,7 +51,7 @@ lint:
 # Proxy CPU per request against nginx and HAProxy, same machine, same run.
 bench: bench-deps release
 	python3 $(BENCH_DIR)/proxy_compare.py --pin --reps 3 --duration 10 \
-	  --gateway-cmd 'benches/run-gateway.sh' --json target/bench-proxy.json
+	  --gateway-cmd 'benches/run-gateway.sh' --json docs/bench/proxy.json
 	$(CARGO) bench --bench raft -- 300 15
 	benches/dns.sh 10
 	@if [ "$$(id -u)" = 0 ]; then $(CARGO) bench --bench vip -- 20 10; else echo "vip benchmark skipped: needs root"; fi
