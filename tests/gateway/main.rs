@@ -10,6 +10,7 @@ mod config_samples;
 mod errors;
 mod health;
 mod limits;
+mod paths;
 mod protocols;
 mod reload;
 mod routing;

@@ -33,6 +33,11 @@ pub async fn backend(name: &str) -> Backend {
 
 /// A node file around `doc` (a gateway document in TOML), listening on port 0.
 pub fn node_config(doc: &str, extra_node: &str) -> Validated<NodeConfig> {
+    node_config_full(doc, "", extra_node)
+}
+
+/// As [`node_config`], with `listener` lines in the listener's table.
+pub fn node_config_full(doc: &str, listener: &str, extra_node: &str) -> Validated<NodeConfig> {
     let mut text = format!(
         r#"
 [node]
@@ -42,6 +47,7 @@ region = "test"
 [[listeners]]
 name = "http"
 address = "127.0.0.1:0"
+{listener}
 
 [admin]
 address = "127.0.0.1:0"
@@ -69,6 +75,12 @@ pub async fn gateway(doc: &str) -> RunningGateway {
 pub async fn gateway_with(doc: &str, extra_node: &str) -> RunningGateway {
     init_tracing();
     meridian_region::gateway::start(node_config(doc, extra_node)).await.unwrap()
+}
+
+/// A gateway whose listener has `listener` lines (path options, ...).
+pub async fn gateway_listener(doc: &str, listener: &str) -> RunningGateway {
+    init_tracing();
+    meridian_region::gateway::start(node_config_full(doc, listener, "")).await.unwrap()
 }
 
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
@@ -160,4 +172,34 @@ where
 pub fn closed_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
+}
+
+/// Write `bytes` on a new connection; what came back until the server closed,
+/// 2 s passed, or (with `head_only`) a response head arrived.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], head_only: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if head_only && out.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Write `bytes`, read until a response head arrives, the server closes, or 2 s pass.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    raw_exchange(addr, bytes, true).await
 }

@@ -297,6 +297,27 @@ pub struct ListenerConfig {
     /// Answered by the gateway itself: 200 while it serves a document, 503
     /// before (what load balancers and the global balancer probe).
     pub health_path: Option<String>,
+    /// Request paths: runs of `/` become one (see `docs/security.md`).
+    #[serde(default = "default_true")]
+    pub merge_slashes: bool,
+    /// `%2F`, `%5C` and `%00` in a path: `reject` (400) or `keep` (escaped).
+    #[serde(default)]
+    pub encoded_separators: crate::pattern::canonical::EncodedSeparators,
+    /// `;params` in path segments: `strip` (routing and upstream see the
+    /// path without them) or `reject` (400).
+    #[serde(default)]
+    pub path_parameters: crate::pattern::canonical::PathParameters,
+}
+
+impl ListenerConfig {
+    /// How this listener canonicalises request paths.
+    pub fn path_policy(&self) -> crate::pattern::canonical::PathPolicy {
+        crate::pattern::canonical::PathPolicy {
+            merge_slashes: self.merge_slashes,
+            encoded_separators: self.encoded_separators,
+            path_parameters: self.path_parameters,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,6 +414,9 @@ fn default_listeners() -> Vec<ListenerConfig> {
         tls: None,
         freebind: false,
         health_path: None,
+        merge_slashes: true,
+        encoded_separators: Default::default(),
+        path_parameters: Default::default(),
     }]
 }
 fn default_admin_address() -> SocketAddr {

@@ -46,6 +46,9 @@ impl Rewrite {
                 if !r.starts_with('/') {
                     return Err(RewriteError::Invalid("must start with '/'".into()));
                 }
+                if r.split('/').any(|s| s == "." || s == "..") {
+                    return Err(RewriteError::Invalid("must not contain '.' or '..' segments".into()));
+                }
                 match path {
                     PathPattern::Prefix(p) => Ok(Some(Rewrite::ReplacePrefix {
                         len: p.trim_end_matches('/').len(),

@@ -22,6 +22,8 @@ pub enum ProxyError {
     NoRoute { host: String, path: String },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("bad path: {0}")]
+    BadPath(#[from] meridian_core::pattern::canonical::PathError),
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("upstream {upstream}: no healthy target")]
@@ -67,7 +69,7 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamBody { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoHealthyTarget { .. } | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
@@ -82,6 +84,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. }
             | ProxyError::BadRequest(_)
+            | ProxyError::BadPath(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::RateLimited { .. } => Side::Client,
             ProxyError::LimiterUnavailable => Side::Internal,
@@ -103,6 +106,7 @@ impl ProxyError {
             ProxyError::LimiterUnavailable => "limiter_unavailable",
             ProxyError::UpstreamBody { .. } => "upstream_body",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BadPath(_) => "bad_path",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::NoHealthyTarget { .. } => "no_healthy_target",
             ProxyError::CircuitOpen { .. } => "circuit_open",
@@ -125,6 +129,7 @@ impl ProxyError {
             ProxyError::LimiterUnavailable => "rate limiting is unavailable and this route fails closed".into(),
             ProxyError::UpstreamBody { .. } => "the upstream response could not be read".into(),
             ProxyError::BadRequest(why) => (*why).into(),
+            ProxyError::BadPath(why) => why.to_string(),
             ProxyError::BodyTooLarge { limit } => format!("request body exceeds {limit} bytes"),
             ProxyError::NoHealthyTarget { upstream } => {
                 format!("no healthy target in upstream \"{upstream}\"")

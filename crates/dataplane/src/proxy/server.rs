@@ -2,6 +2,7 @@
 //! by prior knowledge on plain listeners), the idle watchdog, and graceful
 //! draining on shutdown.
 
+use meridian_core::pattern::canonical::PathPolicy;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -34,6 +35,8 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
     /// Answered by the gateway itself (`listeners[].health_path`).
     pub health_path: Option<Arc<str>>,
+    /// How this listener canonicalises request paths.
+    pub paths: PathPolicy,
     /// Requests being served; the idle watchdog leaves busy connections alone.
     busy: AtomicU32,
     /// Bumped on every read and write.
@@ -41,7 +44,13 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, listener: Arc<str>, tls: bool, health_path: Option<Arc<str>>) -> Self {
+    pub fn new(
+        peer: SocketAddr,
+        listener: Arc<str>,
+        tls: bool,
+        health_path: Option<Arc<str>>,
+        paths: PathPolicy,
+    ) -> Self {
         let ip = peer.ip().to_canonical().to_string();
         Self {
             peer,
@@ -49,6 +58,7 @@ impl ConnInfo {
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
             listener,
             health_path,
+            paths,
             busy: AtomicU32::new(0),
             activity: AtomicU64::new(0),
         }
@@ -123,6 +133,7 @@ pub struct Listener {
     pub name: Arc<str>,
     pub local_addr: SocketAddr,
     health_path: Option<Arc<str>>,
+    paths: PathPolicy,
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
 }
@@ -150,6 +161,7 @@ impl Listener {
         Ok(Self {
             name: cfg.name.as_str().into(),
             health_path: cfg.health_path.as_deref().map(Into::into),
+            paths: cfg.path_policy(),
             local_addr,
             tcp,
             tls,
@@ -181,9 +193,10 @@ impl Listener {
             let name = self.name.clone();
             let active = active.clone();
             let health = self.health_path.clone();
+            let paths = self.paths;
             tracker.spawn(async move {
                 active.inc();
-                serve_connection(stream, peer, name, tls, health, gw, shutdown).await;
+                serve_connection(stream, peer, name, tls, (health, paths), gw, shutdown).await;
                 active.dec();
             });
         }
@@ -214,13 +227,13 @@ async fn serve_connection(
     peer: SocketAddr,
     name: Arc<str>,
     tls: Option<TlsAcceptor>,
-    health_path: Option<Arc<str>>,
+    (health_path, paths): (Option<Arc<str>>, PathPolicy),
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let handshake_timeout = gw.settings.limits.header_read_timeout;
-    let info = Arc::new(ConnInfo::new(peer, name.clone(), tls.is_some(), health_path));
+    let info = Arc::new(ConnInfo::new(peer, name.clone(), tls.is_some(), health_path, paths));
     match tls {
         Some(acceptor) => {
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {

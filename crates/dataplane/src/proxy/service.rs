@@ -11,6 +11,7 @@
 //! A phase that fails ends the chain with a [`ProxyError`]; it becomes a
 //! response in [`error_response`] only.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,6 +32,7 @@ use crate::balance::hash_key;
 use crate::routing::normalize_host;
 use meridian_core::clock::mono_ms;
 use meridian_core::config::HashOn;
+use meridian_core::pattern::canonical::{canonical_path, PathPolicy};
 use meridian_core::pattern::{Params, Rewrite};
 
 static VIA_11: HeaderValue = HeaderValue::from_static("1.1 meridian");
@@ -90,7 +92,7 @@ async fn run(
     fin: &mut Finish,
 ) -> Result<Answer, ProxyError> {
     let (mut parts, body) = req.into_parts();
-    let head = accept(gw, &mut parts)?;
+    let head = accept(gw, &mut parts, conn)?;
     let (route, params) = {
         let Some(m) = snap.table.find(head.host_str(), head.path(), &head.method, &head.headers) else {
             return Err(ProxyError::NoRoute {
@@ -133,7 +135,7 @@ async fn run(
 }
 
 /// accept: a request head the later phases can trust.
-fn accept(gw: &Gateway, parts: &mut http::request::Parts) -> Result<RequestHead, ProxyError> {
+fn accept(gw: &Gateway, parts: &mut http::request::Parts, conn: &ConnInfo) -> Result<RequestHead, ProxyError> {
     let host = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => parts.headers.get(header::HOST).cloned(),
@@ -144,6 +146,10 @@ fn accept(gw: &Gateway, parts: &mut http::request::Parts) -> Result<RequestHead,
     }
     if !parts.uri.path().starts_with('/') {
         return Err(ProxyError::BadRequest("request target must be an absolute path"));
+    }
+    // From here on every phase sees the canonical path only.
+    if let Cow::Owned(path) = canonical_path(parts.uri.path(), &conn.paths)? {
+        parts.uri = with_path(&parts.uri, &path)?;
     }
     let limit = gw.settings.limits.max_body_bytes;
     if headers::content_length(&parts.headers).is_some_and(|len| len > limit) {
@@ -180,7 +186,7 @@ fn prepare(
     body: Incoming,
 ) -> Result<(Request<UpstreamBody>, Pick), ProxyError> {
     let up = &ctx.route.upstream;
-    let uri = upstream_uri(&mut ctx.head.uri, ctx.route.rewrite.as_ref(), &ctx.params)?;
+    let uri = upstream_uri(&mut ctx.head.uri, ctx.route.rewrite.as_ref(), &ctx.params, &ctx.conn.paths)?;
     let h = &ctx.head.headers;
     let pick = Pick {
         hash: balance_key(up.pool.hash_on.as_ref(), ctx.conn, h),
@@ -266,8 +272,24 @@ fn into_response(answer: Answer, mut fin: Finish) -> Response<ProxyBody> {
     }
 }
 
+/// `uri` with its path replaced (query, scheme and authority kept).
+fn with_path(uri: &Uri, path: &str) -> Result<Uri, ProxyError> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq.parse().map_err(|_| ProxyError::BadRequest("invalid request target"))?);
+    Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target"))
+}
+
 /// The path and query sent upstream.
-fn upstream_uri(uri: &mut Uri, rewrite: Option<&Rewrite>, params: &Params) -> Result<Uri, ProxyError> {
+fn upstream_uri(
+    uri: &mut Uri,
+    rewrite: Option<&Rewrite>,
+    params: &Params,
+    paths: &PathPolicy,
+) -> Result<Uri, ProxyError> {
     match rewrite {
         None if uri.scheme().is_none() && uri.authority().is_none() => Ok(std::mem::take(uri)),
         None => {
@@ -277,7 +299,11 @@ fn upstream_uri(uri: &mut Uri, rewrite: Option<&Rewrite>, params: &Params) -> Re
             Uri::from_parts(p).map_err(|_| ProxyError::BadRequest("invalid request target"))
         }
         Some(rw) => {
-            let path = rw.apply(uri.path(), params);
+            let rewritten = rw.apply(uri.path(), params);
+            // A canonical path went in and the rewrite has no dot segments
+            // (validation), so this cannot climb out of the rewrite's target;
+            // an empty capture can leave `//`, which goes the way of any path.
+            let path = canonical_path(&rewritten, paths)?;
             let full = match uri.query() {
                 Some(q) if path.contains('?') => format!("{path}&{q}"),
                 Some(q) => format!("{path}?{q}"),
