@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod balancing;
+mod cache_keys;
 mod config_samples;
 mod errors;
 mod health;

@@ -22,9 +22,9 @@ async fn nodes_share_entries_and_purges() {
     let node = format!("[redis]\nurl = \"{}\"\n", redis.url());
     let a = gateway_with(&doc(b.addr, "{ ttl = \"60s\" }"), &node).await;
     let bb = gateway_with(&doc(b.addr, "{ ttl = \"60s\" }"), &node).await;
-    let first = get(a.http_addr(), "/item?id=1").await;
+    let first = get_service(a.http_addr(), "/item?id=1").await;
     assert_eq!(x_cache(&first), "MISS");
-    let second = get(bb.http_addr(), "/item?id=1").await;
+    let second = get_service(bb.http_addr(), "/item?id=1").await;
     assert_eq!(x_cache(&second), "HIT", "node B serves what node A stored");
     assert_eq!(second.body, first.body);
     assert!(second.headers.contains_key("age"));
@@ -34,11 +34,13 @@ async fn nodes_share_entries_and_purges() {
     assert_eq!(r.status, 200, "{}", r.text());
     // Both nodes miss after the purge (node B learns of it through pub/sub).
     assert!(
-        eventually(Duration::from_secs(3), || async { x_cache(&get(bb.http_addr(), "/item?id=2").await) == "MISS" })
-            .await
+        eventually(Duration::from_secs(3), || async {
+            x_cache(&get_service(bb.http_addr(), "/item?id=2").await) == "MISS"
+        })
+        .await
     );
-    assert_eq!(x_cache(&get(a.http_addr(), "/item?id=1").await), "MISS");
-    assert_eq!(x_cache(&get(bb.http_addr(), "/item?id=1").await), "HIT");
+    assert_eq!(x_cache(&get_service(a.http_addr(), "/item?id=1").await), "MISS");
+    assert_eq!(x_cache(&get_service(bb.http_addr(), "/item?id=1").await), "HIT");
     let m = metrics(bb.admin_addr).await;
     assert!(metric_value(&m, "meridian_cache_events_total", &[("event", "hit")]) >= 2.0);
     a.shutdown().await;

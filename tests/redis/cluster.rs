@@ -73,9 +73,9 @@ async fn limits_and_cache_work_on_a_redis_cluster() {
     // Node B serves from the cluster what node A stored.
     for i in 0..4 {
         let path = format!("/static/item{i}");
-        let first = get(a.http_addr(), &path).await;
+        let first = get_service(a.http_addr(), &path).await;
         assert_eq!(first.headers["x-cache"], "MISS");
-        let second = get(bb.http_addr(), &path).await;
+        let second = get_service(bb.http_addr(), &path).await;
         assert_eq!(second.headers["x-cache"], "HIT", "{path}");
     }
     assert_eq!(b.control.requests(), 4 + 6 * 5);

@@ -118,6 +118,12 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     get_with(addr, path, &[]).await
 }
 
+/// GET with `Host: api.test`, as clients of a region's service name send
+/// it to whichever node they reach (the cache keys on the Host).
+pub async fn get_service(addr: SocketAddr, path: &str) -> Reply {
+    get_with(addr, path, &[("host", "api.test")]).await
+}
+
 pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
     let mut b = Request::get(format!("http://{addr}{path}"));
     for (k, v) in headers {

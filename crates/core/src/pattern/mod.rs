@@ -1,6 +1,7 @@
 //! Host and path patterns, parsed once at config time and matched without
 //! allocating, and the path rewrites a route applies after it matched.
 
+pub mod authority;
 pub mod canonical;
 mod rewrite;
 

@@ -106,7 +106,8 @@ impl NodeCache {
         let evicted = metrics.cache_events.clone();
         let l1 = moka::future::Cache::builder()
             .max_capacity(l1_bytes)
-            .weigher(|_k: &String, v: &Arc<Slot>| v.weight())
+            // Keys are client-influenced: they count against the budget too.
+            .weigher(|k: &String, v: &Arc<Slot>| v.weight().saturating_add(k.len() as u32))
             .time_to_live(Duration::from_secs(24 * 3600))
             .support_invalidation_closures()
             .eviction_listener(move |k: Arc<String>, _v, cause| {
@@ -236,15 +237,43 @@ pub struct RouteCache {
     scope: LimitScope,
 }
 
+/// Longest key a request may have; longer ones are not cached (a client
+/// cannot make the cache hold keys of any size).
+pub const MAX_KEY_BYTES: usize = 4096;
+
+/// Longest lifetime an entry gets, whatever `max-age` says.
+const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Request headers stored entries never keep: they belong to one exchange.
+const PER_REQUEST: &[&str] = &["ratelimit", "ratelimit-policy", "x-request-id", "age", "date", "set-cookie"];
+
+/// Append one key part: its length, then its bytes with everything but
+/// printable ASCII escaped, so no two sequences of parts give one key.
+fn part(key: &mut String, bytes: &[u8]) {
+    use std::fmt::Write;
+    let _ = write!(key, "{}:", bytes.len());
+    for &b in bytes {
+        if b.is_ascii_graphic() && b != b'%' || b == b' ' {
+            key.push(b as char);
+        } else {
+            let _ = write!(key, "%{b:02X}");
+        }
+    }
+}
+
+/// Every value of `name` in `headers`, as one key part.
+fn header_part(key: &mut String, headers: &HeaderMap, name: &str) {
+    let values: Vec<&[u8]> = headers.get_all(name).iter().map(HeaderValue::as_bytes).collect();
+    part(key, name.as_bytes());
+    part(key, &values.join(&b"\n"[..]));
+}
+
 fn variant(names: &[String], headers: &HeaderMap) -> String {
-    names
-        .iter()
-        .map(|n| {
-            let v: Vec<&[u8]> = headers.get_all(n.as_str()).iter().map(HeaderValue::as_bytes).collect();
-            format!("{n}={}", String::from_utf8_lossy(&v.join(&b","[..])))
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    let mut v = String::new();
+    for n in names {
+        header_part(&mut v, headers, n);
+    }
+    v
 }
 
 /// Directives of a `Cache-Control` header, lowercased.
@@ -288,18 +317,33 @@ impl RouteCache {
         self.node.metrics.cache_events.with_label_values(&[&self.route, event]).inc();
     }
 
-    /// The primary key of a request.
-    pub async fn key(&self, host: &str, path_and_query: &str, headers: &HeaderMap) -> String {
+    /// The primary key of a request, from what is forwarded: scheme,
+    /// authority (lower-cased, port kept), canonical path, query and the
+    /// route's key headers, each part length-prefixed. `None` (not cached)
+    /// when it would be longer than [`MAX_KEY_BYTES`].
+    pub async fn key(
+        &self,
+        scheme: &str,
+        authority: &str,
+        path: &str,
+        query: &str,
+        headers: &HeaderMap,
+    ) -> Option<String> {
         let gen = self.node.generation(&self.route, self.scope).await;
-        // The host without its port: every node of the region shares one entry.
-        let mut k = format!("{}|g{gen}|{}|{path_and_query}", self.route, crate::routing::normalize_host(host));
+        // The route's name leads (names have no '|'): metrics read it back.
+        let mut k = format!("{}|g{gen}|", self.route);
+        part(&mut k, scheme.as_bytes());
+        part(&mut k, authority.to_ascii_lowercase().as_bytes());
+        part(&mut k, path.as_bytes());
+        part(&mut k, query.as_bytes());
         for h in &self.key_headers {
-            k.push('|');
-            k.push_str(h.as_str());
-            k.push('=');
-            k.push_str(&String::from_utf8_lossy(headers.get(h).map_or(&b""[..], |v| v.as_bytes())));
+            header_part(&mut k, headers, h.as_str());
         }
-        k
+        if k.len() > MAX_KEY_BYTES {
+            self.count("bypass");
+            return None;
+        }
+        Some(k)
     }
 
     async fn get_slot(&self, key: &str) -> Option<Arc<Slot>> {
@@ -332,6 +376,10 @@ impl RouteCache {
         if let Some(s) = &slot {
             if let Slot::Vary(names) = &**s {
                 full = format!("{key}|v|{}", variant(names, headers));
+                if full.len() > MAX_KEY_BYTES {
+                    self.count("bypass");
+                    return (Lookup::Miss, full);
+                }
                 slot = self.get_slot(&full).await;
             }
         }
@@ -349,7 +397,7 @@ impl RouteCache {
         if age_ms < r.ttl_ms {
             self.count("hit");
             (Lookup::Fresh { response, age_secs }, full)
-        } else if age_ms < r.ttl_ms + r.stale_ms {
+        } else if age_ms < r.ttl_ms.saturating_add(r.stale_ms) {
             (Lookup::Stale { response, age_secs }, full)
         } else {
             self.count("miss");
@@ -373,7 +421,10 @@ impl RouteCache {
     }
 
     /// How long a response may be stored (`None`: not at all).
-    pub fn storable_for(&self, status: u16, headers: &HeaderMap) -> Option<Duration> {
+    /// `request_cookie`: the request carried a `Cookie`; its answer may be
+    /// personal, so it is stored only when the upstream says it is shared
+    /// (`public` or `s-maxage`).
+    pub fn storable_for(&self, status: u16, headers: &HeaderMap, request_cookie: bool) -> Option<Duration> {
         if status != 200 || headers.contains_key(http::header::SET_COOKIE) {
             return None;
         }
@@ -384,18 +435,21 @@ impl RouteCache {
         if d.iter().any(|x| x == "no-store" || x == "private" || x == "no-cache") {
             return None;
         }
-        let secs = seconds(&d, "s-maxage").or_else(|| seconds(&d, "max-age"));
-        match secs {
+        let shared = seconds(&d, "s-maxage");
+        if request_cookie && shared.is_none() && !d.iter().any(|x| x == "public") {
+            return None;
+        }
+        match shared.or_else(|| seconds(&d, "max-age")) {
             Some(0) => None,
-            Some(s) => Some(Duration::from_secs(s)),
-            None => Some(self.ttl),
+            Some(s) => Some(Duration::from_secs(s).min(MAX_TTL)),
+            None => Some(self.ttl.min(MAX_TTL)),
         }
     }
 
-    /// Store a response under the request's key (and its `Vary` variant).
+    /// Store a response under the request's primary key (and its `Vary` variant).
     pub async fn store(
         &self,
-        key: &str,
+        primary: &str,
         request: &HeaderMap,
         status: u16,
         headers: &HeaderMap,
@@ -410,16 +464,15 @@ impl RouteCache {
             .map(|h| h.trim().to_ascii_lowercase())
             .filter(|h| !h.is_empty())
             .collect();
-        // `key` may already be a variant key when the lookup followed a Vary marker.
-        let primary = key.split("|v|").next().unwrap_or(key).to_string();
-        let ttl_ms = ttl.as_millis() as u64;
-        let stale_ms = self.stale.as_millis() as u64;
-        let keep = ttl_ms + stale_ms;
+        let primary = primary.to_string();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let stale_ms = u64::try_from(self.stale.as_millis()).unwrap_or(u64::MAX);
+        let keep = ttl_ms.saturating_add(stale_ms);
         let entry = CachedResponse {
             status,
             headers: headers
                 .iter()
-                .filter(|(k, _)| *k != http::header::AGE && *k != http::header::DATE)
+                .filter(|(k, _)| !PER_REQUEST.contains(&k.as_str()))
                 .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
                 .collect(),
             body: body.to_vec(),
@@ -431,6 +484,10 @@ impl RouteCache {
             self.put_slot(primary, Slot::Response(entry), keep).await;
         } else {
             let full = format!("{primary}|v|{}", variant(&vary, request));
+            if full.len() > MAX_KEY_BYTES {
+                self.count("bypass");
+                return;
+            }
             self.put_slot(primary, Slot::Vary(vary), keep.max(3_600_000)).await;
             self.put_slot(full, Slot::Response(entry), keep).await;
         }

@@ -41,10 +41,6 @@ impl RequestHead {
     pub fn host_str(&self) -> &str {
         self.host.to_str().unwrap_or("")
     }
-
-    pub fn path_and_query(&self) -> &str {
-        self.uri.path_and_query().map_or("/", |p| p.as_str())
-    }
 }
 
 /// The per-request context every phase after `route` works on.

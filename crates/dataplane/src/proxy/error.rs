@@ -24,6 +24,8 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("bad path: {0}")]
     BadPath(#[from] meridian_core::pattern::canonical::PathError),
+    #[error("bad host: {0}")]
+    BadHost(#[from] meridian_core::pattern::authority::AuthorityError),
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("upstream {upstream}: no healthy target")]
@@ -69,7 +71,7 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamBody { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::BadRequest(_) | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::BadPath(_) | ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoHealthyTarget { .. } | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
@@ -85,6 +87,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. }
             | ProxyError::BadRequest(_)
             | ProxyError::BadPath(_)
+            | ProxyError::BadHost(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::RateLimited { .. } => Side::Client,
             ProxyError::LimiterUnavailable => Side::Internal,
@@ -107,6 +110,7 @@ impl ProxyError {
             ProxyError::UpstreamBody { .. } => "upstream_body",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::BadPath(_) => "bad_path",
+            ProxyError::BadHost(_) => "bad_host",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::NoHealthyTarget { .. } => "no_healthy_target",
             ProxyError::CircuitOpen { .. } => "circuit_open",
@@ -130,6 +134,7 @@ impl ProxyError {
             ProxyError::UpstreamBody { .. } => "the upstream response could not be read".into(),
             ProxyError::BadRequest(why) => (*why).into(),
             ProxyError::BadPath(why) => why.to_string(),
+            ProxyError::BadHost(why) => format!("invalid Host: {why}"),
             ProxyError::BodyTooLarge { limit } => format!("request body exceeds {limit} bytes"),
             ProxyError::NoHealthyTarget { upstream } => {
                 format!("no healthy target in upstream \"{upstream}\"")

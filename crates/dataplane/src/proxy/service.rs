@@ -32,6 +32,7 @@ use crate::balance::hash_key;
 use crate::routing::normalize_host;
 use meridian_core::clock::mono_ms;
 use meridian_core::config::HashOn;
+use meridian_core::pattern::authority::check_authority;
 use meridian_core::pattern::canonical::{canonical_path, PathPolicy};
 use meridian_core::pattern::{Params, Rewrite};
 
@@ -92,7 +93,11 @@ async fn run(
     fin: &mut Finish,
 ) -> Result<Answer, ProxyError> {
     let (mut parts, body) = req.into_parts();
-    let head = accept(gw, &mut parts, conn)?;
+    let mut head = accept(gw, &mut parts, conn)?;
+    // Hop-by-hop headers go before any policy reads the request, so what the
+    // cache keys on is what the upstream gets; an upgrade is noted first.
+    let upgrade = Upgrade::of(&mut head, &mut parts);
+    headers::strip_hop_by_hop(&mut head.headers);
     let (route, params) = {
         let Some(m) = snap.table.find(head.host_str(), head.path(), &head.method, &head.headers) else {
             return Err(ProxyError::NoRoute {
@@ -115,7 +120,6 @@ async fn run(
             return Ok(decorate(&ctx, answer));
         }
     }
-    let upgrade = Upgrade::of(&mut ctx.head, &mut parts);
     let (upstream_req, pick) = prepare(gw, &mut ctx, &upgrade, body)?;
     let sent = match forward(gw, route, upstream_req, pick, &mut *ctx.fin).await {
         Ok(sent) => sent,
@@ -141,8 +145,11 @@ fn accept(gw: &Gateway, parts: &mut http::request::Parts, conn: &ConnInfo) -> Re
         None => parts.headers.get(header::HOST).cloned(),
     };
     let Some(host) = host else { return Err(ProxyError::BadRequest("missing Host header")) };
-    if host.to_str().is_err() {
-        return Err(ProxyError::BadRequest("invalid Host header"));
+    check_authority(host.to_str().map_err(|_| ProxyError::BadRequest("invalid Host header"))?)?;
+    if parts.uri.authority().is_some() {
+        // Absolute form: the target's authority is the Host the upstream
+        // gets (RFC 9112 §3.2.2), the same one routing and the cache key use.
+        parts.headers.insert(header::HOST, host.clone());
     }
     if !parts.uri.path().starts_with('/') {
         return Err(ProxyError::BadRequest("request target must be an absolute path"));
@@ -196,7 +203,6 @@ fn prepare(
             .and_then(|s| headers::cookie(h, &s.cookie).and_then(|v| u64::from_str_radix(v, 16).ok())),
     };
     let mut h = std::mem::take(&mut ctx.head.headers);
-    headers::strip_hop_by_hop(&mut h);
     h.remove(header::EXPECT);
     if let Some(proto) = &upgrade.protocol {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -19,7 +19,9 @@ use meridian_core::clock::mono_ms;
 
 /// A cacheable request that missed: what storing its answer needs.
 pub(crate) struct PendingStore {
-    key: String,
+    /// The request's primary key, kept whole: the store derives the
+    /// variant key from the response's `Vary`.
+    primary: String,
     request_headers: HeaderMap,
     /// An expired entry still good for `stale_if_error`.
     stale: Option<(Arc<CachedResponse>, u64)>,
@@ -39,20 +41,26 @@ pub(super) async fn on_request(cache: &RouteCache, ctx: &mut RequestCtx<'_>) -> 
         return Ok(Flow::Next);
     }
     match lookup(cache, ctx).await {
-        Found::Hit(answer) => Ok(Flow::Answer(answer)),
-        Found::Miss(pending) => {
+        Some(Found::Hit(answer)) => Ok(Flow::Answer(answer)),
+        Some(Found::Miss(pending)) => {
             ctx.cache = Some(pending);
             Ok(Flow::Next)
         }
+        // A key too long to keep: served, not cached.
+        None => Ok(Flow::Next),
     }
 }
 
-async fn lookup(cache: &RouteCache, ctx: &RequestCtx<'_>) -> Found {
+async fn lookup(cache: &RouteCache, ctx: &RequestCtx<'_>) -> Option<Found> {
     let head = ctx.head.method == Method::HEAD;
-    let key = cache.key(ctx.head.host_str(), ctx.head.path_and_query(), &ctx.head.headers).await;
+    let h = &ctx.head;
+    let scheme = ctx.conn.proto.to_str().unwrap_or("http");
+    let key = cache.key(scheme, h.host_str(), h.path(), h.uri.query().unwrap_or(""), &h.headers).await?;
     let (found, full_key) = cache.lookup(&key, &ctx.head.headers).await;
     let stale = match found {
-        Lookup::Fresh { response, age_secs } => return Found::Hit(cached_answer(&response, age_secs, "HIT", head)),
+        Lookup::Fresh { response, age_secs } => {
+            return Some(Found::Hit(cached_answer(&response, age_secs, "HIT", head)))
+        }
         Lookup::Stale { response, age_secs } => Some((response, age_secs)),
         Lookup::Miss => None,
     };
@@ -61,12 +69,13 @@ async fn lookup(cache: &RouteCache, ctx: &RequestCtx<'_>) -> Found {
         Role::Follower(mut done) => {
             let _ = tokio::time::timeout(ctx.route.timeout, done.wait_for(|d| *d)).await;
             if let (Lookup::Fresh { response, age_secs }, _) = cache.lookup(&key, &ctx.head.headers).await {
-                return Found::Hit(cached_answer(&response, age_secs, "HIT", head));
+                return Some(Found::Hit(cached_answer(&response, age_secs, "HIT", head)));
             }
             None
         }
     };
-    Found::Miss(PendingStore { key: full_key, request_headers: ctx.head.headers.clone(), stale, head, _leader: leader })
+    let request_headers = ctx.head.headers.clone();
+    Some(Found::Miss(PendingStore { primary: key, request_headers, stale, head, _leader: leader }))
 }
 
 pub(super) fn on_error(cache: &RouteCache, ctx: &mut RequestCtx<'_>, err: &ProxyError) -> Option<Answer> {
@@ -94,7 +103,8 @@ pub(super) async fn on_response(
     answer.head_mut().headers.insert(&headers::X_CACHE, HeaderValue::from_static("MISS"));
     let Answer::Upstream { head, body, conn, in_flight } = answer else { return Ok(answer) };
     let fits = headers::content_length(&head.headers).is_some_and(|n| n as usize <= cache.max_entry_bytes);
-    let ttl = cache.storable_for(status.as_u16(), &head.headers);
+    let cookie = pending.request_headers.contains_key(header::COOKIE);
+    let ttl = cache.storable_for(status.as_u16(), &head.headers, cookie);
     let (false, true, Some(ttl)) = (pending.head, fits, ttl) else {
         return Ok(Answer::Upstream { head, body, conn, in_flight });
     };
@@ -108,7 +118,7 @@ pub(super) async fn on_response(
         pool.checkin(sender, mono_ms());
     }
     let body = collected.to_bytes();
-    cache.store(&pending.key, &pending.request_headers, status.as_u16(), &head.headers, body.clone(), ttl).await;
+    cache.store(&pending.primary, &pending.request_headers, status.as_u16(), &head.headers, body.clone(), ttl).await;
     Ok(Answer::Full { head, body })
 }
 
