@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meridian_core::clock::unix_ms;
-use meridian_core::report::{Verifier, SIGNATURE_HEADER};
+use meridian_core::report::{Verifier, REGION_HEADER, SIGNATURE_HEADER};
 
 use crate::harness::Region;
 use crate::support::*;
@@ -17,7 +17,7 @@ async fn receiver(secret: &[u8]) -> (std::net::SocketAddr, Arc<Mutex<Vec<(Instan
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
-    let verifier = Arc::new(Mutex::new(Verifier::new(HashMap::from([("eu".to_string(), secret.to_vec())]), 30_000)));
+    let verifier = Arc::new(Verifier::new(HashMap::from([("eu".to_string(), secret.to_vec())]), 30_000));
     let sink = got.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
@@ -26,9 +26,10 @@ async fn receiver(secret: &[u8]) -> (std::net::SocketAddr, Arc<Mutex<Vec<(Instan
                 let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let (sink, verifier) = (sink.clone(), verifier.clone());
                     async move {
-                        let sig = req.headers().get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+                        let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+                        let (sig, region) = (header(SIGNATURE_HEADER), header(REGION_HEADER).unwrap_or_default());
                         let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
-                        let status = match verifier.lock().unwrap().verify(&body, sig.as_deref(), unix_ms()) {
+                        let status = match verifier.verify(&region, &body, sig.as_deref(), unix_ms()) {
                             Ok(r) => {
                                 sink.lock().unwrap().push((Instant::now(), r.sender));
                                 204

@@ -12,7 +12,7 @@ use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RData, RecordType};
 use meridian_core::clock::unix_ms;
-use meridian_core::report::{sign, HealthReport, SIGNATURE_HEADER};
+use meridian_core::report::{sign, HealthReport, REGION_HEADER, SIGNATURE_HEADER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -148,11 +148,12 @@ fn report(region: &str) -> HealthReport {
     }
 }
 
-async fn post(api: SocketAddr, body: Vec<u8>, signature: &str) -> u16 {
+async fn post(api: SocketAddr, region: &str, body: Vec<u8>, signature: &str) -> u16 {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let req = http::Request::post(format!("http://{api}/v1/report"))
         .header(SIGNATURE_HEADER, signature)
+        .header(REGION_HEADER, region)
         .body(body.into())
         .unwrap();
     client.request(req).await.map(|r| r.status().as_u16()).unwrap_or(0)
@@ -161,7 +162,7 @@ async fn post(api: SocketAddr, body: Vec<u8>, signature: &str) -> u16 {
 async fn post_report(api: SocketAddr, region: &str, secret: &[u8], body: Option<Vec<u8>>) -> u16 {
     let body = body.unwrap_or_else(|| serde_json::to_vec(&report(region)).unwrap());
     let sig = sign(secret, &body);
-    post(api, body, &sig).await
+    post(api, region, body, &sig).await
 }
 
 async fn served(f: &Fixture) -> Vec<String> {
@@ -328,7 +329,10 @@ async fn forged_and_replayed_reports_are_refused() {
     let mut old = report("eu");
     old.timestamp_ms -= 60_000;
     assert_eq!(post_report(api, "eu", b"eu-report-secret-0123", Some(serde_json::to_vec(&old).unwrap())).await, 401);
-    assert_eq!(post(api, b"not json".to_vec(), "00").await, 400);
+    // Unsigned garbage is not even parsed; signed garbage is malformed.
+    assert_eq!(post(api, "", b"not json".to_vec(), "00").await, 401);
+    assert_eq!(post(api, "eu", b"not json".to_vec(), "00").await, 401);
+    assert_eq!(post(api, "eu", b"not json".to_vec(), &sign(b"eu-report-secret-0123", b"not json")).await, 400);
     let m = http_body_util::BodyExt::collect(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http::<http_body_util::Full<bytes::Bytes>>()

@@ -2,7 +2,8 @@
 //! balancer, and how the balancer knows it is genuine and fresh.
 //!
 //! The body is JSON; `X-Meridian-Signature` carries hex HMAC-SHA256 of the
-//! body under the region's secret. The body holds a timestamp and a random
+//! body under the secret of the region `X-Meridian-Region` names, checked
+//! before the body is parsed. The body holds a timestamp and a random
 //! nonce: a balancer refuses reports outside its replay window and nonces it
 //! has already seen inside it.
 
@@ -13,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 pub const SIGNATURE_HEADER: &str = "x-meridian-signature";
+/// The region a report speaks for: it names the secret to check the
+/// signature with, before the body is parsed at all.
+pub const REGION_HEADER: &str = "x-meridian-region";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthReport {
@@ -80,30 +84,43 @@ impl Refusal {
     }
 }
 
-/// Checks reports: signature, freshness, nonces seen (per region).
+/// Checks reports: signature first (nothing unauthenticated is parsed),
+/// then freshness and nonces seen (per region). Shared by every connection;
+/// only the nonce record takes a lock, for as long as a lookup.
 pub struct Verifier {
     secrets: HashMap<String, Vec<u8>>,
     window_ms: u64,
-    seen: HashMap<String, VecDeque<(u64, String)>>,
+    seen: std::sync::Mutex<HashMap<String, VecDeque<(u64, String)>>>,
 }
 
 impl Verifier {
     pub fn new(secrets: HashMap<String, Vec<u8>>, window_ms: u64) -> Self {
-        Self { secrets, window_ms, seen: HashMap::new() }
+        Self { secrets, window_ms, seen: std::sync::Mutex::new(HashMap::new()) }
     }
 
-    /// Verify `body` signed with `signature`, at local Unix time `now_ms`.
-    pub fn verify(&mut self, body: &[u8], signature: Option<&str>, now_ms: u64) -> Result<HealthReport, Refusal> {
-        let report: HealthReport = serde_json::from_slice(body).map_err(|_| Refusal::Malformed)?;
-        let secret = self.secrets.get(&report.region).ok_or(Refusal::UnknownRegion)?;
+    /// Verify `body`, said to come from `region` and signed with
+    /// `signature`, at local Unix time `now_ms`.
+    pub fn verify(
+        &self,
+        region: &str,
+        body: &[u8],
+        signature: Option<&str>,
+        now_ms: u64,
+    ) -> Result<HealthReport, Refusal> {
+        let secret = self.secrets.get(region).ok_or(Refusal::UnknownRegion)?;
         let given = signature.and_then(unhex).ok_or(Refusal::BadSignature)?;
         let mut m = mac(secret);
         m.update(body);
         m.verify_slice(&given).map_err(|_| Refusal::BadSignature)?;
+        let report: HealthReport = serde_json::from_slice(body).map_err(|_| Refusal::Malformed)?;
+        if report.region != region {
+            return Err(Refusal::Malformed);
+        }
         if now_ms.abs_diff(report.timestamp_ms) > self.window_ms {
             return Err(Refusal::Stale);
         }
-        let seen = self.seen.entry(report.region.clone()).or_default();
+        let mut seen = self.seen.lock().map_err(|_| Refusal::Malformed)?;
+        let seen = seen.entry(report.region.clone()).or_default();
         while seen.front().is_some_and(|(t, _)| now_ms.saturating_sub(*t) > 2 * self.window_ms) {
             seen.pop_front();
         }
@@ -135,13 +152,16 @@ mod tests {
 
     #[test]
     fn signatures_windows_and_replays() {
-        let mut v = Verifier::new(HashMap::from([("eu".to_string(), b"secret".to_vec())]), 5_000);
+        let v = Verifier::new(HashMap::from([("eu".to_string(), b"secret".to_vec())]), 5_000);
         let body = report(100_000, "a");
-        assert!(v.verify(&body, Some(&sign(b"secret", &body)), 100_100).is_ok());
-        assert_eq!(v.verify(&body, Some(&sign(b"secret", &body)), 100_200), Err(Refusal::Replayed));
-        assert_eq!(v.verify(&body, Some(&sign(b"other", &body)), 100_200), Err(Refusal::BadSignature));
+        assert!(v.verify("eu", &body, Some(&sign(b"secret", &body)), 100_100).is_ok());
+        assert_eq!(v.verify("eu", &body, Some(&sign(b"secret", &body)), 100_200), Err(Refusal::Replayed));
+        assert_eq!(v.verify("eu", &body, Some(&sign(b"other", &body)), 100_200), Err(Refusal::BadSignature));
         let old = report(10_000, "b");
-        assert_eq!(v.verify(&old, Some(&sign(b"secret", &old)), 100_200), Err(Refusal::Stale));
-        assert_eq!(v.verify(b"{}", Some("00"), 1), Err(Refusal::Malformed));
+        assert_eq!(v.verify("eu", &old, Some(&sign(b"secret", &old)), 100_200), Err(Refusal::Stale));
+        assert_eq!(v.verify("us", &body, Some(&sign(b"secret", &body)), 100_200), Err(Refusal::UnknownRegion));
+        // Garbage is never parsed unless signed; signed garbage is malformed.
+        assert_eq!(v.verify("eu", b"{", Some("00"), 1), Err(Refusal::BadSignature));
+        assert_eq!(v.verify("eu", b"{", Some(&sign(b"secret", b"{")), 1), Err(Refusal::Malformed));
     }
 }

@@ -24,7 +24,7 @@ pub mod steer;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -42,7 +42,7 @@ use meridian_core::admin::GslbRegionView;
 use meridian_core::config::Validated;
 use meridian_core::http_server::ServerLimits;
 use meridian_core::metrics::{counter, counter_vec, gauge_vec, histogram};
-use meridian_core::report::{Refusal, Verifier, SIGNATURE_HEADER};
+use meridian_core::report::{Refusal, Verifier, REGION_HEADER, SIGNATURE_HEADER};
 use meridian_dataplane::health::active::{probe, ActiveCheck, ProbeStreak};
 use registry::{AnswerTable, RegionHealthState, Registry, Verdict};
 
@@ -251,7 +251,7 @@ pub async fn start(cfg: Validated<GslbConfig>) -> Result<RunningGslb, GslbError>
 
     // The report API.
     let api_state = Arc::new(ApiState {
-        verifier: Mutex::new(Verifier::new(secrets, cfg.gslb.replay_window.as_millis() as u64)),
+        verifier: Verifier::new(secrets, cfg.gslb.replay_window.as_millis() as u64),
         registry,
         table: table.clone(),
         reports: m.reports.clone(),
@@ -263,7 +263,7 @@ pub async fn start(cfg: Validated<GslbConfig>) -> Result<RunningGslb, GslbError>
 }
 
 struct ApiState {
-    verifier: Mutex<Verifier>,
+    verifier: Verifier,
     registry: Arc<Registry>,
     table: Arc<ArcSwap<AnswerTable>>,
     reports: IntCounterVec,
@@ -298,16 +298,14 @@ impl ApiState {
                 reply(StatusCode::OK, serde_json::to_string(&v).unwrap_or_default())
             }
             (&Method::POST, "/v1/report") => {
-                let sig = req.headers().get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let (sig, claimed) = (header(SIGNATURE_HEADER), header(REGION_HEADER).unwrap_or_default());
                 let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
                     Ok(b) => b.to_bytes(),
                     Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "report too large\n"),
                 };
-                let verdict = self
-                    .verifier
-                    .lock()
-                    .map_err(|_| Refusal::Malformed)
-                    .and_then(|mut v| v.verify(&body, sig.as_deref(), meridian_core::clock::unix_ms()));
+                let now = meridian_core::clock::unix_ms();
+                let verdict = self.verifier.verify(&claimed, &body, sig.as_deref(), now);
                 match verdict {
                     Ok(report) => {
                         self.reports.with_label_values(&[&report.region, "accepted"]).inc();
@@ -317,11 +315,8 @@ impl ApiState {
                         reply(StatusCode::NO_CONTENT, Bytes::new())
                     }
                     Err(why) => {
-                        let region = serde_json::from_slice::<serde_json::Value>(&body)
-                            .ok()
-                            .and_then(|v| v["region"].as_str().map(str::to_string))
-                            .filter(|r| self.registry.regions.contains_key(r))
-                            .unwrap_or_else(|| "-".into());
+                        // A label only for configured regions: a stranger cannot add series.
+                        let region = if self.registry.regions.contains_key(&claimed) { claimed } else { "-".into() };
                         self.reports.with_label_values(&[&region, why.label()]).inc();
                         tracing::warn!(region = %region, reason = why.label(), "health report refused");
                         let status = match why {

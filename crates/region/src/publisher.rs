@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::raft::RegionNode;
 use meridian_core::clock::unix_ms;
 use meridian_core::config::ReportConfig;
-use meridian_core::report::{sign, HealthReport, SIGNATURE_HEADER};
+use meridian_core::report::{sign, HealthReport, REGION_HEADER, SIGNATURE_HEADER};
 use meridian_dataplane::proxy::Gateway;
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +101,7 @@ pub fn spawn(
                 let req = http::Request::post(url.as_str())
                     .header("content-type", "application/json")
                     .header(SIGNATURE_HEADER, signature.as_str())
+                    .header(REGION_HEADER, report.region.as_str())
                     .body(Full::new(Bytes::from(body.clone())));
                 let client = client.clone();
                 async move {
