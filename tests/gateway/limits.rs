@@ -108,3 +108,24 @@ async fn idle_connections_are_closed() {
     assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
     gw.shutdown().await;
 }
+
+/// A header-keyed limit: a request without the header is counted by its
+/// client address, and no header value can name that budget.
+#[tokio::test]
+async fn a_missing_key_header_counts_by_client_address() {
+    let b = backend("b").await;
+    let doc = format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"api\"\nupstream = \"u\"\nrate_limit = {{ key = \"header:x-api-key\", limits = [{{ requests = 1, per = \"60s\" }}] }}",
+        b.addr
+    );
+    let gw = gateway(&doc).await;
+    let addr = gw.http_addr();
+    assert_eq!(get(addr, "/").await.status, 200);
+    assert_eq!(get(addr, "/").await.status, 429, "requests without the header share the client's budget");
+    // Neither "-" (the old shared bucket) nor the client's address as a header value is that budget.
+    assert_eq!(get_with(addr, "/", &[("x-api-key", "-")]).await.status, 200);
+    assert_eq!(get_with(addr, "/", &[("x-api-key", "127.0.0.1")]).await.status, 200);
+    assert_eq!(get_with(addr, "/", &[("x-api-key", "alice")]).await.status, 200);
+    assert_eq!(get_with(addr, "/", &[("x-api-key", "alice")]).await.status, 429);
+    gw.shutdown().await;
+}

@@ -67,6 +67,11 @@ async fn limits_and_cache_work_on_a_redis_cluster() {
         }
         assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429, 429], "key {key}");
     }
+    // Key values (API keys) never name Redis keys: only their digests do.
+    for n in &nodes {
+        let names = n.cli(&["KEYS", "*"]);
+        assert!(!names.contains("alpha") && !names.contains("bravo"), "a raw key value in Redis: {names}");
+    }
     let spread = nodes.iter().filter(|n| n.cli(&["DBSIZE"]).parse::<u64>().unwrap_or(0) > 0).count();
     assert!(spread >= 2, "every key landed on one primary");
 

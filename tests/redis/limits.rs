@@ -122,7 +122,8 @@ async fn batched_counting_stays_within_its_documented_bound() {
     assert!((ok as f64) <= bound + 3.0, "admitted {ok} above the bound {bound:.0}");
     // Redis holds the region's count.
     let idx = meridian_core::clock::unix_ms() / 60_000;
-    let stored: u64 = redis.cli(&["GET", &format!("meridian:rl:{{api|}}:0:{idx}")]).parse().unwrap_or(0);
+    let key = meridian_dataplane::limit::key_digest("route");
+    let stored: u64 = redis.cli(&["GET", &format!("meridian:rl:{{api|{key}}}:0:{idx}")]).parse().unwrap_or(0);
     assert!(stored >= 100, "redis counted {stored}");
     for n in nodes {
         n.shutdown().await;
@@ -177,7 +178,8 @@ async fn redis_down_then_back() {
     // Shared limiting resumes: the count lives in Redis again.
     assert_eq!(get(addr, "/closed").await.status, 200);
     let idx = meridian_core::clock::unix_ms() / 60_000;
-    assert_eq!(redis.cli(&["GET", &format!("meridian:rl:{{closed|}}:0:{idx}")]), "1");
+    let key = meridian_dataplane::limit::key_digest("route");
+    assert_eq!(redis.cli(&["GET", &format!("meridian:rl:{{closed|{key}}}:0:{idx}")]), "1");
     gw.shutdown().await;
 }
 

@@ -1,9 +1,11 @@
 //! In-process counting: GCRA and the sliding-window counter, sharded by key.
 //! Pure arithmetic on explicit timestamps, so it is tested without a clock.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
+
+use lru::LruCache;
 
 /// One limit: `requests` per `window_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,18 +78,25 @@ enum State {
 #[derive(Debug)]
 struct Slot {
     state: State,
-    last_ms: u64,
 }
 
 const SHARDS: usize = 32;
-/// Entries idle longer than their longest window are dropped when a shard grows past this.
-const SWEEP_AT: usize = 4096;
+/// Keys one route's limiter remembers on a node, at most; past that the
+/// least recently used key is forgotten (its next request starts afresh).
+/// Each entry is a 64-bit key hash and a few counters: about 64 bytes.
+pub const MAX_KEYS: usize = 128 * 1024;
+const SHARD_CAPACITY: NonZeroUsize = match NonZeroUsize::new(MAX_KEYS / SHARDS) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
 
-/// Per-key state of a route's limits on this node.
+/// Per-key state of a route's limits on this node, bounded in entries and
+/// bytes whatever keys clients invent.
 pub struct LocalLimiter {
     rates: Vec<Rate>,
     gcra: bool,
-    shards: Vec<Mutex<HashMap<String, Slot>>>,
+    /// Keyed by a per-process keyed hash of the key: no client bytes stored.
+    shards: Vec<Mutex<LruCache<u64, Slot>>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -96,7 +105,7 @@ impl LocalLimiter {
         Self {
             rates,
             gcra,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(LruCache::new(SHARD_CAPACITY))).collect(),
             hasher: Default::default(),
         }
     }
@@ -105,23 +114,27 @@ impl LocalLimiter {
         &self.rates
     }
 
+    /// Keys remembered now (all shards).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Check every limit for `key` at `now_ms`; counts only if all allow.
     pub fn check(&self, key: &str, now_ms: u64) -> Vec<Verdict> {
-        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
+        let hash = self.hasher.hash_one(key);
+        let shard = &self.shards[(hash as usize) % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > SWEEP_AT {
-            let longest = self.rates.iter().map(|r| r.window_ms).max().unwrap_or(0);
-            map.retain(|_, s| now_ms.saturating_sub(s.last_ms) <= longest);
-        }
-        let slot = map.entry(key.to_string()).or_insert_with(|| Slot {
+        let slot = map.get_or_insert_mut(hash, || Slot {
             state: if self.gcra {
                 State::Gcra(vec![0.0; self.rates.len()])
             } else {
                 State::Sliding(vec![Window::default(); self.rates.len()])
             },
-            last_ms: now_ms,
         });
-        slot.last_ms = now_ms;
         // Decide on a copy, commit only if every limit allows.
         let mut trial = slot.state.clone();
         let verdicts: Vec<Verdict> = match &mut trial {
@@ -138,6 +151,17 @@ impl LocalLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invented_keys_cannot_grow_the_state_past_its_bound() {
+        let l = LocalLimiter::new(vec![Rate { requests: 1, window_ms: 60_000 }], false);
+        for i in 0..MAX_KEYS + 20_000 {
+            l.check(&format!("client-{i}"), 1_000);
+        }
+        assert!(l.len() <= MAX_KEYS, "{} keys kept", l.len());
+        // A key seen recently is still counted.
+        assert!(!l.check(&format!("client-{}", MAX_KEYS + 19_999), 1_001)[0].allowed);
+    }
     use proptest::prelude::*;
 
     const R: Rate = Rate { requests: 10, window_ms: 1000 };

@@ -118,28 +118,37 @@ struct Counter {
     last_used_ms: u64,
 }
 
+/// Keys a batched limiter exchanges with the region at most; past that the
+/// least recently used key is dropped from the exchange (its next request
+/// starts from the region's count again).
+pub const MAX_ACTIVE_KEYS: usize = 16 * 1024;
+
 /// Batched counting for one route.
 pub struct Batcher {
     route: Arc<str>,
     rates: Vec<Rate>,
-    /// key → one counter per limit.
-    counters: Mutex<HashMap<String, Vec<Counter>>>,
+    /// key → one counter per limit; bounded, least recently used first out.
+    counters: Mutex<lru::LruCache<String, Vec<Counter>>>,
     /// (key, limit, window index) → admissions not yet sent.
     pending: Mutex<HashMap<(String, usize, u64), u64>>,
 }
 
 impl Batcher {
     pub fn new(route: Arc<str>, rates: Vec<Rate>) -> Arc<Self> {
-        Arc::new(Self { route, rates, counters: Mutex::new(HashMap::new()), pending: Mutex::new(HashMap::new()) })
+        let cap = std::num::NonZeroUsize::new(MAX_ACTIVE_KEYS).unwrap_or(std::num::NonZeroUsize::MIN);
+        Arc::new(Self {
+            route,
+            rates,
+            counters: Mutex::new(lru::LruCache::new(cap)),
+            pending: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Decide from the last exchanged counts plus this node's admissions; no I/O.
     pub fn check(&self, key: &str, now_ms: u64) -> Vec<Verdict> {
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        if !counters.contains_key(key) {
-            counters.insert(key.to_string(), vec![Counter::default(); self.rates.len()]);
-        }
-        let Some(cs) = counters.get_mut(key) else { return Vec::new() };
+        let rates = self.rates.len();
+        let cs = counters.get_or_insert_mut_ref(key, || vec![Counter::default(); rates]);
         let mut verdicts = Vec::with_capacity(self.rates.len());
         for (c, rate) in cs.iter_mut().zip(&self.rates) {
             let index = now_ms / rate.window_ms;
@@ -180,7 +189,13 @@ impl Batcher {
         let active: Vec<(String, usize, Counter)> = {
             let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
             let longest = self.rates.iter().map(|r| r.window_ms).max().unwrap_or(0);
-            counters.retain(|_, cs| cs.iter().any(|c| now_ms.saturating_sub(c.last_used_ms) <= 2 * longest));
+            // Least recently used first: drop from the cold end while idle.
+            while counters
+                .peek_lru()
+                .is_some_and(|(_, cs)| cs.iter().all(|c| now_ms.saturating_sub(c.last_used_ms) > 2 * longest))
+            {
+                counters.pop_lru();
+            }
             counters.iter().flat_map(|(k, cs)| cs.iter().enumerate().map(move |(i, c)| (k.clone(), i, *c))).collect()
         };
         if active.is_empty() && sent.is_empty() {
@@ -208,7 +223,7 @@ impl Batcher {
             Ok(values) => {
                 let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
                 for ((key, i, index, delta), (count, prev)) in reads.into_iter().zip(values) {
-                    if let Some(c) = counters.get_mut(&key).and_then(|cs| cs.get_mut(i)) {
+                    if let Some(c) = counters.peek_mut(&key).and_then(|cs| cs.get_mut(i)) {
                         if c.index == index {
                             c.synced = count;
                             c.local = c.local.saturating_sub(delta);

@@ -37,12 +37,23 @@ impl RouteLimit {
 }
 
 pub(super) async fn on_request(rl: &RouteLimit, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
-    let key: &str = match &rl.key {
-        RateLimitKey::ClientIp => ctx.conn.client_ip.to_str().unwrap_or("-"),
-        RateLimitKey::Route => "",
-        RateLimitKey::Header(h) => ctx.head.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+    // Each kind of key has its own prefix, so a header value can never name
+    // an address's budget. A request without the key header is counted by
+    // its client address (not in one bucket shared by every such request).
+    let client = || format!("ip:{}", ctx.conn.client_ip.to_str().unwrap_or("-"));
+    let key = match &rl.key {
+        RateLimitKey::ClientIp => client(),
+        RateLimitKey::Route => "route".to_string(),
+        RateLimitKey::Header(h) => match ctx.head.headers.get(h) {
+            Some(v) => match v.to_str() {
+                Ok(text) => format!("h:{text}"),
+                // Bytes beyond ASCII: spelled out, so distinct values stay distinct.
+                Err(_) => format!("hx:{}", v.as_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()),
+            },
+            None => client(),
+        },
     };
-    match rl.limiter.check(key).await {
+    match rl.limiter.check(&key).await {
         Outcome::Allowed { verdicts, fallback } => {
             rl.decisions[if fallback { 2 } else { 0 }].inc();
             if let Some(state) = rl.state(&verdicts) {
