@@ -129,3 +129,40 @@ async fn a_missing_key_header_counts_by_client_address() {
     assert_eq!(get_with(addr, "/", &[("x-api-key", "alice")]).await.status, 429);
     gw.shutdown().await;
 }
+
+/// One client cannot hold more than its share of a listener's connections.
+#[tokio::test]
+async fn connections_over_the_per_client_cap_are_closed_and_counted() {
+    let b = backend("b").await;
+    let doc = format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"all\"\nupstream = \"u\"",
+        b.addr
+    );
+    let gw = gateway_listener(&doc, "max_connections_per_client = 2").await;
+    let addr = gw.http_addr();
+    let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    // The third is closed at once, unanswered.
+    let third = raw(addr, req).await;
+    assert!(third.is_empty(), "{third}");
+    let m = metrics(gw.admin_addr).await;
+    assert_eq!(
+        metric_value(&m, "meridian_connections_refused_total", &[("reason", "max_connections_per_client")]),
+        1.0
+    );
+    // A slot comes back when a connection closes.
+    drop(held.pop());
+    assert!(
+        eventually(Duration::from_secs(2), || async { raw(addr, req).await.starts_with("HTTP/1.1 200") }).await,
+        "the freed slot was not reused"
+    );
+    gw.shutdown().await;
+}

@@ -307,6 +307,14 @@ pub struct ListenerConfig {
     /// path without them) or `reject` (400).
     #[serde(default)]
     pub path_parameters: crate::pattern::canonical::PathParameters,
+    /// Connections open at once on this listener; more are closed at accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one client address (0: no cap). Behind
+    /// a load balancer that does not pass client addresses, every client is
+    /// the balancer: raise it or set 0 there.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: u32,
 }
 
 impl ListenerConfig {
@@ -417,7 +425,15 @@ fn default_listeners() -> Vec<ListenerConfig> {
         merge_slashes: true,
         encoded_separators: Default::default(),
         path_parameters: Default::default(),
+        max_connections: default_max_connections(),
+        max_connections_per_client: default_max_connections_per_client(),
     }]
+}
+fn default_max_connections() -> usize {
+    100_000
+}
+fn default_max_connections_per_client() -> u32 {
+    1_024
 }
 fn default_admin_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9901))

@@ -5,6 +5,7 @@
 //! atomically; requests in flight finish on the snapshot they started with.
 
 pub mod body;
+mod caps;
 mod compile;
 mod context;
 pub mod error;

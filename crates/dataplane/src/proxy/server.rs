@@ -3,6 +3,8 @@
 //! draining on shutdown.
 
 use meridian_core::pattern::canonical::PathPolicy;
+
+use super::caps::ConnectionCaps;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -134,6 +136,7 @@ pub struct Listener {
     pub local_addr: SocketAddr,
     health_path: Option<Arc<str>>,
     paths: PathPolicy,
+    caps: ConnectionCaps,
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
 }
@@ -162,6 +165,7 @@ impl Listener {
             name: cfg.name.as_str().into(),
             health_path: cfg.health_path.as_deref().map(Into::into),
             paths: cfg.path_policy(),
+            caps: ConnectionCaps::new(cfg.max_connections, cfg.max_connections_per_client),
             local_addr,
             tcp,
             tls,
@@ -187,6 +191,15 @@ impl Listener {
                 },
             };
             accepted.inc();
+            let admitted = match self.caps.admit(peer.ip()) {
+                Ok(a) => a,
+                Err(why) => {
+                    gw.metrics.connections_refused.with_label_values(&[&self.name, why.label()]).inc();
+                    tracing::debug!(listener = %self.name, client = %peer.ip(), cap = why.label(), "connection refused");
+                    drop(stream);
+                    continue;
+                }
+            };
             let gw = gw.clone();
             let shutdown = shutdown.clone();
             let tls = self.tls.clone();
@@ -195,6 +208,7 @@ impl Listener {
             let health = self.health_path.clone();
             let paths = self.paths;
             tracker.spawn(async move {
+                let _admitted = admitted;
                 active.inc();
                 serve_connection(stream, peer, name, tls, (health, paths), gw, shutdown).await;
                 active.dec();

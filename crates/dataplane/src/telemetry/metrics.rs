@@ -17,6 +17,7 @@ pub struct GatewayMetrics {
     pub request_duration: HistogramVec,
     pub active_connections: IntGaugeVec,
     pub connections: IntCounterVec,
+    pub connections_refused: IntCounterVec,
     pub upstream_healthy: IntGaugeVec,
     pub health_checks: IntCounterVec,
     pub upstream_retries: IntCounterVec,
@@ -60,6 +61,12 @@ impl GatewayMetrics {
                 "active_connections",
                 "Client connections open, by listener.",
                 &["listener"],
+            ),
+            connections_refused: counter_vec(
+                &r,
+                "connections_refused_total",
+                "Client connections closed at accept, by listener and cap.",
+                &["listener", "reason"],
             ),
             connections: counter_vec(
                 &r,

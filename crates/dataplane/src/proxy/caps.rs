@@ -1,0 +1,106 @@
+//! Connection caps of a data-plane listener: at most `max_connections` open
+//! at once, and at most `max_connections_per_client` from one client
+//! address. A connection over a cap is closed as soon as it is accepted and
+//! counted (`meridian_connections_refused_total{listener, reason}`), so a
+//! flood from one address cannot take every slot of a listener.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Listener,
+    Client,
+}
+
+impl Refused {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Listener => "max_connections",
+            Refused::Client => "max_connections_per_client",
+        }
+    }
+}
+
+/// Open connections per client address.
+type PerClient = Arc<Mutex<HashMap<IpAddr, u32>>>;
+
+/// The caps of one listener; shared by its accept loop.
+pub struct ConnectionCaps {
+    total: Arc<Semaphore>,
+    /// Zero: no per-client cap.
+    per_client: u32,
+    clients: PerClient,
+}
+
+/// Held for a connection's life; gives its slots back when dropped.
+pub struct Admitted {
+    _total: OwnedSemaphorePermit,
+    client: Option<(IpAddr, PerClient)>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let Some((ip, clients)) = &self.client else { return };
+        let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(ip);
+            }
+        }
+    }
+}
+
+impl ConnectionCaps {
+    pub fn new(max_connections: usize, per_client: u32) -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(max_connections.max(1))),
+            per_client,
+            clients: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A slot for a new connection from `client`, or why not.
+    pub fn admit(&self, client: IpAddr) -> Result<Admitted, Refused> {
+        let total = self.total.clone().try_acquire_owned().map_err(|_| Refused::Listener)?;
+        if self.per_client == 0 {
+            return Ok(Admitted { _total: total, client: None });
+        }
+        let client = client.to_canonical();
+        let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(client).or_insert(0);
+        if *n >= self.per_client {
+            return Err(Refused::Client);
+        }
+        *n += 1;
+        Ok(Admitted { _total: total, client: Some((client, self.clients.clone())) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_hold_and_slots_come_back() {
+        let caps = ConnectionCaps::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = caps.admit(a).unwrap();
+        let _a2 = caps.admit(a).unwrap();
+        assert_eq!(caps.admit(a).err(), Some(Refused::Client));
+        let _b1 = caps.admit(b).unwrap();
+        assert_eq!(caps.admit(b).err(), Some(Refused::Listener));
+        drop(a1);
+        assert!(caps.admit(a).is_ok());
+        // The same client over IPv4-mapped IPv6 is the same client.
+        let caps = ConnectionCaps::new(10, 1);
+        let _x = caps.admit(a).unwrap();
+        assert_eq!(caps.admit("::ffff:10.0.0.1".parse().unwrap()).err(), Some(Refused::Client));
+    }
+}
