@@ -5,7 +5,7 @@ BENCH_DIR ?= ../shared/bench
 APT_TEST_PKGS := redis-server nftables iproute2
 APT_BENCH_PKGS := nginx haproxy wrk dnsperf knot
 
-.PHONY: all build release test lint bench demo demo-walkthrough demo-down drill deps bench-deps clean
+.PHONY: all build release test lint fuzz bench demo demo-walkthrough demo-down drill deps bench-deps clean
 
 all: build
 
@@ -47,6 +47,17 @@ test: deps
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Every fuzz target for FUZZ_SECONDS each (nightly; cargo-fuzz installed when
+# missing). New inputs join fuzz/corpus/<target>; `make test` replays the corpus.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := canonical_path authority document
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  $(CARGO) +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 || exit 1; \
+	done
 
 # Proxy CPU per request against nginx and HAProxy, same machine, same run.
 bench: bench-deps release

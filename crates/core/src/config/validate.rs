@@ -801,6 +801,19 @@ mod tests {
         assert_eq!(d.values().upstreams["u"].hash_on, Some(HashOn::Cookie("sid".into())));
     }
 
+    /// Every document in the fuzz corpus parses or is refused, never panics.
+    #[test]
+    fn the_fuzz_corpus_parses_or_is_refused() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/document");
+        for entry in std::fs::read_dir(dir).expect("the corpus is in the repository") {
+            let bytes = std::fs::read(entry.expect("a corpus entry").path()).expect("readable");
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                let _ = crate::config::parse_document(text, Format::Json);
+                let _ = crate::config::parse_document(text, Format::Toml);
+            }
+        }
+    }
+
     #[test]
     fn a_bad_vip_is_refused_where_the_node_file_is_read() {
         let text = r#"

@@ -72,6 +72,21 @@ pub fn check_authority(authority: &str) -> Result<(), AuthorityError> {
 mod tests {
     use super::*;
 
+    /// Every input in the fuzz corpus: what is accepted holds only
+    /// host-name, address and port characters.
+    #[test]
+    fn the_fuzz_corpus_keeps_its_properties() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/authority");
+        for entry in std::fs::read_dir(dir).expect("the corpus is in the repository") {
+            let bytes = std::fs::read(entry.expect("a corpus entry").path()).expect("readable");
+            if let Ok(host) = std::str::from_utf8(&bytes) {
+                if check_authority(host).is_ok() {
+                    assert!(host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b)), "{host:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn host_names_addresses_and_ports() {
         for ok in

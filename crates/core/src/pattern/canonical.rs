@@ -187,6 +187,40 @@ fn decode(bytes: &[u8], policy: &PathPolicy) -> Result<String, PathError> {
     String::from_utf8(out).map_err(|_| PathError::BadEscape)
 }
 
+/// The properties every canonical form has, checked under every policy:
+/// canonicalising it again changes nothing, it holds no dot segment, and
+/// with slashes merged no empty segment. What the fuzz target and the
+/// corpus regression test assert; `Err` says which property broke.
+pub fn check_canonical(path: &str) -> Result<(), String> {
+    let policies = [
+        PathPolicy::default(),
+        PathPolicy {
+            merge_slashes: false,
+            encoded_separators: EncodedSeparators::Keep,
+            path_parameters: PathParameters::Strip,
+        },
+        PathPolicy {
+            merge_slashes: true,
+            encoded_separators: EncodedSeparators::Keep,
+            path_parameters: PathParameters::Reject,
+        },
+    ];
+    for policy in policies {
+        let Ok(once) = canonical_path(path, &policy) else { continue };
+        match canonical_path(&once, &policy) {
+            Ok(twice) if twice == once => {}
+            other => return Err(format!("{policy:?}: {once:?} then {other:?}")),
+        }
+        if once.split('/').any(|s| s == "." || s == "..") {
+            return Err(format!("{policy:?}: {once:?} keeps a dot segment"));
+        }
+        if policy.merge_slashes && once.contains("//") {
+            return Err(format!("{policy:?}: {once:?} keeps an empty segment"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +278,22 @@ mod tests {
     #[test]
     fn case_is_kept() {
         assert_eq!(c("/Login").as_deref(), Ok("/Login"));
+    }
+
+    /// Every input in the fuzz corpus (and every crash the fuzzer ever saved
+    /// there) keeps the properties.
+    #[test]
+    fn the_fuzz_corpus_keeps_its_properties() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/canonical_path");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).expect("the corpus is in the repository") {
+            let bytes = std::fs::read(entry.expect("a corpus entry").path()).expect("readable");
+            if let Ok(path) = std::str::from_utf8(&bytes) {
+                assert_eq!(check_canonical(path), Ok(()), "{path:?}");
+            }
+            seen += 1;
+        }
+        assert!(seen > 0);
     }
 
     proptest! {
