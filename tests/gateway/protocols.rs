@@ -73,3 +73,40 @@ async fn websocket_echo_through_the_gateway() {
     ws.close(None).await.unwrap();
     gw.shutdown().await;
 }
+
+/// `Upgrade: h2c` is never tunnelled, and a route tunnels only what it lists:
+/// the request goes on as plain HTTP and the refusal is counted.
+#[tokio::test]
+async fn upgrades_happen_only_where_the_route_allows_them() {
+    let b = backend("b").await;
+    let doc = format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"plain\"\npath_prefix = \"/plain\"\nupgrades = []\nupstream = \"u\"\n[[routes]]\nname = \"all\"\nupstream = \"u\"",
+        b.addr
+    );
+    let gw = gateway(&doc).await;
+    let addr = gw.http_addr();
+    let h2c = "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+    let resp = raw(addr, h2c.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let ws = "GET /plain HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let resp = raw(addr, ws.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let m = metrics(gw.admin_addr).await;
+    assert_eq!(metric_value(&m, "meridian_upgrades_total", &[("protocol", "h2c"), ("result", "refused")]), 1.0);
+    assert_eq!(
+        metric_value(
+            &m,
+            "meridian_upgrades_total",
+            &[("route", "plain"), ("protocol", "websocket"), ("result", "refused")]
+        ),
+        1.0
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_route_cannot_list_h2c() {
+    let doc = "[upstreams.u]\ntargets = [{ address = \"127.0.0.1:1\" }]\n[[routes]]\nname = \"r\"\nupgrades = [\"h2c\"]\nupstream = \"u\"";
+    let errors = meridian_core::config::parse_document(doc, meridian_core::config::Format::Toml).unwrap_err();
+    assert!(errors.to_string().starts_with("routes[0].upgrades[0]"), "{errors}");
+}

@@ -195,6 +195,15 @@ pub struct RouteConfig {
     pub retries: Option<u32>,
     pub rate_limit: Option<RateLimitConfig>,
     pub cache: Option<CacheConfig>,
+    /// Protocols a client may switch this route's connection to (HTTP/1.1
+    /// `Upgrade`); others are ignored and the request goes on as plain
+    /// HTTP. `h2c` is never allowed: speak HTTP/2 with prior knowledge.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
+}
+
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".to_string()]
 }
 
 /// Rate limiting of a route.

@@ -332,6 +332,15 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
             );
         }
     }
+    let upgrades = parse_all(errors, &r.upgrades, |j, u| {
+        let lower = u.to_ascii_lowercase();
+        let token = !u.is_empty() && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token || lower == "h2c" {
+            let rule = "a protocol token such as \"websocket\"; h2c is refused (use HTTP/2 with prior knowledge)";
+            return Err((format!("{p}.upgrades[{j}]"), K::OutOfRange { value: u.clone(), rule }));
+        }
+        Ok(lower)
+    });
     let mut cache_key_headers = Vec::new();
     if let Some(c) = &r.cache {
         let cp = format!("{p}.cache");
@@ -357,6 +366,7 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
         rewrite,
         rate_limit_key,
         cache_key_headers,
+        upgrades,
     })
 }
 

@@ -65,6 +65,8 @@ pub struct RouteValues {
     pub rewrite: Option<Rewrite>,
     pub rate_limit_key: Option<RateLimitKey>,
     pub cache_key_headers: Vec<HeaderName>,
+    /// Protocols the route tunnels after `101`, lower-cased.
+    pub upgrades: Vec<String>,
 }
 
 /// The typed values of one upstream of a validated document.

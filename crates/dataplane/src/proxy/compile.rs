@@ -61,6 +61,7 @@ pub(super) fn compile(
             timeout: r.timeout,
             metrics: Arc::new(gw.metrics.route(&r.name)),
             policies: Vec::new(),
+            upgrades: v.upgrades,
         };
         // The route's policies, in the order they run.
         let mut route = route;

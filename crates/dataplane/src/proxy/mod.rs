@@ -51,6 +51,8 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     /// In the order they run on a request (answers go through them backwards).
     pub(crate) policies: Vec<policy::Policy>,
+    /// Protocols this route tunnels after `101` (lower-case).
+    pub upgrades: Vec<String>,
 }
 
 /// One version of the gateway document, compiled.

@@ -27,7 +27,7 @@ use super::forward::{forward, Pick, Sent};
 use super::headers;
 use super::policy::Flow;
 use super::server::ConnInfo;
-use super::{Gateway, Snapshot};
+use super::{Gateway, Route, Snapshot};
 use crate::balance::hash_key;
 use crate::routing::normalize_host;
 use meridian_core::clock::mono_ms;
@@ -96,7 +96,7 @@ async fn run(
     let mut head = accept(gw, &mut parts, conn)?;
     // Hop-by-hop headers go before any policy reads the request, so what the
     // cache keys on is what the upstream gets; an upgrade is noted first.
-    let upgrade = Upgrade::of(&mut head, &mut parts);
+    let mut upgrade = Upgrade::of(&mut head, &mut parts);
     headers::strip_hop_by_hop(&mut head.headers);
     let (route, params) = {
         let Some(m) = snap.table.find(head.host_str(), head.path(), &head.method, &head.headers) else {
@@ -115,6 +115,7 @@ async fn run(
     let via = if head.version == Version::HTTP_2 { &VIA_2 } else { &VIA_11 };
     let mut ctx =
         RequestCtx { head, conn, route, params, request_id, via, response_headers: Vec::new(), cache: None, fin };
+    upgrade.allow(gw, route);
     for policy in &route.policies {
         if let Flow::Answer(answer) = policy.on_request(&mut ctx).await? {
             return Ok(decorate(&ctx, answer));
@@ -182,6 +183,25 @@ impl Upgrade {
         let protocol = if head.version == Version::HTTP_11 { headers::upgrade_protocol(&head.headers) } else { None };
         let client = protocol.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
         Self { protocol, client }
+    }
+
+    /// Keep the upgrade only when the route allows its protocol; otherwise
+    /// the request goes on as plain HTTP (RFC 9110 §7.8 lets a server ignore
+    /// `Upgrade`) and the refusal is counted.
+    fn allow(&mut self, gw: &Gateway, route: &Route) {
+        let Some(p) = &self.protocol else { return };
+        // `websocket`, `WebSocket/13`, ...: the name before any version.
+        let name = p.to_str().unwrap_or("").split('/').next().unwrap_or("").trim().to_ascii_lowercase();
+        let allowed = route.upgrades.contains(&name);
+        let result = if allowed { "tunnelled" } else { "refused" };
+        // A label per protocol a route may list; anything else is `other`.
+        let label = if allowed || name == "h2c" || name == "websocket" { name.as_str() } else { "other" };
+        gw.metrics.upgrades.with_label_values(&[&route.name, label, result]).inc();
+        if !allowed {
+            tracing::debug!(route = %route.name, protocol = %name, "upgrade not allowed on this route: served as plain HTTP");
+            self.protocol = None;
+            self.client = None;
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub struct GatewayMetrics {
     pub active_connections: IntGaugeVec,
     pub connections: IntCounterVec,
     pub connections_refused: IntCounterVec,
+    pub upgrades: IntCounterVec,
     pub upstream_healthy: IntGaugeVec,
     pub health_checks: IntCounterVec,
     pub upstream_retries: IntCounterVec,
@@ -61,6 +62,12 @@ impl GatewayMetrics {
                 "active_connections",
                 "Client connections open, by listener.",
                 &["listener"],
+            ),
+            upgrades: counter_vec(
+                &r,
+                "upgrades_total",
+                "Protocol upgrades asked for, by route, protocol and result (tunnelled, refused).",
+                &["route", "protocol", "result"],
             ),
             connections_refused: counter_vec(
                 &r,
