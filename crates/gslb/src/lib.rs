@@ -194,13 +194,8 @@ pub async fn start(cfg: Validated<GslbConfig>) -> Result<RunningGslb, GslbError>
             let region = r.name.clone();
             tokio::spawn(async move {
                 let mut streak = ProbeStreak::new(false);
-                let mut tick = tokio::time::interval(check.interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tick.tick() => {}
-                    }
+                let mut tick = meridian_core::clock::Ticker::new(check.interval, stop.clone());
+                while tick.next().await {
                     let result = probe(&address, &check).await;
                     if result.is_ok() {
                         ok.inc()

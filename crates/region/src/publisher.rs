@@ -84,13 +84,8 @@ pub fn spawn(
     let sent = region.metrics().gslb_reports.clone();
     tokio::spawn(async move {
         let mut failing: HashMap<String, bool> = HashMap::new();
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        let mut tick = meridian_core::clock::Ticker::new(interval, shutdown.clone());
+        while tick.next().await {
             if region.leader() != Some(region.id) {
                 continue;
             }

@@ -208,13 +208,8 @@ impl RegionStore {
     /// Ping until Redis answers while it is marked unavailable; with
     /// Sentinel, ask for the current master first (it may have failed over).
     async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        let mut tick = meridian_core::clock::Ticker::new(Duration::from_millis(200), shutdown.clone());
+        while tick.next().await {
             if self.available() {
                 continue;
             }

@@ -248,13 +248,8 @@ impl Batcher {
     pub fn spawn(self: &Arc<Self>, store: Arc<RegionStore>, interval: Duration, shutdown: CancellationToken) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+            let mut tick = meridian_core::clock::Ticker::new(interval, shutdown.clone());
+            while tick.next().await {
                 let Some(me) = weak.upgrade() else { return };
                 if store.available() {
                     let _ = me.sync(&store, meridian_core::clock::unix_ms()).await;
