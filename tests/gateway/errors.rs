@@ -172,3 +172,28 @@ async fn circuit_breaker_limits_concurrency() {
     assert_eq!(metric_value(&m, "meridian_circuit_open_total", &[("limit", "max_requests")]), 4.0);
     gw.shutdown().await;
 }
+
+/// A client that stops sending its body gets 408, and the target it was
+/// being sent to is not blamed.
+#[tokio::test]
+async fn a_stalled_request_body_is_the_client_s_fault() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = backend("b").await;
+    let doc = format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\nhealth.passive = {{ consecutive_failures = 1 }}\n[[routes]]\nname = \"all\"\nupstream = \"u\"\ntimeout = \"300ms\"",
+        b.addr
+    );
+    let gw = gateway(&doc).await;
+    let mut s = tokio::net::TcpStream::connect(gw.http_addr()).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789").await.unwrap();
+    let mut out = vec![0u8; 1024];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(3), s.read(&mut out)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&out[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    let m = metrics(gw.admin_addr).await;
+    assert_eq!(metric_value(&m, "meridian_upstream_errors_total", &[("kind", "upstream_timeout")]), 0.0);
+    assert_eq!(metric_value(&m, "meridian_bad_requests_total", &[("reason", "body_timeout")]), 1.0);
+    // The target was not ejected: the next request reaches it.
+    assert_eq!(get(gw.http_addr(), "/").await.status, 200);
+    gw.shutdown().await;
+}

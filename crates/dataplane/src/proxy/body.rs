@@ -3,6 +3,8 @@
 //! (which finishes the exchange's accounting when it ends or is dropped).
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -31,18 +33,30 @@ pub struct UpstreamBody {
     inner: Option<Incoming>,
     remaining: u64,
     limit: u64,
+    /// Set once the client's body has been read to its end: until then a
+    /// slow exchange may be the client's doing, not the upstream's.
+    complete: Arc<AtomicBool>,
 }
 
 impl UpstreamBody {
     pub fn empty() -> Self {
-        Self { inner: None, remaining: 0, limit: 0 }
+        Self { inner: None, remaining: 0, limit: 0, complete: Arc::new(AtomicBool::new(true)) }
     }
 
     pub fn limited(body: Incoming, limit: u64) -> Self {
         if body.is_end_stream() {
             return Self::empty();
         }
-        Self { inner: Some(body), remaining: limit, limit }
+        Self { inner: Some(body), remaining: limit, limit, complete: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Whether the client's body has been read whole, as it goes.
+    pub fn completion(&self) -> Arc<AtomicBool> {
+        self.complete.clone()
+    }
+
+    fn ended(&mut self) {
+        self.complete.store(true, Ordering::Relaxed);
     }
 }
 
@@ -55,7 +69,7 @@ impl Body for UpstreamBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(Pin::new(inner).poll_frame(cx)) {
+        match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
@@ -65,13 +79,19 @@ impl Body for UpstreamBody {
                     }
                     this.remaining -= n;
                 }
+                if inner.is_end_stream() {
+                    this.ended();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
                 this.inner = None;
                 Poll::Ready(Some(Err(Box::new(ClientBodyError(e)))))
             }
-            None => Poll::Ready(None),
+            None => {
+                this.ended();
+                Poll::Ready(None)
+            }
         }
     }
 

@@ -28,6 +28,8 @@ pub enum ProxyError {
     BadHost(#[from] meridian_core::pattern::authority::AuthorityError),
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error("the client's body did not arrive before the upstream's deadline ({after:?})")]
+    BodyTimeout { after: Duration },
     #[error("upstream {upstream}: no healthy target")]
     NoHealthyTarget { upstream: String },
     #[error("upstream {upstream}: circuit open ({limit} reached)")]
@@ -73,6 +75,7 @@ impl ProxyError {
             ProxyError::UpstreamBody { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::BadRequest(_) | ProxyError::BadPath(_) | ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoHealthyTarget { .. } | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
             | ProxyError::Handshake { .. }
@@ -89,6 +92,7 @@ impl ProxyError {
             | ProxyError::BadPath(_)
             | ProxyError::BadHost(_)
             | ProxyError::BodyTooLarge { .. }
+            | ProxyError::BodyTimeout { .. }
             | ProxyError::RateLimited { .. } => Side::Client,
             ProxyError::LimiterUnavailable => Side::Internal,
             ProxyError::NoHealthyTarget { .. } | ProxyError::CircuitOpen { .. } => Side::Internal,
@@ -112,6 +116,7 @@ impl ProxyError {
             ProxyError::BadPath(_) => "bad_path",
             ProxyError::BadHost(_) => "bad_host",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::BodyTimeout { .. } => "body_timeout",
             ProxyError::NoHealthyTarget { .. } => "no_healthy_target",
             ProxyError::CircuitOpen { .. } => "circuit_open",
             ProxyError::Connect { .. } => "connect_failed",
@@ -136,6 +141,7 @@ impl ProxyError {
             ProxyError::BadPath(why) => why.to_string(),
             ProxyError::BadHost(why) => format!("invalid Host: {why}"),
             ProxyError::BodyTooLarge { limit } => format!("request body exceeds {limit} bytes"),
+            ProxyError::BodyTimeout { .. } => "the request body did not arrive in time".into(),
             ProxyError::NoHealthyTarget { upstream } => {
                 format!("no healthy target in upstream \"{upstream}\"")
             }

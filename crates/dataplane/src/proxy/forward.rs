@@ -169,12 +169,17 @@ pub(crate) async fn forward(
         }
         let in_flight = endpoint.start();
         let sent_at = timed.then(Instant::now);
+        let body_complete = req.body().completion();
         let result = tokio::time::timeout(route.timeout, sender.try_send_request(req)).await;
         let upstream_time = sent_at.map(|t| t.elapsed());
         if let Some(log) = fin.log.as_mut() {
             log.upstream_time = upstream_time;
         }
         let response = match result {
+            // Still waiting for the client's body: its fault, not the target's.
+            Err(_) if !body_complete.load(std::sync::atomic::Ordering::Relaxed) => {
+                return Err(ProxyError::BodyTimeout { after: route.timeout });
+            }
             Err(_) => {
                 let e = ProxyError::UpstreamTimeout { target: endpoint.address.to_string(), after: route.timeout };
                 record_failure(gw, up, idx, &e);
