@@ -358,7 +358,7 @@ where
         b.timer(TokioTimer::new())
             .max_header_list_size(limits.max_header_bytes as u32)
             .max_concurrent_streams(limits.max_concurrent_streams)
-            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_interval(Some(h2_ping_interval(limits.idle_timeout)))
             .keep_alive_timeout(Duration::from_secs(20));
         drive(b.serve_connection(io, svc), &info, &shutdown, &limits).await;
     } else {
@@ -369,6 +369,13 @@ where
             .keep_alive(true);
         drive(b.serve_connection(io, svc).with_upgrades(), &info, &shutdown, &limits).await;
     }
+}
+
+/// How often an HTTP/2 connection is PINGed to find dead peers: longer than
+/// the idle timeout, so an idle connection's PONGs never count as activity
+/// and it is closed when idle like any other.
+fn h2_ping_interval(idle_timeout: Duration) -> Duration {
+    (idle_timeout + Duration::from_secs(10)).max(Duration::from_secs(30))
 }
 
 /// How often a connection checks for shutdown and idleness. Checking on a
@@ -420,6 +427,19 @@ async fn drive<C: Graceful>(
                     drain_by = Some(now + limits.drain_timeout);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_http2_connections_are_not_kept_alive_by_their_pings() {
+        for idle in [1, 30, 60, 600] {
+            let idle = Duration::from_secs(idle);
+            assert!(h2_ping_interval(idle) > idle, "{idle:?}");
         }
     }
 }
