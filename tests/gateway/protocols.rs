@@ -110,3 +110,29 @@ async fn a_route_cannot_list_h2c() {
     let errors = meridian_core::config::parse_document(doc, meridian_core::config::Format::Toml).unwrap_err();
     assert!(errors.to_string().starts_with("routes[0].upgrades[0]"), "{errors}");
 }
+
+/// A tunnel that goes quiet is closed after the idle timeout, like any
+/// connection, and the open-tunnel gauge follows.
+#[tokio::test]
+async fn an_idle_websocket_tunnel_is_closed() {
+    let echo = ws_echo().await;
+    let doc =
+        format!("[upstreams.ws]\ntargets = [{{ address = \"{echo}\" }}]\n[[routes]]\nname = \"ws\"\nupstream = \"ws\"");
+    let gw = gateway_with(&doc, "[limits]\nidle_timeout = \"1s\"").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.http_addr())).await.unwrap();
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "hi");
+    assert_eq!(metric_value(&metrics(gw.admin_addr).await, "meridian_tunnels", &[]), 1.0);
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await;
+    match end {
+        Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {}
+        other => panic!("the idle tunnel stayed open: {other:?}"),
+    }
+    assert!(
+        eventually(std::time::Duration::from_secs(2), || async {
+            metric_value(&metrics(gw.admin_addr).await, "meridian_tunnels", &[]) == 0.0
+        })
+        .await
+    );
+    gw.shutdown().await;
+}

@@ -133,7 +133,11 @@ impl RunningGateway {
         }
         self.gateway.stop();
         self.tracker.close();
-        if tokio::time::timeout(self.drain_timeout + Duration::from_secs(1), self.tracker.wait()).await.is_err() {
+        let drained = async {
+            self.tracker.wait().await;
+            self.gateway.tunnels_closed().await;
+        };
+        if tokio::time::timeout(self.drain_timeout + Duration::from_secs(1), drained).await.is_err() {
             tracing::warn!("connections still open after the drain timeout");
         }
     }

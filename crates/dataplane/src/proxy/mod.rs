@@ -15,6 +15,7 @@ pub mod headers;
 mod policy;
 pub mod server;
 mod service;
+mod tunnel;
 pub mod upstream;
 
 use std::collections::{BTreeMap, HashMap};
@@ -97,6 +98,9 @@ pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     unmatched: Arc<RouteMetrics>,
     registry: Mutex<Registry>,
+    /// Upgraded connections (WebSockets), so stopping can close and wait for them.
+    tunnels: tokio_util::task::TaskTracker,
+    tunnel_stop: CancellationToken,
 }
 
 impl Gateway {
@@ -128,6 +132,8 @@ impl Gateway {
             background,
             snapshot: ArcSwap::from_pointee(empty),
             registry: Mutex::new(Registry::default()),
+            tunnels: tokio_util::task::TaskTracker::new(),
+            tunnel_stop: CancellationToken::new(),
         })
     }
 
@@ -185,6 +191,13 @@ impl Gateway {
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         registry.health.cancel();
         self.background.cancel();
+        self.tunnel_stop.cancel();
+        self.tunnels.close();
+    }
+
+    /// Wait until every tunnel closed (after [`Gateway::stop`]).
+    pub async fn tunnels_closed(&self) {
+        self.tunnels.wait().await;
     }
 
     pub(crate) fn background(&self) -> &CancellationToken {

@@ -132,7 +132,7 @@ async fn run(
             };
         }
     };
-    let mut answer = respond(&ctx, sent, upgrade)?;
+    let mut answer = respond(gw, &ctx, sent, upgrade)?;
     for policy in route.policies.iter().rev() {
         answer = policy.on_response(&mut ctx, answer).await?;
     }
@@ -246,7 +246,7 @@ fn prepare(
 }
 
 /// respond: the upstream's answer as the client gets it (before response policies).
-fn respond(ctx: &RequestCtx<'_>, sent: Sent, upgrade: Upgrade) -> Result<Answer, ProxyError> {
+fn respond(gw: &Gateway, ctx: &RequestCtx<'_>, sent: Sent, upgrade: Upgrade) -> Result<Answer, ProxyError> {
     let Sent { response, sender, conns, endpoint_id, in_flight, from_cookie } = sent;
     let up = &ctx.route.upstream;
     let (mut head, body) = response.into_parts();
@@ -257,7 +257,7 @@ fn respond(ctx: &RequestCtx<'_>, sent: Sent, upgrade: Upgrade) -> Result<Answer,
             return Err(ProxyError::UnexpectedUpgrade { target: conns.address.to_string() });
         };
         let upstream_up = head.extensions.remove::<hyper::upgrade::OnUpgrade>();
-        spawn_tunnel(client, upstream_up, up.name.clone());
+        super::tunnel::spawn(gw, client, upstream_up, up.name.clone());
     } else {
         headers::strip_hop_by_hop(&mut head.headers);
     }
@@ -347,31 +347,6 @@ fn balance_key(hash_on: Option<&HashOn>, conn: &ConnInfo, headers: &http::Header
         HashOn::Header(name) => headers.get(name).map(|v| hash_key(v.as_bytes())),
         HashOn::Cookie(name) => headers::cookie(headers, name).map(|v| hash_key(v.as_bytes())),
     }
-}
-
-/// Copy bytes both ways between the client and upstream connections after a 101.
-fn spawn_tunnel(client: hyper::upgrade::OnUpgrade, upstream: Option<hyper::upgrade::OnUpgrade>, name: Arc<str>) {
-    tokio::spawn(async move {
-        let Some(upstream) = upstream else {
-            tracing::warn!(upstream = %name, "upstream answered 101 without an upgradable connection");
-            return;
-        };
-        match tokio::try_join!(client, upstream) {
-            Ok((c, u)) => {
-                let mut c = hyper_util::rt::TokioIo::new(c);
-                let mut u = hyper_util::rt::TokioIo::new(u);
-                match tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                    Ok((to_up, to_client)) => {
-                        tracing::debug!(upstream = %name, to_up, to_client, "upgraded connection closed")
-                    }
-                    Err(e) => {
-                        tracing::debug!(upstream = %name, error = %e, "upgraded connection ended with an error")
-                    }
-                }
-            }
-            Err(e) => tracing::debug!(upstream = %name, error = %e, "upgrade did not complete"),
-        }
-    });
 }
 
 /// The gateway's own health answer: it serves traffic once a document is applied.

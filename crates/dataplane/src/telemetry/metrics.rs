@@ -19,6 +19,7 @@ pub struct GatewayMetrics {
     pub connections: IntCounterVec,
     pub connections_refused: IntCounterVec,
     pub upgrades: IntCounterVec,
+    pub tunnels: IntGauge,
     pub upstream_healthy: IntGaugeVec,
     pub health_checks: IntCounterVec,
     pub upstream_retries: IntCounterVec,
@@ -63,6 +64,7 @@ impl GatewayMetrics {
                 "Client connections open, by listener.",
                 &["listener"],
             ),
+            tunnels: gauge(&r, "tunnels", "Upgraded connections (WebSockets) open now."),
             upgrades: counter_vec(
                 &r,
                 "upgrades_total",
