@@ -15,6 +15,7 @@
 //! - [`http_server`]: the one HTTP server helper of the admin API, the
 //!   balancer API and the sample backend (header timeout, connection cap,
 //!   accept backoff, drain), and the one JSON answer.
+//! - [`keys`]: the injective encoding of keys built from client input.
 //! - [`metrics`]: the one way a Prometheus metric is built and registered.
 //! - [`logging`]: the process's `tracing` subscriber (pretty or JSON).
 //! - [`clock`]: monotonic and wall-clock milliseconds, the one source of
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod http_server;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod pattern;

@@ -7,6 +7,7 @@
 //! one upstream request; the others wait for it.
 
 use meridian_core::clock::unix_ms;
+use meridian_core::keys::push_part;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -247,25 +248,11 @@ const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Request headers stored entries never keep: they belong to one exchange.
 const PER_REQUEST: &[&str] = &["ratelimit", "ratelimit-policy", "x-request-id", "age", "date", "set-cookie"];
 
-/// Append one key part: its length, then its bytes with everything but
-/// printable ASCII escaped, so no two sequences of parts give one key.
-fn part(key: &mut String, bytes: &[u8]) {
-    use std::fmt::Write;
-    let _ = write!(key, "{}:", bytes.len());
-    for &b in bytes {
-        if b.is_ascii_graphic() && b != b'%' || b == b' ' {
-            key.push(b as char);
-        } else {
-            let _ = write!(key, "%{b:02X}");
-        }
-    }
-}
-
 /// Every value of `name` in `headers`, as one key part.
 fn header_part(key: &mut String, headers: &HeaderMap, name: &str) {
     let values: Vec<&[u8]> = headers.get_all(name).iter().map(HeaderValue::as_bytes).collect();
-    part(key, name.as_bytes());
-    part(key, &values.join(&b"\n"[..]));
+    push_part(key, name.as_bytes());
+    push_part(key, &values.join(&b"\n"[..]));
 }
 
 fn variant(names: &[String], headers: &HeaderMap) -> String {
@@ -332,10 +319,10 @@ impl RouteCache {
         let gen = self.node.generation(&self.route, self.scope).await;
         // The route's name leads (names have no '|'): metrics read it back.
         let mut k = format!("{}|g{gen}|", self.route);
-        part(&mut k, scheme.as_bytes());
-        part(&mut k, authority.to_ascii_lowercase().as_bytes());
-        part(&mut k, path.as_bytes());
-        part(&mut k, query.as_bytes());
+        push_part(&mut k, scheme.as_bytes());
+        push_part(&mut k, authority.to_ascii_lowercase().as_bytes());
+        push_part(&mut k, path.as_bytes());
+        push_part(&mut k, query.as_bytes());
         for h in &self.key_headers {
             header_part(&mut k, headers, h.as_str());
         }
