@@ -119,7 +119,7 @@ impl Verifier {
         if now_ms.abs_diff(report.timestamp_ms) > self.window_ms {
             return Err(Refusal::Stale);
         }
-        let mut seen = self.seen.lock().map_err(|_| Refusal::Malformed)?;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let seen = seen.entry(report.region.clone()).or_default();
         while seen.front().is_some_and(|(t, _)| now_ms.saturating_sub(*t) > 2 * self.window_ms) {
             seen.pop_front();

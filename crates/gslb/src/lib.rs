@@ -40,7 +40,7 @@ use config::GslbConfig;
 use dns::{DnsMetrics, GslbHandler, Zone};
 use meridian_core::admin::GslbRegionView;
 use meridian_core::config::Validated;
-use meridian_core::http_server::ServerLimits;
+use meridian_core::http_server::{text_response, ServerLimits};
 use meridian_core::metrics::{counter, counter_vec, gauge_vec, histogram};
 use meridian_core::report::{Refusal, Verifier, REGION_HEADER, SIGNATURE_HEADER};
 use meridian_dataplane::health::active::{probe, ActiveCheck, ProbeStreak};
@@ -265,15 +265,11 @@ struct ApiState {
     prom: PromRegistry,
 }
 
-fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    meridian_core::http_server::text_response(status, body)
-}
-
 impl ApiState {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/healthz") => reply(StatusCode::OK, "ok\n"),
-            (&Method::GET, "/metrics") => reply(
+            (&Method::GET, "/healthz") => text_response(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/metrics") => text_response(
                 StatusCode::OK,
                 prometheus::TextEncoder::new().encode_to_string(&self.prom.gather()).unwrap_or_default(),
             ),
@@ -290,14 +286,14 @@ impl ApiState {
                         vips: r.all.clone(),
                     })
                     .collect();
-                reply(StatusCode::OK, serde_json::to_string(&v).unwrap_or_default())
+                text_response(StatusCode::OK, serde_json::to_string(&v).unwrap_or_default())
             }
             (&Method::POST, "/v1/report") => {
                 let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
                 let (sig, claimed) = (header(SIGNATURE_HEADER), header(REGION_HEADER).unwrap_or_default());
                 let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
                     Ok(b) => b.to_bytes(),
-                    Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "report too large\n"),
+                    Err(_) => return text_response(StatusCode::PAYLOAD_TOO_LARGE, "report too large\n"),
                 };
                 let now = meridian_core::clock::unix_ms();
                 let verdict = self.verifier.verify(&claimed, &body, sig.as_deref(), now);
@@ -307,7 +303,7 @@ impl ApiState {
                         if let Some(state) = self.registry.regions.get(&report.region) {
                             state.record(Instant::now(), report);
                         }
-                        reply(StatusCode::NO_CONTENT, Bytes::new())
+                        text_response(StatusCode::NO_CONTENT, Bytes::new())
                     }
                     Err(why) => {
                         // A label only for configured regions: a stranger cannot add series.
@@ -318,11 +314,11 @@ impl ApiState {
                             Refusal::Malformed => StatusCode::BAD_REQUEST,
                             _ => StatusCode::UNAUTHORIZED,
                         };
-                        reply(status, format!("{why}\n"))
+                        text_response(status, format!("{why}\n"))
                     }
                 }
             }
-            _ => reply(StatusCode::NOT_FOUND, "not found\n"),
+            _ => text_response(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
 }

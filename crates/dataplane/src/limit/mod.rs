@@ -106,12 +106,10 @@ impl RouteLimiter {
         }
     }
 
-    /// Check and count one request for `key`. The key is hashed first:
-    /// memory and Redis hold a fixed-size digest, never a client's bytes
-    /// (API keys stay out of Redis key names).
+    /// Check and count one request for the key whose [`key_digest`] is
+    /// `key`: memory and Redis hold a fixed-size digest, never a client's
+    /// bytes (API keys stay out of Redis key names).
     pub async fn check(&self, key: &str) -> Outcome {
-        let digest = key_digest(key);
-        let key = digest.as_str();
         let now_ms = meridian_core::clock::unix_ms();
         if self.scope == LimitScope::Local {
             return Self::outcome(self.local.check(key, now_ms), false);
@@ -133,10 +131,20 @@ impl RouteLimiter {
     }
 }
 
-/// The fixed-size name a limit key is counted under: 128 bits of xxh3, hex.
-/// The same on every node, so a region shares one budget per key.
+/// The fixed-size name a limit key is counted under: 128 bits of xxh3 over
+/// the key's parts (one after the other, as if joined), hex. The same on
+/// every node, so a region shares one budget per key.
+pub fn key_digest_of(parts: &[&[u8]]) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for p in parts {
+        h.update(p);
+    }
+    format!("{:032x}", h.digest128())
+}
+
+/// [`key_digest_of`] a key given whole.
 pub fn key_digest(key: &str) -> String {
-    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
+    key_digest_of(&[key.as_bytes()])
 }
 
 /// Seconds for headers, at least 1 when anything is left.

@@ -34,29 +34,33 @@ pub struct UpstreamBody {
     remaining: u64,
     limit: u64,
     /// Set once the client's body has been read to its end: until then a
-    /// slow exchange may be the client's doing, not the upstream's.
-    complete: Arc<AtomicBool>,
+    /// slow exchange may be the client's doing, not the upstream's. `None`:
+    /// there is no client body (nothing to wait for, nothing allocated).
+    complete: Option<Arc<AtomicBool>>,
 }
 
 impl UpstreamBody {
     pub fn empty() -> Self {
-        Self { inner: None, remaining: 0, limit: 0, complete: Arc::new(AtomicBool::new(true)) }
+        Self { inner: None, remaining: 0, limit: 0, complete: None }
     }
 
     pub fn limited(body: Incoming, limit: u64) -> Self {
         if body.is_end_stream() {
             return Self::empty();
         }
-        Self { inner: Some(body), remaining: limit, limit, complete: Arc::new(AtomicBool::new(false)) }
+        Self { inner: Some(body), remaining: limit, limit, complete: Some(Arc::new(AtomicBool::new(false))) }
     }
 
-    /// Whether the client's body has been read whole, as it goes.
-    pub fn completion(&self) -> Arc<AtomicBool> {
+    /// Whether the client's body has been read whole, as it goes (`None`:
+    /// there is no body).
+    pub fn completion(&self) -> Option<Arc<AtomicBool>> {
         self.complete.clone()
     }
 
     fn ended(&mut self) {
-        self.complete.store(true, Ordering::Relaxed);
+        if let Some(c) = &self.complete {
+            c.store(true, Ordering::Relaxed);
+        }
     }
 }
 

@@ -177,7 +177,7 @@ pub(crate) async fn forward(
         }
         let response = match result {
             // Still waiting for the client's body: its fault, not the target's.
-            Err(_) if !body_complete.load(std::sync::atomic::Ordering::Relaxed) => {
+            Err(_) if body_complete.as_ref().is_some_and(|c| !c.load(std::sync::atomic::Ordering::Relaxed)) => {
                 return Err(ProxyError::BodyTimeout { after: route.timeout });
             }
             Err(_) => {

@@ -84,12 +84,12 @@ impl AdminState {
     async fn handle(&self, req: Request<Incoming>) -> AdminResponse {
         let path = req.uri().path().to_string();
         match (req.method(), path.as_str()) {
-            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/healthz") => text_response(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => {
                 if self.gateway.version() > 0 {
-                    text(StatusCode::OK, "ready\n")
+                    text_response(StatusCode::OK, "ready\n")
                 } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "no gateway document applied yet\n")
+                    text_response(StatusCode::SERVICE_UNAVAILABLE, "no gateway document applied yet\n")
                 }
             }
             (&Method::GET, "/metrics") => {
@@ -431,10 +431,6 @@ fn membership_answer(r: Result<CommandResult, WriteError>) -> AdminResponse {
         Err(WriteError::Refused(msg)) => error(StatusCode::CONFLICT, &msg),
         Err(e) => unavailable(e),
     }
-}
-
-fn text(status: StatusCode, body: &'static str) -> AdminResponse {
-    text_response(status, body)
 }
 
 /// `If-Match: <version>` or `?expected_version=<version>`.

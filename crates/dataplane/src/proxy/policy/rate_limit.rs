@@ -7,7 +7,7 @@ use http::HeaderValue;
 
 use super::Flow;
 use crate::limit::local::Verdict;
-use crate::limit::{secs, Outcome};
+use crate::limit::{key_digest_of, secs, Outcome};
 use crate::proxy::context::RequestCtx;
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers;
@@ -40,17 +40,14 @@ pub(super) async fn on_request(rl: &RouteLimit, ctx: &mut RequestCtx<'_>) -> Res
     // Each kind of key has its own prefix, so a header value can never name
     // an address's budget. A request without the key header is counted by
     // its client address (not in one bucket shared by every such request).
-    let client = || format!("ip:{}", ctx.conn.client_ip.to_str().unwrap_or("-"));
+    // Hashed from its parts: raw header bytes, nothing joined or re-encoded.
+    let client: [&[u8]; 2] = [b"ip:", ctx.conn.client_ip.as_bytes()];
     let key = match &rl.key {
-        RateLimitKey::ClientIp => client(),
-        RateLimitKey::Route => "route".to_string(),
+        RateLimitKey::ClientIp => key_digest_of(&client),
+        RateLimitKey::Route => key_digest_of(&[b"route"]),
         RateLimitKey::Header(h) => match ctx.head.headers.get(h) {
-            Some(v) => match v.to_str() {
-                Ok(text) => format!("h:{text}"),
-                // Bytes beyond ASCII: spelled out, so distinct values stay distinct.
-                Err(_) => format!("hx:{}", v.as_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()),
-            },
-            None => client(),
+            Some(v) => key_digest_of(&[b"h:", v.as_bytes()]),
+            None => key_digest_of(&client),
         },
     };
     match rl.limiter.check(&key).await {
