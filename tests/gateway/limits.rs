@@ -166,3 +166,40 @@ async fn connections_over_the_per_client_cap_are_closed_and_counted() {
     );
     gw.shutdown().await;
 }
+
+/// What a VIP handoff waits for: connections on the address that wait for
+/// or serve a request; an idle keep-alive connection is not busy.
+#[tokio::test]
+async fn busy_connections_are_counted_per_local_address() {
+    let b = backend("b").await;
+    let doc = format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"all\"\nupstream = \"u\"",
+        b.addr
+    );
+    let gw = gateway(&doc).await;
+    let addr = gw.http_addr();
+    let load = gw.gateway.address_load.clone();
+    let busy = || load.busy(addr.ip());
+    assert_eq!(busy(), 0);
+    // Connected, no request yet: busy (a handoff must not cut it).
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert!(eventually(Duration::from_secs(2), || async { busy() == 1 }).await, "{}", busy());
+    // A slow request: still busy while it is served.
+    s.write_all(b"GET /?delay_ms=400 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(busy(), 1);
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Answered and kept alive: idle, not busy.
+    assert!(eventually(Duration::from_secs(2), || async { busy() == 0 }).await, "{}", busy());
+    // The next request on it counts again; closing gives everything back.
+    s.write_all(b"GET /?delay_ms=300 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    assert!(eventually(Duration::from_secs(2), || async { busy() == 1 }).await, "{}", busy());
+    let opened = TcpStream::connect(addr).await.unwrap();
+    assert!(eventually(Duration::from_secs(2), || async { busy() == 2 }).await, "{}", busy());
+    drop(opened);
+    drop(s);
+    assert!(eventually(Duration::from_secs(3), || async { busy() == 0 }).await, "{}", busy());
+    gw.shutdown().await;
+}

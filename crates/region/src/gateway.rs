@@ -187,7 +187,9 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
     };
 
     let vips = match (&region, &node.vip) {
-        (Some(r), Some(v)) => Some(crate::vip::agent::start(r.clone(), v, shutdown.clone()).await?),
+        (Some(r), Some(v)) => {
+            Some(crate::vip::agent::start(r.clone(), v, gateway.address_load.clone(), shutdown.clone()).await?)
+        }
         _ => None,
     };
     if let (Some(r), Some(report)) = (&region, &node.report) {

@@ -18,6 +18,8 @@ pub struct RegionMetrics {
     pub vip_moves: IntCounterVec,
     pub vip_lease_renew_failures: IntCounter,
     pub vip_fencing: IntCounter,
+    pub vip_handoff_drain: Histogram,
+    pub vip_handoff_drain_timeouts: IntCounter,
     pub vip_actuator_errors: IntCounter,
     pub gslb_reports: IntCounterVec,
     /// The document version applied from the log; `meridian_config_version`
@@ -68,6 +70,17 @@ impl RegionMetrics {
                 r,
                 "vip_fencing_total",
                 "VIPs dropped because the lease ran out (cut off from the quorum).",
+            ),
+            vip_handoff_drain: histogram(
+                r,
+                "vip_handoff_drain_seconds",
+                "How long handed-off VIPs were kept for requests in flight.",
+                &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            ),
+            vip_handoff_drain_timeouts: counter(
+                r,
+                "vip_handoff_drain_timeouts_total",
+                "Handed-off VIPs let go with requests still in flight (vip.handoff_drain ran out).",
             ),
             vip_actuator_errors: counter(r, "vip_actuator_errors_total", "Failed address changes or announcements."),
             gslb_reports: counter_vec(

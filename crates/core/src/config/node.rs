@@ -192,6 +192,11 @@ pub struct VipConfig {
     /// Extra safety between an owner letting go and a new owner taking over.
     #[serde(default = "default_margin", with = "humantime_serde")]
     pub margin: Duration,
+    /// A VIP handed to another node (moved, drained, taken back by its
+    /// preferred owner) stays until no request is in flight on it, at most
+    /// this long; zero lets go at once.
+    #[serde(default = "default_handoff_drain", with = "humantime_serde")]
+    pub handoff_drain: Duration,
     /// Gratuitous ARP / unsolicited NA sent after taking a VIP...
     #[serde(default = "default_announce_count")]
     pub announce_count: u32,
@@ -238,6 +243,9 @@ fn default_drift() -> f64 {
 }
 fn default_margin() -> Duration {
     Duration::from_millis(50)
+}
+fn default_handoff_drain() -> Duration {
+    Duration::from_secs(1)
 }
 /// Announcements must outlast the neighbour lock time (1 s on Linux): a
 /// neighbour ignores an update within that long of the previous one, so a

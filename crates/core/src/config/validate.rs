@@ -675,6 +675,12 @@ fn check_vip(errors: &mut ConfigErrors, v: &super::VipConfig) {
             },
         );
     }
+    if v.handoff_drain > Duration::from_secs(60) {
+        errors.push(
+            "vip.handoff_drain",
+            K::OutOfRange { value: humantime::format_duration(v.handoff_drain).to_string(), rule: "at most 60 s" },
+        );
+    }
     range(errors, "vip.announce_count".into(), v.announce_count, 0, 20, "between 0 and 20");
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, a) in v.addresses.iter().enumerate() {

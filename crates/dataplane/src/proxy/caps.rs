@@ -3,9 +3,14 @@
 //! address. A connection over a cap is closed as soon as it is accepted and
 //! counted (`meridian_connections_refused_total{listener, reason}`), so a
 //! flood from one address cannot take every slot of a listener.
+//!
+//! [`AddressLoad`] counts, per local address, the connections that are
+//! waiting for or serving a request, so a VIP handed to another node is let
+//! go once nothing is in flight on it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -79,6 +84,30 @@ impl ConnectionCaps {
         }
         *n += 1;
         Ok(Admitted { _total: total, client: Some((client, self.clients.clone())) })
+    }
+}
+
+/// Busy connections per local address (the address a client connected to).
+/// A connection is busy from its accept until its first request is
+/// answered, and then while it serves a request; an idle keep-alive
+/// connection or an upgraded tunnel is not.
+#[derive(Debug, Default)]
+pub struct AddressLoad {
+    counters: Mutex<HashMap<IpAddr, Arc<AtomicU32>>>,
+}
+
+impl AddressLoad {
+    /// The counter of `local`; one lookup per connection. Entries are never
+    /// removed: there are as many as the addresses this host listens on.
+    pub(crate) fn counter(&self, local: IpAddr) -> Arc<AtomicU32> {
+        let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(local.to_canonical()).or_default().clone()
+    }
+
+    /// Connections busy on `local` now.
+    pub fn busy(&self, local: IpAddr) -> u32 {
+        let map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&local.to_canonical()).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 }
 

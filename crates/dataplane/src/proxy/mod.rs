@@ -6,6 +6,7 @@
 
 pub mod body;
 mod caps;
+pub use caps::AddressLoad;
 mod compile;
 mod context;
 pub mod error;
@@ -101,6 +102,8 @@ pub struct Gateway {
     /// Upgraded connections (WebSockets), so stopping can close and wait for them.
     tunnels: tokio_util::task::TaskTracker,
     tunnel_stop: CancellationToken,
+    /// Busy connections per local address, for VIP handoffs.
+    pub address_load: Arc<caps::AddressLoad>,
 }
 
 impl Gateway {
@@ -134,6 +137,7 @@ impl Gateway {
             registry: Mutex::new(Registry::default()),
             tunnels: tokio_util::task::TaskTracker::new(),
             tunnel_stop: CancellationToken::new(),
+            address_load: Arc::default(),
         })
     }
 

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -43,6 +43,11 @@ pub struct ConnInfo {
     busy: AtomicU32,
     /// Bumped on every read and write.
     activity: AtomicU64,
+    /// Busy connections on the local address this one was accepted on
+    /// ([`super::caps::AddressLoad`]); this connection counts from its accept.
+    local_load: Arc<AtomicU32>,
+    /// No request has started yet: the count taken at accept is still held.
+    fresh: AtomicBool,
 }
 
 impl ConnInfo {
@@ -52,7 +57,9 @@ impl ConnInfo {
         tls: bool,
         health_path: Option<Arc<str>>,
         paths: PathPolicy,
+        local_load: Arc<AtomicU32>,
     ) -> Self {
+        local_load.fetch_add(1, Ordering::Relaxed);
         let ip = peer.ip().to_canonical().to_string();
         Self {
             peer,
@@ -63,20 +70,35 @@ impl ConnInfo {
             paths,
             busy: AtomicU32::new(0),
             activity: AtomicU64::new(0),
+            local_load,
+            fresh: AtomicBool::new(true),
         }
     }
 
     pub(crate) fn busy(&self) -> Busy<'_> {
         self.busy.fetch_add(1, Ordering::Relaxed);
-        Busy(&self.busy)
+        // The first request takes over the count its connection holds since accept.
+        if !self.fresh.swap(false, Ordering::Relaxed) {
+            self.local_load.fetch_add(1, Ordering::Relaxed);
+        }
+        Busy(self)
     }
 }
 
-pub(crate) struct Busy<'a>(&'a AtomicU32);
+impl Drop for ConnInfo {
+    fn drop(&mut self) {
+        if *self.fresh.get_mut() {
+            self.local_load.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+pub(crate) struct Busy<'a>(&'a ConnInfo);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        self.0.local_load.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -177,6 +199,9 @@ impl Listener {
         let active = gw.metrics.active_connections.with_label_values(&[&self.name]);
         let accepted = gw.metrics.connections.with_label_values(&[&self.name]);
         tracing::info!(listener = %self.name, address = %self.local_addr, tls = self.tls.is_some(), "listening");
+        // A listener on one address needs no lookup per connection.
+        let fixed_load =
+            (!self.local_addr.ip().is_unspecified()).then(|| gw.address_load.counter(self.local_addr.ip()));
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -200,17 +225,29 @@ impl Listener {
                     continue;
                 }
             };
+            let local_load = match &fixed_load {
+                Some(c) => c.clone(),
+                None => match stream.local_addr() {
+                    Ok(a) => gw.address_load.counter(a.ip()),
+                    Err(_) => continue,
+                },
+            };
+            let info = Arc::new(ConnInfo::new(
+                peer,
+                self.name.clone(),
+                self.tls.is_some(),
+                self.health_path.clone(),
+                self.paths,
+                local_load,
+            ));
             let gw = gw.clone();
             let shutdown = shutdown.clone();
             let tls = self.tls.clone();
-            let name = self.name.clone();
             let active = active.clone();
-            let health = self.health_path.clone();
-            let paths = self.paths;
             tracker.spawn(async move {
                 let _admitted = admitted;
                 active.inc();
-                serve_connection(stream, peer, name, tls, (health, paths), gw, shutdown).await;
+                serve_connection(stream, info, tls, gw, shutdown).await;
                 active.dec();
             });
         }
@@ -238,16 +275,14 @@ fn bind_tcp(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
 
 async fn serve_connection(
     stream: TcpStream,
-    peer: SocketAddr,
-    name: Arc<str>,
+    info: Arc<ConnInfo>,
     tls: Option<TlsAcceptor>,
-    (health_path, paths): (Option<Arc<str>>, PathPolicy),
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let handshake_timeout = gw.settings.limits.header_read_timeout;
-    let info = Arc::new(ConnInfo::new(peer, name.clone(), tls.is_some(), health_path, paths));
+    let (name, peer) = (&info.listener, info.peer);
     match tls {
         Some(acceptor) => {
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {

@@ -10,12 +10,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::actuator::{Actuator, ActuatorError, Netlink};
-use super::engine::{Assigner, LeasePolicy, OwnerAction, OwnerEngine, RemoveReason};
+use super::engine::{Assigner, LeasePolicy, OwnerAction, OwnerEngine, RemoveReason, DRAIN_QUIET};
 use crate::metrics::RegionMetrics;
 use crate::raft::state::StateEvent;
 use crate::raft::{Command, CommandResult, RegionNode};
 use meridian_core::config::VipAddr;
 use meridian_core::config::{VipBackend, VipConfig};
+use meridian_dataplane::proxy::AddressLoad;
 
 /// What this member holds, for the admin API.
 #[derive(Debug, Default)]
@@ -45,6 +46,7 @@ pub fn policy(cfg: &VipConfig) -> LeasePolicy {
         drift: cfg.clock_drift,
         margin: cfg.margin,
         hold_down: cfg.hold_down,
+        handoff_drain: cfg.handoff_drain,
     }
 }
 
@@ -60,6 +62,8 @@ struct Agent {
     in_flight: Arc<Mutex<HashSet<(String, u64)>>>,
     last_register: Option<Instant>,
     announces: Vec<(VipAddr, u32, Instant)>,
+    /// Requests in flight per local address (the data plane's count).
+    load: Arc<AddressLoad>,
 }
 
 /// Start the agent. VIP addresses left on the interface by an earlier run
@@ -67,6 +71,7 @@ struct Agent {
 pub async fn start(
     region: Arc<RegionNode>,
     cfg: &VipConfig,
+    load: Arc<AddressLoad>,
     shutdown: CancellationToken,
 ) -> Result<Arc<VipStatus>, AgentError> {
     let metrics = region.metrics().clone();
@@ -106,6 +111,7 @@ pub async fn start(
         in_flight: Arc::new(Mutex::new(HashSet::new())),
         last_register: None,
         announces: Vec::new(),
+        load,
     };
     tokio::spawn(agent.run(events, shutdown));
     Ok(status)
@@ -134,6 +140,8 @@ impl Agent {
                 // A grant or a release was applied: act on it now, not at the next tick.
                 Ok(()) = view.changed() => self.step().await,
                 _ = step.tick() => self.step().await,
+                // A handoff waiting for requests in flight looks again soon.
+                _ = tokio::time::sleep(DRAIN_QUIET), if self.owner.draining() => self.step().await,
             }
         }
         // Stopping: give every address up so nothing stays behind.
@@ -174,7 +182,8 @@ impl Agent {
     async fn step(&mut self) {
         let now = Instant::now();
         let view = self.region.vip_view().borrow().clone();
-        let actions = self.owner.step(now, &view);
+        let busy = |vip: &str| self.vips.get(vip).is_some_and(|v| self.load.busy(v.ip) > 0);
+        let actions = self.owner.step(now, &view, &busy);
         for a in actions {
             self.act(a, now).await;
         }
@@ -223,6 +232,16 @@ impl Agent {
                     tracing::warn!(vip = %vip, node = self.region.id, "VIP released: lease not renewed (fenced off from the quorum)");
                 } else {
                     tracing::info!(vip = %vip, node = self.region.id, reason = why.label(), "VIP released");
+                }
+            }
+            OwnerAction::Drained { vip, waited, timed_out } => {
+                self.metrics.vip_handoff_drain.observe(waited.as_secs_f64());
+                if timed_out {
+                    let busy = self.vips.get(&vip).map_or(0, |v| self.load.busy(v.ip));
+                    self.metrics.vip_handoff_drain_timeouts.inc();
+                    tracing::warn!(vip = %vip, waited_ms = waited.as_millis() as u64, busy, "VIP handed off with connections still busy (vip.handoff_drain ran out)");
+                } else {
+                    tracing::info!(vip = %vip, waited_ms = waited.as_millis() as u64, "VIP handoff waited for requests in flight");
                 }
             }
             OwnerAction::ConfirmRelease { vip, epoch } => {

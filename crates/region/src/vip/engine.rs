@@ -32,6 +32,8 @@ pub struct LeasePolicy {
     pub margin: Duration,
     /// How long a preferred owner must be healthy before it takes its VIP back.
     pub hold_down: Duration,
+    /// How long a member handing a VIP off waits for requests in flight on it.
+    pub handoff_drain: Duration,
 }
 
 impl LeasePolicy {
@@ -62,6 +64,21 @@ pub enum OwnerAction {
     ConfirmRelease { vip: String, epoch: u64 },
     /// Propose: this member owns the VIP in the table but its lease lapsed since; ask again.
     Reacquire { vip: String, epoch: u64 },
+    /// A VIP being handed off was kept until its requests in flight were
+    /// done (`timed_out`: until `handoff_drain` ran out); `Remove` follows.
+    Drained { vip: String, waited: Duration, timed_out: bool },
+}
+
+/// A handoff waits until no request was in flight on the VIP at two looks
+/// this far apart; the second look catches a connection that was still
+/// queued for accept at the first.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(5);
+
+/// A VIP this member was asked to hand off and still holds.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    since: Instant,
+    quiet_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +114,8 @@ pub struct OwnerEngine {
     first_seen: BTreeMap<String, (u64, Instant)>,
     /// Proposals already made, per VIP and epoch (not repeated every tick).
     proposed: BTreeMap<String, u64>,
+    /// Handoffs waiting for requests in flight.
+    draining: BTreeMap<String, Drain>,
 }
 
 impl OwnerEngine {
@@ -109,7 +128,13 @@ impl OwnerEngine {
             valid_since: None,
             first_seen: BTreeMap::new(),
             proposed: BTreeMap::new(),
+            draining: BTreeMap::new(),
         }
+    }
+
+    /// Some handoff waits for requests in flight: look again soon.
+    pub fn draining(&self) -> bool {
+        !self.draining.is_empty()
     }
 
     pub fn held(&self) -> &BTreeSet<String> {
@@ -128,8 +153,9 @@ impl OwnerEngine {
         }
     }
 
-    /// Reconcile with the table at `now`.
-    pub fn step(&mut self, now: Instant, view: &VipView) -> Vec<OwnerAction> {
+    /// Reconcile with the table at `now`; `busy(vip)` tells whether a
+    /// request is in flight on a VIP (a handoff lets it finish first).
+    pub fn step(&mut self, now: Instant, view: &VipView, busy: &dyn Fn(&str) -> bool) -> Vec<OwnerAction> {
         let valid = self.lease_valid(now);
         if !valid {
             self.valid_since = None;
@@ -167,6 +193,7 @@ impl OwnerEngine {
             }
         }
         let drop: Vec<String> = self.held.difference(&want).cloned().collect();
+        self.draining.retain(|vip, _| drop.contains(vip));
         for vip in drop {
             let rec = view.vips.get(&vip);
             let why = match rec {
@@ -174,6 +201,16 @@ impl OwnerEngine {
                 Some(r) if r.releasing_from == Some(self.me) => RemoveReason::Handoff,
                 _ => RemoveReason::NotOwner,
             };
+            // A handoff keeps the address (the new owner waits for our
+            // release) while requests are in flight, within the drain time
+            // and never past the lease.
+            if why == RemoveReason::Handoff && valid {
+                match self.drain(&vip, now, busy) {
+                    None => continue,
+                    Some(done) => actions.extend(done),
+                }
+            }
+            self.draining.remove(&vip);
             self.held.remove(&vip);
             actions.push(OwnerAction::Remove { vip: vip.clone(), why });
             if let Some(r) = rec.filter(|r| r.releasing_from == Some(self.me)) {
@@ -187,6 +224,30 @@ impl OwnerEngine {
             }
         }
         actions
+    }
+
+    /// `None` while the handoff of `vip` waits; then what to report, if it waited.
+    fn drain(&mut self, vip: &str, now: Instant, busy: &dyn Fn(&str) -> bool) -> Option<Option<OwnerAction>> {
+        let limit = self.policy.handoff_drain;
+        let d = self.draining.entry(vip.to_string()).or_insert(Drain { since: now, quiet_since: None });
+        let waited = now.duration_since(d.since);
+        let report =
+            |timed_out| (!waited.is_zero()).then(|| OwnerAction::Drained { vip: vip.to_string(), waited, timed_out });
+        if waited >= limit {
+            return Some(report(!limit.is_zero()));
+        }
+        if busy(vip) {
+            d.quiet_since = None;
+            return None;
+        }
+        match d.quiet_since {
+            Some(q) if now.duration_since(q) >= DRAIN_QUIET => Some(report(false)),
+            Some(_) => None,
+            None => {
+                d.quiet_since = Some(now);
+                None
+            }
+        }
     }
 }
 

@@ -20,6 +20,7 @@ fn policy() -> LeasePolicy {
         drift: 0.05,
         margin: Duration::from_millis(50),
         hold_down: Duration::from_secs(2),
+        handoff_drain: Duration::from_millis(500),
     }
 }
 
@@ -32,6 +33,8 @@ struct Member {
     /// Its last view of the table.
     view: VipView,
     holding: BTreeSet<String>,
+    /// Requests are in flight on its addresses until then.
+    busy_until: Option<Instant>,
 }
 
 struct Sim {
@@ -40,6 +43,8 @@ struct Sim {
     index: u64,
     /// (time, vip, node) of every address change, to check overlaps.
     events: Vec<(Instant, String, NodeId, bool)>,
+    /// (node, vip, waited, timed out) of every handoff that waited.
+    drained: Vec<(NodeId, String, Duration, bool)>,
 }
 
 impl Sim {
@@ -57,11 +62,12 @@ impl Sim {
                         alive: true,
                         view: VipView::default(),
                         holding: BTreeSet::new(),
+                        busy_until: None,
                     },
                 )
             })
             .collect();
-        let mut sim = Sim { state: RegionState::default(), members, index: 0, events: Vec::new() };
+        let mut sim = Sim { state: RegionState::default(), members, index: 0, events: Vec::new(), drained: Vec::new() };
         sim.apply(Command::RegisterVips { vips: vips.iter().map(|(v, _)| v.to_string()).collect() });
         sim
     }
@@ -116,7 +122,8 @@ impl Sim {
                 m.view = view.clone();
             }
             let mv = m.view.clone();
-            let actions = m.owner.step(now, &mv);
+            let busy = m.busy_until.is_some_and(|u| now < u);
+            let actions = m.owner.step(now, &mv, &|_| busy);
             let mut proposals = Vec::new();
             for a in actions {
                 match a {
@@ -128,6 +135,7 @@ impl Sim {
                         m.holding.remove(&vip);
                         self.events.push((now, vip, *id, false));
                     }
+                    OwnerAction::Drained { vip, waited, timed_out } => self.drained.push((*id, vip, waited, timed_out)),
                     OwnerAction::ConfirmRelease { vip, epoch } => {
                         proposals.push(Command::Released { vip, epoch, node: *id })
                     }
@@ -272,6 +280,51 @@ async fn a_graceful_move_releases_then_acquires_within_a_tick() {
     assert_eq!(s.holders("v1"), vec![3]);
     s.run(Duration::from_secs(1)).await;
     assert_eq!(s.holders("v1"), vec![1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_graceful_move_waits_for_requests_in_flight_within_the_drain_time() {
+    for (busy_for, timed_out) in [(Duration::from_millis(200), false), (Duration::from_secs(5), true)] {
+        let mut s = Sim::new(&[("v1", 1)]);
+        s.run(Duration::from_secs(1)).await;
+        let start = Instant::now();
+        s.members.get_mut(&1).unwrap().busy_until = Some(start + busy_for);
+        let epoch = s.state.vips["v1"].epoch;
+        let cmd =
+            Command::Handoff { vip: "v1".into(), expected_epoch: epoch, from: 1, to: 3, reason: MoveReason::Admin };
+        assert!(matches!(s.apply(cmd), CommandResult::Vip { .. }));
+        s.run(Duration::from_secs(1)).await;
+        assert_eq!(s.holders("v1"), vec![3]);
+        let removed = s.events.iter().find(|(t, v, n, add)| *t >= start && v == "v1" && *n == 1 && !add).unwrap().0;
+        let kept = removed.duration_since(start);
+        let drain = policy().handoff_drain;
+        if timed_out {
+            assert!(kept >= drain && kept <= drain + TICK, "kept {kept:?}");
+        } else {
+            assert!(kept >= busy_for && kept <= busy_for + TICK * 2, "kept {kept:?}");
+        }
+        assert!(matches!(&s.drained[..], [(1, v, _, t)] if v == "v1" && *t == timed_out), "{:?}", s.drained);
+        // The new owner took it only after the old one let go.
+        let added = s.events.iter().find(|(t, v, n, add)| *t >= start && v == "v1" && *n == 3 && *add).unwrap().0;
+        assert!(added >= removed);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handoff_does_not_wait_past_the_lease() {
+    let mut s = Sim::new(&[("v1", 1)]);
+    s.run(Duration::from_secs(1)).await;
+    let start = Instant::now();
+    s.members.get_mut(&1).unwrap().busy_until = Some(start + Duration::from_secs(5));
+    let epoch = s.state.vips["v1"].epoch;
+    let cmd = Command::Handoff { vip: "v1".into(), expected_epoch: epoch, from: 1, to: 3, reason: MoveReason::Admin };
+    s.apply(cmd);
+    // Cut off while draining: the lease runs out before the drain time does.
+    s.members.get_mut(&1).unwrap().connected = false;
+    s.run(policy().owner_hold() + TICK * 2).await;
+    assert!(!s.holders("v1").contains(&1));
+    let removed = s.events.iter().find(|(t, v, n, add)| *t >= start && v == "v1" && *n == 1 && !add).unwrap().0;
+    assert!(removed.duration_since(start) <= policy().owner_hold() + TICK);
 }
 
 #[tokio::test(start_paused = true)]
