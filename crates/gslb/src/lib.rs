@@ -21,7 +21,7 @@ pub mod dns;
 pub mod registry;
 pub mod steer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -54,6 +54,8 @@ pub enum GslbError {
     Secret { index: usize, reason: String },
     #[error("zone: {0}")]
     Zone(#[from] dns::ZoneError),
+    #[error("{0}")]
+    Config(#[from] meridian_core::config::ConfigErrors),
 }
 
 struct Metrics {
@@ -124,22 +126,36 @@ fn read_secret(index: usize, r: &config::RegionConfig) -> Result<Vec<u8>, GslbEr
     Ok(bytes.trim_ascii().to_vec())
 }
 
+/// Every configured region, with no report received yet.
+fn registry(cfg: &GslbConfig) -> Registry {
+    let regions = cfg
+        .regions
+        .iter()
+        .map(|r| {
+            let loc = r.location.map(|p| steer::Coordinates { lat: p.lat, lon: p.lon });
+            (r.name.clone(), Arc::new(RegionHealthState::new(&r.name, loc, r.weight, &r.vips)))
+        })
+        .collect();
+    Registry { regions, order: cfg.regions.iter().map(|r| r.name.clone()).collect(), freshness: cfg.gslb.report_freshness }
+}
+
+/// The DNS side of a balancer over `cfg`, without sockets and before any
+/// report: what [`start`] serves, for answering packets directly
+/// ([`GslbHandler::answer_packet`]; the DNS fuzz target).
+pub fn offline_handler(cfg: &GslbConfig) -> Result<GslbHandler, GslbError> {
+    let table = Arc::new(ArcSwap::from_pointee(registry(cfg).table(Instant::now())));
+    Ok(GslbHandler::new(Arc::new(Zone::build(cfg)?), table, metrics(&cfg.gslb.name).dns))
+}
+
 /// Start DNS (UDP + TCP), the report API, the probes and the table refresher.
 pub async fn start(cfg: Validated<GslbConfig>) -> Result<RunningGslb, GslbError> {
     let cfg = cfg.into_inner();
     let m = metrics(&cfg.gslb.name);
     let mut secrets = HashMap::new();
-    let mut regions = BTreeMap::new();
     for (i, r) in cfg.regions.iter().enumerate() {
         secrets.insert(r.name.clone(), read_secret(i, r)?);
-        let loc = r.location.map(|p| steer::Coordinates { lat: p.lat, lon: p.lon });
-        regions.insert(r.name.clone(), Arc::new(RegionHealthState::new(&r.name, loc, r.weight, &r.vips)));
     }
-    let registry = Arc::new(Registry {
-        regions,
-        order: cfg.regions.iter().map(|r| r.name.clone()).collect(),
-        freshness: cfg.gslb.report_freshness,
-    });
+    let registry = Arc::new(registry(&cfg));
     let table = Arc::new(ArcSwap::from_pointee(registry.table(Instant::now())));
     let zone = Arc::new(Zone::build(&cfg)?);
     let shutdown = CancellationToken::new();
@@ -152,12 +168,7 @@ pub async fn start(cfg: Validated<GslbConfig>) -> Result<RunningGslb, GslbError>
     })?;
     let api_addr = api.local_addr().map_err(|source| GslbError::Bind { what: "API", addr: cfg.gslb.api, source })?;
 
-    let handler = GslbHandler {
-        zone,
-        table: table.clone(),
-        metrics: m.dns.clone(),
-        fail_open_logged: std::sync::atomic::AtomicU64::new(u64::MAX),
-    };
+    let handler = GslbHandler::new(zone, table.clone(), m.dns.clone());
     let mut server = hickory_server::Server::new(handler);
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5), 32);
