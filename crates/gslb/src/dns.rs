@@ -11,11 +11,11 @@ use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCo
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
+use hickory_proto::serialize::binary::{BinDecoder, BinEncoder};
 use hickory_server::net::runtime::{Time, TokioTime};
 use hickory_server::net::{xfer::Protocol, NetError};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 
 use super::config::{absolute, GslbConfig, PolicyKind};
@@ -149,13 +149,24 @@ fn meta(request: &Request, rcode: ResponseCode, aa: bool) -> Metadata {
 
 async fn send<R: ResponseHandler>(
     request: &Request,
+    handle: R,
+    metadata: Metadata,
+    edns: Option<&Edns>,
+    answers: &[Record],
+    authorities: &[Record],
+) -> ResponseInfo {
+    send_with(&request.queries, handle, metadata, edns, answers, authorities).await
+}
+
+async fn send_with<R: ResponseHandler>(
+    queries: &Queries,
     mut handle: R,
     metadata: Metadata,
     edns: Option<&Edns>,
     answers: &[Record],
     authorities: &[Record],
 ) -> ResponseInfo {
-    let response = MessageResponseBuilder::new(&request.queries, edns).build(
+    let response = MessageResponseBuilder::new(queries, edns).build(
         metadata,
         answers.iter(),
         authorities.iter(),
@@ -166,10 +177,31 @@ async fn send<R: ResponseHandler>(
         Ok(info) => info,
         Err(error) => {
             tracing::debug!(%error, "DNS response not sent");
-            let mut m = Metadata::response_from_request(&request.metadata);
+            let mut m = metadata;
             m.response_code = ResponseCode::ServFail;
             ResponseInfo::from(Header { metadata: m, counts: HeaderCounts::default() })
         }
+    }
+}
+
+/// Whether a question section (as received) uses a compression pointer.
+fn compressed_question(mut bytes: &[u8]) -> bool {
+    while let Some((&len, rest)) = bytes.split_first() {
+        match len {
+            0 => bytes = rest.get(4..).unwrap_or_default(), // end of a name; type and class follow
+            l if l & 0xC0 != 0 => return true,
+            l => bytes = rest.get(usize::from(l)..).unwrap_or_default(),
+        }
+    }
+    false
+}
+
+/// An answer with no question section (FORMERR to a question that cannot be echoed).
+async fn send_without_question<R: ResponseHandler>(handle: R, metadata: Metadata) -> ResponseInfo {
+    let none = Queries::read(&mut BinDecoder::new(&[]), 0);
+    match none {
+        Ok(none) => send_with(&none, handle, metadata, None, &[], &[]).await,
+        Err(_) => ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() }),
     }
 }
 
@@ -425,6 +457,14 @@ impl RequestHandler for GslbHandler {
             e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
             e
         });
+        // A question that points into the header cannot be echoed: the
+        // pointer would name the answer's header bytes (hickory copies the
+        // question as received). Nothing legitimate compresses a question.
+        if compressed_question(request.queries.as_bytes()) {
+            let metadata = meta(request, ResponseCode::FormErr, false);
+            self.metrics.queries.with_label_values(&["-", "-", "-", rcode_label(ResponseCode::FormErr)]).inc();
+            return send_without_question(response_handle, metadata).await;
+        }
         let reply = self.reply(request, resp_edns.as_mut());
         self.metrics
             .queries
@@ -487,8 +527,7 @@ location = { lat = 48.8, lon = 2.3 }
 
 /// A handler over [`SAMPLE_CONFIG`].
 pub fn sample_handler() -> Result<GslbHandler, crate::GslbError> {
-    let cfg: GslbConfig = meridian_core::config::parse(SAMPLE_CONFIG, meridian_core::config::Format::Toml)
-        ?;
+    let cfg: GslbConfig = meridian_core::config::parse(SAMPLE_CONFIG, meridian_core::config::Format::Toml)?;
     let cfg = crate::config::validate(cfg)?;
     crate::offline_handler(&cfg.into_inner())
 }
