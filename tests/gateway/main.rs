@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod balancing;
 mod cache_keys;
+mod client_address;
 mod config_samples;
 mod errors;
 mod health;

@@ -136,7 +136,11 @@ fn registry(cfg: &GslbConfig) -> Registry {
             (r.name.clone(), Arc::new(RegionHealthState::new(&r.name, loc, r.weight, &r.vips)))
         })
         .collect();
-    Registry { regions, order: cfg.regions.iter().map(|r| r.name.clone()).collect(), freshness: cfg.gslb.report_freshness }
+    Registry {
+        regions,
+        order: cfg.regions.iter().map(|r| r.name.clone()).collect(),
+        freshness: cfg.gslb.report_freshness,
+    }
 }
 
 /// The DNS side of a balancer over `cfg`, without sockets and before any

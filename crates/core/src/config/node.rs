@@ -323,6 +323,20 @@ pub struct ListenerConfig {
     /// the balancer: raise it or set 0 there.
     #[serde(default = "default_max_connections_per_client")]
     pub max_connections_per_client: u32,
+    /// Every connection starts with a PROXY protocol header (v1 or v2);
+    /// from a trusted proxy, its source address is the client's.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// From a trusted proxy, the right-most `X-Forwarded-For` entry that is
+    /// not itself a trusted proxy is the client's address.
+    #[serde(default)]
+    pub forwarded_for: bool,
+    /// Networks of the proxies in front of this listener (`10.0.0.0/8`,
+    /// `192.0.2.7/32`): only their PROXY headers and `X-Forwarded-For` are
+    /// believed, and connections from them are not held to
+    /// `max_connections_per_client`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl ListenerConfig {
@@ -435,6 +449,9 @@ fn default_listeners() -> Vec<ListenerConfig> {
         path_parameters: Default::default(),
         max_connections: default_max_connections(),
         max_connections_per_client: default_max_connections_per_client(),
+        proxy_protocol: false,
+        forwarded_for: false,
+        trusted_proxies: Vec::new(),
     }]
 }
 fn default_max_connections() -> usize {

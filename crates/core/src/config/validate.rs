@@ -560,6 +560,15 @@ fn check_listeners(errors: &mut ConfigErrors, listeners: &[super::ListenerConfig
                 errors.push(format!("listeners[{i}].health_path"), K::InvalidPath { value: p.clone(), reason });
             }
         }
+        if (l.proxy_protocol || l.forwarded_for) && l.trusted_proxies.is_empty() {
+            errors.push(
+                format!("listeners[{i}].trusted_proxies"),
+                K::OutOfRange {
+                    value: "[]".into(),
+                    rule: "proxy_protocol and forwarded_for need the networks of the proxies to believe",
+                },
+            );
+        }
     }
 }
 

@@ -42,9 +42,14 @@ pub struct ConnectionCaps {
     clients: PerClient,
 }
 
+/// A listener slot, taken at accept, before the client is known.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
 /// Held for a connection's life; gives its slots back when dropped.
 pub struct Admitted {
-    _total: OwnedSemaphorePermit,
+    _total: Slot,
     client: Option<(IpAddr, PerClient)>,
 }
 
@@ -71,9 +76,20 @@ impl ConnectionCaps {
     }
 
     /// A slot for a new connection from `client`, or why not.
+    #[cfg(test)]
     pub fn admit(&self, client: IpAddr) -> Result<Admitted, Refused> {
-        let total = self.total.clone().try_acquire_owned().map_err(|_| Refused::Listener)?;
-        if self.per_client == 0 {
+        self.admit_client(self.slot()?, client, false)
+    }
+
+    /// A listener slot for a connection just accepted.
+    pub fn slot(&self) -> Result<Slot, Refused> {
+        self.total.clone().try_acquire_owned().map(|p| Slot { _permit: p }).map_err(|_| Refused::Listener)
+    }
+
+    /// The connection holding `total` comes from `client`; a trusted proxy
+    /// (`exempt`) carries many clients and is not held to the per-client cap.
+    pub fn admit_client(&self, total: Slot, client: IpAddr, exempt: bool) -> Result<Admitted, Refused> {
+        if self.per_client == 0 || exempt {
             return Ok(Admitted { _total: total, client: None });
         }
         let client = client.to_canonical();
@@ -108,6 +124,32 @@ impl AddressLoad {
     pub fn busy(&self, local: IpAddr) -> u32 {
         let map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&local.to_canonical()).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// An accepted connection's busy count, given back if the connection ends
+/// before it is served (refused, no PROXY header).
+pub(crate) struct Pending(Option<Arc<AtomicU32>>);
+
+impl Pending {
+    /// Count a connection just accepted on the address of `counter` as busy
+    /// until its first request takes the count over.
+    pub(crate) fn new(counter: Arc<AtomicU32>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Pending(Some(counter))
+    }
+
+    /// The counter, now counted by whoever takes it.
+    pub(crate) fn take(mut self) -> Arc<AtomicU32> {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

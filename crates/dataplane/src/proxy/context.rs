@@ -15,7 +15,7 @@ use hyper::client::conn::http1::SendRequest;
 use super::body::UpstreamBody;
 use super::finish::Finish;
 use super::policy::cache::PendingStore;
-use super::server::ConnInfo;
+use super::server::{ClientAddr, ConnInfo};
 use super::upstream::ConnPool;
 use super::Route;
 use crate::balance::InFlight;
@@ -48,6 +48,8 @@ pub(crate) struct RequestCtx<'a> {
     pub head: RequestHead,
     /// The client's connection: its address (formatted once), scheme, listener.
     pub conn: &'a ConnInfo,
+    /// The request's client ([`ConnInfo::client_of`]): what limits, balancing and logs use.
+    pub client: ClientAddr,
     pub route: &'a Arc<Route>,
     /// Segments a path template captured.
     pub params: Params,

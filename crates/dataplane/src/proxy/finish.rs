@@ -19,7 +19,10 @@ pub(crate) struct AccessRecord {
     pub version: Version,
     pub host: String,
     pub path: String,
+    /// The request's client ([`super::server::ConnInfo::client_of`])...
     pub client: IpAddr,
+    /// ...and the socket peer it came through (a proxy, or the client itself).
+    pub peer: IpAddr,
     pub request_id: HeaderValue,
     pub route: Option<Arc<str>>,
     pub upstream: Option<Arc<str>>,
@@ -77,6 +80,7 @@ impl Finish {
                 complete = clean,
                 error = r.error,
                 client = %r.client,
+                peer = %r.peer,
                 request_id = r.request_id.to_str().unwrap_or("-"),
                 "request"
             );

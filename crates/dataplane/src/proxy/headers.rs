@@ -106,21 +106,22 @@ pub fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// Append the client address to `X-Forwarded-For`.
+/// Append the address of the hop that connected to us to `X-Forwarded-For`
+/// (several header lines are one list, joined in order).
 pub fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
-    match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + client_ip.len());
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(client_ip.as_bytes());
-            if let Ok(joined) = HeaderValue::from_bytes(&v) {
-                headers.insert(&X_FORWARDED_FOR, joined);
-            }
-        }
-        None => {
-            headers.insert(&X_FORWARDED_FOR, client_ip.clone());
-        }
+    let mut prev = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    if prev.peek().is_none() {
+        headers.insert(&X_FORWARDED_FOR, client_ip.clone());
+        return;
+    }
+    let mut v = Vec::new();
+    for line in prev {
+        v.extend_from_slice(line.as_bytes());
+        v.extend_from_slice(b", ");
+    }
+    v.extend_from_slice(client_ip.as_bytes());
+    if let Ok(joined) = HeaderValue::from_bytes(&v) {
+        headers.insert(&X_FORWARDED_FOR, joined);
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod body;
 mod caps;
+pub mod client;
 pub use caps::AddressLoad;
 mod compile;
 mod context;

@@ -4,11 +4,12 @@
 
 use meridian_core::pattern::canonical::PathPolicy;
 
-use super::caps::ConnectionCaps;
+use super::caps::{Admitted, ConnectionCaps, Pending, Slot};
+use super::client::{read_proxy_header, ClientPolicy, ProxySource};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,9 +30,15 @@ use meridian_core::config::ListenerConfig;
 
 /// What the request path knows about the client connection.
 pub struct ConnInfo {
+    /// The socket's peer.
     pub peer: SocketAddr,
-    /// The client IP, formatted once per connection for `X-Forwarded-For`.
+    /// The connection's client: the peer, or a trusted proxy's PROXY header
+    /// ([`super::client`]).
+    pub client: IpAddr,
+    /// `client`, formatted once per connection for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
+    /// Who this listener believes about requests' clients.
+    clients: Arc<ClientPolicy>,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: HeaderValue,
     pub listener: Arc<str>,
@@ -51,27 +58,31 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    pub fn new(
-        peer: SocketAddr,
-        listener: Arc<str>,
-        tls: bool,
-        health_path: Option<Arc<str>>,
-        paths: PathPolicy,
-        local_load: Arc<AtomicU32>,
-    ) -> Self {
-        local_load.fetch_add(1, Ordering::Relaxed);
-        let ip = peer.ip().to_canonical().to_string();
+    fn new(peer: SocketAddr, client: IpAddr, listener: &ListenerShared, pending: Pending) -> Self {
+        let client = client.to_canonical();
         Self {
             peer,
-            client_ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
-            listener,
-            health_path,
-            paths,
+            client,
+            client_ip: ip_value(client),
+            clients: listener.clients.clone(),
+            proto: HeaderValue::from_static(if listener.tls.is_some() { "https" } else { "http" }),
+            listener: listener.name.clone(),
+            health_path: listener.health_path.clone(),
+            paths: listener.paths,
             busy: AtomicU32::new(0),
             activity: AtomicU64::new(0),
-            local_load,
+            local_load: pending.take(),
             fresh: AtomicBool::new(true),
+        }
+    }
+
+    /// The client of a request on this connection: from `X-Forwarded-For`
+    /// when a trusted proxy sent it and the listener believes it, else the
+    /// connection's.
+    pub(crate) fn client_of(&self, headers: &http::HeaderMap) -> ClientAddr {
+        match self.clients.forwarded_client(self.client, headers) {
+            Some(ip) => ClientAddr { ip, text: ip_value(ip) },
+            None => ClientAddr { ip: self.client, text: self.client_ip.clone() },
         }
     }
 
@@ -91,6 +102,16 @@ impl Drop for ConnInfo {
             self.local_load.fetch_sub(1, Ordering::Relaxed);
         }
     }
+}
+
+/// A request's client address, and its text for keys.
+pub(crate) struct ClientAddr {
+    pub ip: IpAddr,
+    pub text: HeaderValue,
+}
+
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 pub(crate) struct Busy<'a>(&'a ConnInfo);
@@ -156,10 +177,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
 pub struct Listener {
     pub name: Arc<str>,
     pub local_addr: SocketAddr,
+    shared: Arc<ListenerShared>,
+    tcp: TcpListener,
+}
+
+/// What every connection of a listener uses.
+struct ListenerShared {
+    name: Arc<str>,
     health_path: Option<Arc<str>>,
     paths: PathPolicy,
     caps: ConnectionCaps,
-    tcp: TcpListener,
+    clients: Arc<ClientPolicy>,
     tls: Option<TlsAcceptor>,
 }
 
@@ -183,22 +211,31 @@ impl Listener {
         let bind_err = |source| ListenError::Bind { name: cfg.name.clone(), address: cfg.address, source };
         let tcp = bind_tcp(cfg.address, cfg.freebind).map_err(bind_err)?;
         let local_addr = tcp.local_addr().map_err(bind_err)?;
-        Ok(Self {
-            name: cfg.name.as_str().into(),
+        let name: Arc<str> = cfg.name.as_str().into();
+        let shared = ListenerShared {
+            name: name.clone(),
             health_path: cfg.health_path.as_deref().map(Into::into),
             paths: cfg.path_policy(),
             caps: ConnectionCaps::new(cfg.max_connections, cfg.max_connections_per_client),
-            local_addr,
-            tcp,
+            clients: Arc::new(ClientPolicy::of(cfg)),
             tls,
-        })
+        };
+        Ok(Self { name, local_addr, shared: Arc::new(shared), tcp })
     }
 
     /// Accept until `shutdown`; connections then drain within `limits.drain_timeout`.
     pub async fn serve(self, gw: Arc<Gateway>, shutdown: CancellationToken, tracker: TaskTracker) {
         let active = gw.metrics.active_connections.with_label_values(&[&self.name]);
         let accepted = gw.metrics.connections.with_label_values(&[&self.name]);
-        tracing::info!(listener = %self.name, address = %self.local_addr, tls = self.tls.is_some(), "listening");
+        let l = &self.shared;
+        tracing::info!(
+            listener = %self.name,
+            address = %self.local_addr,
+            tls = l.tls.is_some(),
+            proxy_protocol = l.clients.proxy_protocol,
+            forwarded_for = l.clients.forwarded_for,
+            "listening"
+        );
         // A listener on one address needs no lookup per connection.
         let fixed_load =
             (!self.local_addr.ip().is_unspecified()).then(|| gw.address_load.counter(self.local_addr.ip()));
@@ -216,43 +253,115 @@ impl Listener {
                 },
             };
             accepted.inc();
-            let admitted = match self.caps.admit(peer.ip()) {
-                Ok(a) => a,
+            let slot = match l.caps.slot() {
+                Ok(s) => s,
                 Err(why) => {
-                    gw.metrics.connections_refused.with_label_values(&[&self.name, why.label()]).inc();
-                    tracing::debug!(listener = %self.name, client = %peer.ip(), cap = why.label(), "connection refused");
-                    drop(stream);
+                    refused(&gw, l, peer.ip(), why);
                     continue;
                 }
             };
-            let local_load = match &fixed_load {
-                Some(c) => c.clone(),
+            let pending = match &fixed_load {
+                Some(c) => Pending::new(c.clone()),
                 None => match stream.local_addr() {
-                    Ok(a) => gw.address_load.counter(a.ip()),
+                    Ok(a) => Pending::new(gw.address_load.counter(a.ip())),
                     Err(_) => continue,
                 },
             };
-            let info = Arc::new(ConnInfo::new(
-                peer,
-                self.name.clone(),
-                self.tls.is_some(),
-                self.health_path.clone(),
-                self.paths,
-                local_load,
-            ));
-            let gw = gw.clone();
-            let shutdown = shutdown.clone();
-            let tls = self.tls.clone();
-            let active = active.clone();
-            tracker.spawn(async move {
-                let _admitted = admitted;
-                active.inc();
-                serve_connection(stream, info, tls, gw, shutdown).await;
-                active.dec();
-            });
+            let conn = Accepted { stream, peer, slot, pending };
+            if l.clients.proxy_protocol {
+                // The client is known once the PROXY header is read.
+                let (l, gw, shutdown, active) = (l.clone(), gw.clone(), shutdown.clone(), active.clone());
+                tracker.spawn(async move {
+                    if let Some(conn) = proxied(conn, &l, &gw).await {
+                        conn.serve(l, gw, shutdown, active).await;
+                    }
+                });
+            } else if let Some(conn) = conn.admit(peer.ip(), l, &gw) {
+                tracker.spawn(conn.serve(l.clone(), gw.clone(), shutdown.clone(), active.clone()));
+            }
         }
         tracing::info!(listener = %self.name, "stopped accepting");
     }
+}
+
+/// A connection accepted, holding its listener slot; its client not yet admitted.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    pending: Pending,
+}
+
+impl Accepted {
+    /// Hold the connection to the per-client cap as `client`'s.
+    fn admit(self, client: IpAddr, l: &ListenerShared, gw: &Gateway) -> Option<Admission> {
+        let exempt = l.clients.trusts(client);
+        match l.caps.admit_client(self.slot, client, exempt) {
+            Ok(admitted) => {
+                let info = Arc::new(ConnInfo::new(self.peer, client, l, self.pending));
+                Some(Admission { stream: self.stream, info, _admitted: admitted })
+            }
+            Err(why) => {
+                refused(gw, l, client, why);
+                None
+            }
+        }
+    }
+}
+
+/// A connection admitted: it is served.
+struct Admission {
+    stream: TcpStream,
+    info: Arc<ConnInfo>,
+    _admitted: Admitted,
+}
+
+impl Admission {
+    async fn serve(
+        self,
+        l: Arc<ListenerShared>,
+        gw: Arc<Gateway>,
+        shutdown: CancellationToken,
+        active: prometheus::IntGauge,
+    ) {
+        active.inc();
+        serve_connection(self.stream, self.info, l.tls.clone(), gw, shutdown).await;
+        active.dec();
+    }
+}
+
+/// Read the PROXY header of a connection on a `proxy_protocol` listener and
+/// admit it as the client the header names, when its peer is trusted.
+async fn proxied(mut conn: Accepted, l: &ListenerShared, gw: &Gateway) -> Option<Admission> {
+    let timeout = gw.settings.limits.header_read_timeout;
+    let peer = conn.peer.ip();
+    let counted = |result: &str| gw.metrics.proxy_protocol.with_label_values(&[&l.name, result]).inc();
+    let client = match read_proxy_header(&mut conn.stream, timeout).await {
+        Ok(ProxySource::Client(ip)) if l.clients.trusts(peer) => {
+            counted("client");
+            ip
+        }
+        Ok(ProxySource::Client(ip)) => {
+            counted("untrusted");
+            tracing::debug!(listener = %l.name, %peer, claimed = %ip, "PROXY header from an untrusted peer: its address is not believed");
+            peer
+        }
+        Ok(ProxySource::Local) => {
+            counted("local");
+            peer
+        }
+        Err(e) => {
+            counted(e.label());
+            tracing::debug!(listener = %l.name, %peer, error = %e, "connection without a valid PROXY header closed");
+            return None;
+        }
+    };
+    conn.admit(client, l, gw)
+}
+
+fn refused(gw: &Gateway, l: &ListenerShared, client: IpAddr, why: super::caps::Refused) {
+    gw.metrics.connections_refused.with_label_values(&[&l.name, why.label()]).inc();
+    tracing::debug!(listener = %l.name, %client, cap = why.label(), "connection refused");
 }
 
 /// A listening socket; with `freebind`, the address need not be on this host yet.

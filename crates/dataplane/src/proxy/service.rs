@@ -26,7 +26,7 @@ use super::finish::{AccessRecord, Finish};
 use super::forward::{forward, Pick, Sent};
 use super::headers;
 use super::policy::Flow;
-use super::server::ConnInfo;
+use super::server::{ClientAddr, ConnInfo};
 use super::{Gateway, Route, Snapshot};
 use crate::balance::hash_key;
 use crate::routing::normalize_host;
@@ -71,7 +71,8 @@ fn access_record(conn: &ConnInfo, req: &Request<Incoming>, request_id: &HeaderVa
             .unwrap_or("-")
             .to_string(),
         path: req.uri().path().to_string(),
-        client: conn.peer.ip(),
+        client: conn.client,
+        peer: conn.peer.ip().to_canonical(),
         request_id: request_id.clone(),
         route: None,
         upstream: None,
@@ -94,6 +95,10 @@ async fn run(
 ) -> Result<Answer, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let mut head = accept(gw, &mut parts, conn)?;
+    let client = conn.client_of(&head.headers);
+    if let Some(log) = fin.log.as_mut() {
+        log.client = client.ip;
+    }
     // Hop-by-hop headers go before any policy reads the request, so what the
     // cache keys on is what the upstream gets; an upgrade is noted first.
     let mut upgrade = Upgrade::of(&mut head, &mut parts);
@@ -113,8 +118,18 @@ async fn run(
         log.upstream = Some(route.upstream.name.clone());
     }
     let via = if head.version == Version::HTTP_2 { &VIA_2 } else { &VIA_11 };
-    let mut ctx =
-        RequestCtx { head, conn, route, params, request_id, via, response_headers: Vec::new(), cache: None, fin };
+    let mut ctx = RequestCtx {
+        head,
+        conn,
+        client,
+        route,
+        params,
+        request_id,
+        via,
+        response_headers: Vec::new(),
+        cache: None,
+        fin,
+    };
     upgrade.allow(gw, route);
     for policy in &route.policies {
         if let Flow::Answer(answer) = policy.on_request(&mut ctx).await? {
@@ -216,7 +231,7 @@ fn prepare(
     let uri = upstream_uri(&mut ctx.head.uri, ctx.route.rewrite.as_ref(), &ctx.params, &ctx.conn.paths)?;
     let h = &ctx.head.headers;
     let pick = Pick {
-        hash: balance_key(up.pool.hash_on.as_ref(), ctx.conn, h),
+        hash: balance_key(up.pool.hash_on.as_ref(), &ctx.client, h),
         sticky_id: up
             .sticky
             .as_ref()
@@ -341,9 +356,9 @@ fn upstream_uri(
 }
 
 /// The consistent-hash key of a request.
-fn balance_key(hash_on: Option<&HashOn>, conn: &ConnInfo, headers: &http::HeaderMap) -> Option<u64> {
+fn balance_key(hash_on: Option<&HashOn>, client: &ClientAddr, headers: &http::HeaderMap) -> Option<u64> {
     match hash_on? {
-        HashOn::ClientIp => Some(hash_key(conn.client_ip.as_bytes())),
+        HashOn::ClientIp => Some(hash_key(client.text.as_bytes())),
         HashOn::Header(name) => headers.get(name).map(|v| hash_key(v.as_bytes())),
         HashOn::Cookie(name) => headers::cookie(headers, name).map(|v| hash_key(v.as_bytes())),
     }

@@ -18,6 +18,7 @@ pub struct GatewayMetrics {
     pub active_connections: IntGaugeVec,
     pub connections: IntCounterVec,
     pub connections_refused: IntCounterVec,
+    pub proxy_protocol: IntCounterVec,
     pub upgrades: IntCounterVec,
     pub tunnels: IntGauge,
     pub upstream_healthy: IntGaugeVec,
@@ -76,6 +77,12 @@ impl GatewayMetrics {
                 "connections_refused_total",
                 "Client connections closed at accept, by listener and cap.",
                 &["listener", "reason"],
+            ),
+            proxy_protocol: counter_vec(
+                &r,
+                "proxy_protocol_total",
+                "PROXY headers read on proxy_protocol listeners, by listener and result (client, untrusted, local; timeout, closed, invalid: connection closed).",
+                &["listener", "result"],
             ),
             connections: counter_vec(
                 &r,

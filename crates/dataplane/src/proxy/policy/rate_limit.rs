@@ -41,7 +41,7 @@ pub(super) async fn on_request(rl: &RouteLimit, ctx: &mut RequestCtx<'_>) -> Res
     // an address's budget. A request without the key header is counted by
     // its client address (not in one bucket shared by every such request).
     // Hashed from its parts: raw header bytes, nothing joined or re-encoded.
-    let client: [&[u8]; 2] = [b"ip:", ctx.conn.client_ip.as_bytes()];
+    let client: [&[u8]; 2] = [b"ip:", ctx.client.text.as_bytes()];
     let key = match &rl.key {
         RateLimitKey::ClientIp => key_digest_of(&client),
         RateLimitKey::Route => key_digest_of(&[b"route"]),
