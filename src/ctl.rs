@@ -8,11 +8,10 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use meridian_core::admin::{AddMember, ClusterView, VipMove, VipTableView, WriteAck};
+use meridian_core::client::{admin_client, AdminClient};
 use meridian_core::config::{parse_document, Format};
 
 #[derive(Args, Debug)]
@@ -26,6 +25,11 @@ pub struct CtlArgs {
     /// Regions and their admin endpoints (TOML).
     #[arg(long, env = "MERIDIAN_CTL_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the admin APIs' certificates, for
+    /// https:// endpoints (overrides the ctl config's `cacert`); without
+    /// one, the system's roots.
+    #[arg(long, env = "MERIDIAN_CACERT", global = true)]
+    cacert: Option<PathBuf>,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -134,6 +138,9 @@ enum Output {
 struct CtlConfig {
     #[serde(default)]
     default_region: Option<String>,
+    /// CA certificate for https:// endpoints, relative to this file.
+    #[serde(default)]
+    cacert: Option<PathBuf>,
     regions: BTreeMap<String, RegionEndpoints>,
 }
 
@@ -147,7 +154,7 @@ struct Ctl {
     regions: BTreeMap<String, Vec<String>>,
     default_region: String,
     token: Option<String>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: AdminClient,
 }
 
 struct Answer {
@@ -157,6 +164,7 @@ struct Answer {
 
 impl Ctl {
     fn new(args: &CtlArgs) -> anyhow::Result<Self> {
+        let mut cacert = args.cacert.clone();
         let (regions, default_region) = match (&args.admin, &args.config) {
             (Some(url), _) => (BTreeMap::from([("default".to_string(), vec![url.clone()])]), "default".to_string()),
             (None, Some(path)) => {
@@ -168,6 +176,8 @@ impl Ctl {
                     .clone()
                     .or_else(|| cfg.regions.keys().next().cloned())
                     .context("the ctl config lists no region")?;
+                let base = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+                cacert = cacert.or_else(|| cfg.cacert.as_ref().map(|c| base.join(c)));
                 (cfg.regions.into_iter().map(|(k, v)| (k, v.admin)).collect(), default)
             }
             (None, None) => (
@@ -175,12 +185,7 @@ impl Ctl {
                 "default".to_string(),
             ),
         };
-        Ok(Self {
-            regions,
-            default_region,
-            token: args.token.clone(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        })
+        Ok(Self { regions, default_region, token: args.token.clone(), client: admin_client(cacert.as_deref())? })
     }
 
     fn pick(&self, region: Option<&String>, all: bool) -> anyhow::Result<Vec<String>> {

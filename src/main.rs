@@ -174,10 +174,13 @@ fn run_gateway(path: PathBuf) -> anyhow::Result<ExitCode> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
-                _ = hup.recv() => match running.reload(&path).await {
-                    Ok(v) => tracing::info!(version = v, file = %path.display(), "reloaded on SIGHUP"),
-                    Err(errors) => tracing::error!(file = %path.display(), errors = %errors, "reload refused; still serving the previous document"),
-                },
+                _ = hup.recv() => {
+                    running.reload_certificates();
+                    match running.reload(&path).await {
+                        Ok(v) => tracing::info!(version = v, file = %path.display(), "reloaded on SIGHUP"),
+                        Err(errors) => tracing::error!(file = %path.display(), errors = %errors, "reload refused; still serving the previous document"),
+                    }
+                }
                 _ = term.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
             }

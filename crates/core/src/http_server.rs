@@ -4,6 +4,8 @@
 //! (further clients wait in the listen backlog), backs off when accepting
 //! fails (EMFILE: out of file descriptors) instead of spinning, and drains
 //! its connections on shutdown, tracked so the caller can wait for them.
+//! With a TLS acceptor it speaks HTTPS only; the handshake shares the
+//! request-head deadline.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,11 +21,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Bounds of one server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerLimits {
     /// A client has this long to send a request head.
     pub header_read_timeout: Duration,
@@ -34,6 +37,20 @@ pub struct ServerLimits {
     pub drain_timeout: Duration,
     /// Also speak HTTP/2 (prior knowledge), not only HTTP/1.1.
     pub http2: bool,
+    /// Serve HTTPS with this acceptor.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ServerLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerLimits")
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("http2", &self.http2)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Default for ServerLimits {
@@ -43,6 +60,7 @@ impl Default for ServerLimits {
             max_connections: 1024,
             drain_timeout: Duration::from_secs(5),
             http2: false,
+            tls: None,
         }
     }
 }
@@ -89,25 +107,42 @@ pub async fn serve<H, F>(
         let (handler, shutdown, limits) = (handler.clone(), shutdown.clone(), limits.clone());
         tracker.spawn(async move {
             let _slot = slot;
-            let svc = service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(req).await) }
-            });
-            let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            b.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-            let conn = if limits.http2 { b } else { b.http1_only() };
-            let conn = conn.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    if !limits.drain_timeout.is_zero() {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(limits.drain_timeout, conn).await;
-                    }
-                }
+            match &limits.tls {
+                None => serve_io(stream, handler, &limits, &shutdown).await,
+                Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
+                {
+                    Ok(Ok(tls)) => serve_io(tls, handler, &limits, &shutdown).await,
+                    Ok(Err(e)) => tracing::debug!(server = name, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(server = name, "TLS handshake timed out"),
+                },
             }
         });
+    }
+}
+
+async fn serve_io<I, H, F>(io: I, handler: H, limits: &ServerLimits, shutdown: &CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler(req).await) }
+    });
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let conn = if limits.http2 { b } else { b.http1_only() };
+    let conn = conn.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            if !limits.drain_timeout.is_zero() {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(limits.drain_timeout, conn).await;
+            }
+        }
     }
 }
 

@@ -23,6 +23,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod http_server;

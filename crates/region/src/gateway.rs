@@ -17,6 +17,8 @@ use meridian_core::config::{ConfigErrors, NodeConfig, Validated};
 use meridian_dataplane::proxy::server::{ListenError, Listener};
 use meridian_dataplane::proxy::{Gateway, Settings};
 use meridian_dataplane::telemetry::GatewayMetrics;
+use meridian_dataplane::tls::{CertStore, Reload};
+use tokio_rustls::TlsAcceptor;
 
 /// Read a node file with every check: its rules, then the node-local files
 /// it names (certificates). What `meridian validate` and `gateway` load.
@@ -29,6 +31,8 @@ pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors
 pub enum StartError {
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error("admin API: {0}")]
+    AdminTls(meridian_dataplane::tls::TlsFileError),
     #[error("admin API: cannot bind {address}: {source}")]
     Admin { address: SocketAddr, source: std::io::Error },
     #[error("gateway document:\n{0}")]
@@ -53,6 +57,8 @@ pub struct RunningGateway {
     /// Listener name → bound address (useful with port 0).
     pub listeners: Vec<(Arc<str>, SocketAddr)>,
     pub admin_addr: SocketAddr,
+    /// Certificates of the TLS listeners and the admin API.
+    certs: Vec<Arc<CertStore>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     drain_timeout: Duration,
@@ -66,6 +72,12 @@ impl RunningGateway {
 
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
         self.listeners.iter().find(|(n, _)| &**n == name).map(|(_, a)| *a)
+    }
+
+    /// Read every certificate and key file again (SIGHUP); those that fail
+    /// leave the previous ones serving.
+    pub fn reload_certificates(&self) {
+        reload_certificates(&self.certs, &self.gateway, true);
     }
 
     /// Re-read the node file and apply its gateway document as the next
@@ -199,6 +211,20 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
     for l in &node.listeners {
         bound.push(Listener::bind(l).await?);
     }
+    let admin_certs = match &node.admin.tls {
+        Some(t) => Some(CertStore::load("admin", t).map_err(StartError::AdminTls)?),
+        None => None,
+    };
+    let admin_tls = admin_certs.as_ref().map(|c| TlsAcceptor::from(c.server_config(&[b"http/1.1"])));
+    let certs: Vec<Arc<CertStore>> = bound.iter().filter_map(|l| l.certs.clone()).chain(admin_certs).collect();
+    if !certs.is_empty() && !node.limits.certificate_check_interval.is_zero() {
+        tokio::spawn(watch_certificates(
+            certs.clone(),
+            gateway.clone(),
+            node.limits.certificate_check_interval,
+            shutdown.clone(),
+        ));
+    }
     let admin_listener = TcpListener::bind(node.admin.address)
         .await
         .map_err(|source| StartError::Admin { address: node.admin.address, source })?;
@@ -216,7 +242,7 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
         vips: vips.clone(),
         token: node.admin.resolve_token(),
     });
-    tracker.spawn(admin::serve(admin_listener, state, shutdown.clone(), tracker.clone()));
+    tracker.spawn(admin::serve(admin_listener, admin_tls, state, shutdown.clone(), tracker.clone()));
     tracing::info!(node = %node.node.name, region = %node.node.region, admin = %admin_addr, "gateway started");
     Ok(RunningGateway {
         gateway,
@@ -224,8 +250,37 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
         vips,
         listeners,
         admin_addr,
+        certs,
         shutdown,
         tracker,
         drain_timeout: node.limits.drain_timeout,
     })
+}
+
+/// Check the certificate files every `every` and reload those that changed.
+async fn watch_certificates(certs: Vec<Arc<CertStore>>, gw: Arc<Gateway>, every: Duration, stop: CancellationToken) {
+    let mut tick = meridian_core::clock::Ticker::new(every, stop);
+    while tick.next().await {
+        reload_certificates(&certs, &gw, false);
+    }
+}
+
+fn reload_certificates(certs: &[Arc<CertStore>], gw: &Gateway, force: bool) {
+    for store in certs {
+        let result = store.reload(force);
+        let label = match &result {
+            Ok(Reload::Unchanged) => continue,
+            Ok(Reload::Reloaded) => "ok",
+            Err(_) => "failed",
+        };
+        gw.metrics.tls_reloads.with_label_values(&[&store.name, label]).inc();
+        match result {
+            Ok(_) => tracing::info!(listener = %store.name, forced = force, "certificates reloaded"),
+            Err(e) => tracing::error!(
+                listener = %store.name,
+                error = %e,
+                "certificates not reloaded; the previous ones keep serving"
+            ),
+        }
+    }
 }

@@ -99,12 +99,11 @@ pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors
             *f = base.join(&*f);
         }
     }
-    for listener in &mut node.listeners {
-        if let Some(tls) = &mut listener.tls {
-            for cert in &mut tls.certificates {
-                cert.cert = base.join(&cert.cert);
-                cert.key = base.join(&cert.key);
-            }
+    let admin_tls = node.admin.tls.as_mut();
+    for tls in node.listeners.iter_mut().filter_map(|l| l.tls.as_mut()).chain(admin_tls) {
+        for cert in &mut tls.certificates {
+            cert.cert = base.join(&cert.cert);
+            cert.key = base.join(&cert.key);
         }
     }
     validate_node(node)

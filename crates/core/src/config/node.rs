@@ -379,6 +379,9 @@ pub struct AdminConfig {
     /// Environment variable that holds the token (read when `token` is unset).
     #[serde(default = "default_token_env")]
     pub token_env: String,
+    /// Serve the admin API over TLS (HTTPS) with these certificates.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -403,6 +406,10 @@ pub struct LimitsConfig {
     /// Concurrent HTTP/2 streams per client connection.
     #[serde(default = "default_max_concurrent_streams")]
     pub max_concurrent_streams: u32,
+    /// How often certificate and key files are checked for changes (and
+    /// reloaded); SIGHUP reloads them at once. Zero: only on SIGHUP.
+    #[serde(default = "default_certificate_check_interval", with = "humantime_serde")]
+    pub certificate_check_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,6 +439,10 @@ pub struct RuntimeConfig {
     /// Data-plane worker threads; 0 means one per core.
     #[serde(default)]
     pub worker_threads: usize,
+}
+
+fn default_certificate_check_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_region() -> String {
@@ -493,7 +504,7 @@ fn default_true() -> bool {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { address: default_admin_address(), token: None, token_env: default_token_env() }
+        Self { address: default_admin_address(), token: None, token_env: default_token_env(), tls: None }
     }
 }
 
@@ -506,6 +517,7 @@ impl Default for LimitsConfig {
             idle_timeout: default_idle_timeout(),
             drain_timeout: default_drain_timeout(),
             max_concurrent_streams: default_max_concurrent_streams(),
+            certificate_check_interval: default_certificate_check_interval(),
         }
     }
 }

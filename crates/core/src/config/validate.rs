@@ -433,6 +433,9 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
         errors.push("listeners", K::Empty);
     }
     check_listeners(&mut errors, &node.listeners);
+    if let Some(tls) = &node.admin.tls {
+        check_tls(&mut errors, "admin.tls", tls);
+    }
     let limits = &node.limits;
     range(
         &mut errors,
@@ -522,6 +525,24 @@ pub fn validate_node(node: NodeConfig) -> Result<Validated<NodeConfig>, ConfigEr
     errors.into_result(Validated(node))
 }
 
+fn check_tls(errors: &mut ConfigErrors, at: &str, tls: &super::TlsConfig) {
+    if tls.certificates.is_empty() {
+        errors.push(format!("{at}.certificates"), K::Empty);
+    }
+    // The certificate files themselves are node-local resources: the
+    // data plane loads them (`tls::check_certificates`), not this check.
+    for (j, c) in tls.certificates.iter().enumerate() {
+        for (k, n) in c.server_names.iter().enumerate() {
+            if let Err(reason) = HostPattern::parse(n) {
+                errors.push(
+                    format!("{at}.certificates[{j}].server_names[{k}]"),
+                    K::InvalidHost { value: n.clone(), reason },
+                );
+            }
+        }
+    }
+}
+
 fn check_listeners(errors: &mut ConfigErrors, listeners: &[super::ListenerConfig]) {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut addrs: HashMap<std::net::SocketAddr, usize> = HashMap::new();
@@ -541,19 +562,7 @@ fn check_listeners(errors: &mut ConfigErrors, listeners: &[super::ListenerConfig
             }
         }
         if let Some(tls) = &l.tls {
-            if tls.certificates.is_empty() {
-                errors.push(format!("listeners[{i}].tls.certificates"), K::Empty);
-            }
-            // The certificate files themselves are node-local resources: the
-            // data plane loads them (`tls::check_certificates`), not this check.
-            for (j, c) in tls.certificates.iter().enumerate() {
-                let cp = format!("listeners[{i}].tls.certificates[{j}]");
-                for (k, n) in c.server_names.iter().enumerate() {
-                    if let Err(reason) = HostPattern::parse(n) {
-                        errors.push(format!("{cp}.server_names[{k}]"), K::InvalidHost { value: n.clone(), reason });
-                    }
-                }
-            }
+            check_tls(errors, &format!("listeners[{i}].tls"), tls);
         }
         if let Some(p) = &l.health_path {
             if let Err(reason) = PathPattern::exact(p) {

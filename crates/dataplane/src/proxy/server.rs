@@ -177,6 +177,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
 pub struct Listener {
     pub name: Arc<str>,
     pub local_addr: SocketAddr,
+    /// Its certificates, reloadable while it serves.
+    pub certs: Option<Arc<crate::tls::CertStore>>,
     shared: Arc<ListenerShared>,
     tcp: TcpListener,
 }
@@ -202,12 +204,14 @@ pub enum ListenError {
 
 impl Listener {
     pub async fn bind(cfg: &ListenerConfig) -> Result<Self, ListenError> {
-        let tls = match &cfg.tls {
-            Some(t) => Some(TlsAcceptor::from(
-                crate::tls::server_config(t).map_err(|source| ListenError::Tls { name: cfg.name.clone(), source })?,
-            )),
+        let certs = match &cfg.tls {
+            Some(t) => Some(
+                crate::tls::CertStore::load(cfg.name.as_str(), t)
+                    .map_err(|source| ListenError::Tls { name: cfg.name.clone(), source })?,
+            ),
             None => None,
         };
+        let tls = certs.as_ref().map(|c| TlsAcceptor::from(c.server_config(crate::tls::ALPN_H2_HTTP1)));
         let bind_err = |source| ListenError::Bind { name: cfg.name.clone(), address: cfg.address, source };
         let tcp = bind_tcp(cfg.address, cfg.freebind).map_err(bind_err)?;
         let local_addr = tcp.local_addr().map_err(bind_err)?;
@@ -220,7 +224,7 @@ impl Listener {
             clients: Arc::new(ClientPolicy::of(cfg)),
             tls,
         };
-        Ok(Self { name, local_addr, shared: Arc::new(shared), tcp })
+        Ok(Self { name, local_addr, certs, shared: Arc::new(shared), tcp })
     }
 
     /// Accept until `shutdown`; connections then drain within `limits.drain_timeout`.

@@ -19,6 +19,7 @@ pub struct GatewayMetrics {
     pub connections: IntCounterVec,
     pub connections_refused: IntCounterVec,
     pub proxy_protocol: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
     pub upgrades: IntCounterVec,
     pub tunnels: IntGauge,
     pub upstream_healthy: IntGaugeVec,
@@ -77,6 +78,12 @@ impl GatewayMetrics {
                 "connections_refused_total",
                 "Client connections closed at accept, by listener and cap.",
                 &["listener", "reason"],
+            ),
+            tls_reloads: counter_vec(
+                &r,
+                "tls_certificate_reloads_total",
+                "Certificate reloads (file change or SIGHUP), by listener (or admin) and result (ok, failed: the previous certificates keep serving).",
+                &["listener", "result"],
             ),
             proxy_protocol: counter_vec(
                 &r,

@@ -1,9 +1,16 @@
 //! TLS termination: rustls server configs whose certificate is chosen by SNI
-//! (exact names, then `*.suffix` wildcards, then the listener's default).
+//! (exact names, then `*.suffix` wildcards, then the listener's default),
+//! from a [`CertStore`] that reloads its files when they change or on
+//! SIGHUP. A reload swaps what new handshakes get; connections already
+//! established keep theirs. Files that fail to load leave the previous
+//! certificates serving.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -18,13 +25,12 @@ use meridian_core::pattern::HostPattern;
 /// bad file is refused with its key path before anything listens.
 pub fn check_certificates(node: &NodeConfig) -> ConfigErrors {
     let mut errors = ConfigErrors::default();
-    for (i, l) in node.listeners.iter().enumerate() {
-        for (j, c) in l.tls.iter().flat_map(|t| t.certificates.iter()).enumerate() {
+    let listeners = node.listeners.iter().enumerate().map(|(i, l)| (format!("listeners[{i}].tls"), l.tls.as_ref()));
+    let admin = std::iter::once(("admin.tls".to_string(), node.admin.tls.as_ref()));
+    for (at, tls) in listeners.chain(admin) {
+        for (j, c) in tls.iter().flat_map(|t| t.certificates.iter()).enumerate() {
             if let Err(e) = load_certified_key(&c.cert, &c.key) {
-                errors.push(
-                    format!("listeners[{i}].tls.certificates[{j}]"),
-                    ConfigErrorKind::Tls { file: e.file, reason: e.reason },
-                );
+                errors.push(format!("{at}.certificates[{j}]"), ConfigErrorKind::Tls { file: e.file, reason: e.reason });
             }
         }
     }
@@ -114,11 +120,86 @@ impl SniResolver {
     }
 }
 
-/// A rustls server config offering h2 and http/1.1 by ALPN.
-pub fn server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsFileError> {
-    install_crypto_provider();
-    let resolver = SniResolver::new(tls)?;
-    let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+/// What a file looked like when it was loaded: a change of any of these
+/// (an editor's write, `mv` of a new file, a symlink swap as Kubernetes
+/// does for secrets) means it is read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
 }
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp { modified: m.modified().ok(), len: m.len(), inode: m.ino() })
+}
+
+/// The certificates of one TLS endpoint (a listener, the admin API),
+/// reloadable while it serves.
+#[derive(Debug)]
+pub struct CertStore {
+    /// `listeners[i].tls`, `admin.tls`: in logs and metrics.
+    pub name: String,
+    config: TlsConfig,
+    current: ArcSwap<SniResolver>,
+    stamps: Mutex<Vec<Option<FileStamp>>>,
+}
+
+/// How a reload went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reload {
+    Unchanged,
+    Reloaded,
+}
+
+impl CertStore {
+    pub fn load(name: impl Into<String>, config: &TlsConfig) -> Result<Arc<Self>, TlsFileError> {
+        let stamps = Self::stamps_of(config);
+        let resolver = SniResolver::new(config)?;
+        Ok(Arc::new(Self {
+            name: name.into(),
+            config: config.clone(),
+            current: ArcSwap::from_pointee(resolver),
+            stamps: Mutex::new(stamps),
+        }))
+    }
+
+    fn stamps_of(config: &TlsConfig) -> Vec<Option<FileStamp>> {
+        config.certificates.iter().flat_map(|c| [stamp(&c.cert), stamp(&c.key)]).collect()
+    }
+
+    /// Read the files again if any changed (always with `force`); on an
+    /// error the certificates in use stay.
+    pub fn reload(&self, force: bool) -> Result<Reload, TlsFileError> {
+        let now = Self::stamps_of(&self.config);
+        let mut seen = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+        if !force && *seen == now {
+            return Ok(Reload::Unchanged);
+        }
+        // Remember what was tried, so a broken file is reported once, not on every check.
+        *seen = now;
+        let resolver = SniResolver::new(&self.config)?;
+        self.current.store(Arc::new(resolver));
+        Ok(Reload::Reloaded)
+    }
+
+    /// A rustls server config whose certificate comes from this store, with
+    /// these ALPN protocols.
+    pub fn server_config(self: &Arc<Self>, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        install_crypto_provider();
+        let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(self.clone());
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.load().resolve(hello)
+    }
+}
+
+/// ALPN of a data-plane listener: HTTP/2 first.
+pub const ALPN_H2_HTTP1: &[&[u8]] = &[b"h2", b"http/1.1"];

@@ -450,13 +450,19 @@ fn expected_version(req: &Request<Incoming>) -> Result<Option<u64>, Box<AdminRes
     }
 }
 
-/// Serve the admin API on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken, tracker: TaskTracker) {
-    tracing::info!(address = ?listener.local_addr().ok(), "admin API listening");
+/// Serve the admin API on `listener` until `shutdown`; HTTPS with `tls`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<AdminState>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    tracing::info!(address = ?listener.local_addr().ok(), tls = tls.is_some(), "admin API listening");
     let handler = move |req| {
         let state = state.clone();
         async move { state.handle(req).await }
     };
-    let limits = ServerLimits::default();
+    let limits = ServerLimits { tls, ..ServerLimits::default() };
     meridian_core::http_server::serve("admin", listener, limits, shutdown, tracker.clone(), handler).await;
 }
