@@ -163,9 +163,9 @@ fn a_loopback_cluster_comes_up_reports_status_and_goes_down_twice() {
             String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
         )
     };
-    let (ok, text) = ctl(&["cluster", "up", "--loopback"]);
-    assert!(ok, "{text}");
-    assert!(text.contains("loopback"), "the note about what is not real is missing:\n{text}");
+    let (ok, up_text) = ctl(&["cluster", "up", "--loopback"]);
+    assert!(ok, "{up_text}");
+    assert!(up_text.contains("loopback"), "the note about what is not real is missing:\n{up_text}");
     let (ok, text) = ctl(&["cluster", "status", "--output", "json"]);
     assert!(ok, "{text}");
     let s: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -179,6 +179,18 @@ fn a_loopback_cluster_comes_up_reports_status_and_goes_down_twice() {
     }
     let (ok, text) = ctl(&["cluster", "status"]);
     assert!(ok && text.contains("REGION") && text.contains("eu-n1"), "{text}");
+    // The admin APIs speak HTTPS with the cluster's CA; `ctl` reaches them with the written ctl.toml.
+    let dir = up_text.lines().find_map(|l| l.strip_prefix("logs and files: ")).expect("the cluster's directory");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{dir}/state.json")).unwrap()).unwrap();
+    let out = Command::new(BIN)
+        .args(["ctl", "--config", &format!("{dir}/ctl.toml"), "status", "--all-regions", "--output", "json"])
+        .env("MERIDIAN_ADMIN_TOKEN", state["token"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches("\"health\": \"ok\"").count(), 6, "{text}");
     let (ok, text) = ctl(&["cluster", "down"]);
     assert!(ok, "{text}");
     let (ok, text) = ctl(&["cluster", "down"]);

@@ -212,17 +212,17 @@ fn start_load(c: &Cluster, d: &Drill, region: Option<&str>, start: Instant, unti
     let writer = match (region, d.load.writes) {
         (Some(_), true) => {
             let admins: Vec<String> = region_nodes(c, region).iter().map(|n| c.admin_url(n, "")).collect();
-            let token = c.state.token.clone();
+            let admin = c.admin();
             let first = admins.first().cloned().context("region without nodes")?;
-            let doc_token = token.clone();
+            let reader = admin.clone();
             let document = c
-                .from_vantage(move || async move { cluster::json(&format!("{first}/config"), &doc_token).await })?
+                .from_vantage(move || async move { reader.json(&format!("{first}/config")).await })?
                 .context("reading the region's document")?
                 .to_string();
             let every = d.load.write_interval;
             let ns = c.vantage();
             Some(std::thread::spawn(move || {
-                cluster::in_namespace(ns, move || observe::write_loop(admins, token, document, every, start, until))
+                cluster::in_namespace(ns, move || observe::write_loop(admins, admin, document, every, start, until))
             }))
         }
         _ => None,
@@ -362,14 +362,14 @@ fn joined<T>(h: std::thread::JoinHandle<anyhow::Result<T>>, what: &str) -> Resul
 /// advanced node, once the nodes agree (or after 10 s).
 fn region_history(c: &Cluster, nodes: &[String]) -> anyhow::Result<Option<Vec<(u64, String)>>> {
     let urls: Vec<String> = nodes.iter().map(|n| c.admin_url(n, "/config/history")).collect();
-    let token = c.state.token.clone();
+    let admin = c.admin();
     c.from_vantage(move || async move {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let mut best: Option<Vec<(u64, String)>> = None;
             let mut tops = Vec::new();
             for u in &urls {
-                if let Some(h) = cluster::typed::<HistoryView>(cluster::json(u, &token).await) {
+                if let Some(h) = cluster::typed::<HistoryView>(admin.json(u).await) {
                     let revisions: Vec<(u64, String)> =
                         h.revisions.into_iter().map(|r| (r.version, r.digest)).collect();
                     let top = revisions.last().map_or(0, |r| r.0);

@@ -315,7 +315,7 @@ fn numbered_document(base: &serde_json::Value, n: usize) -> Option<(String, Stri
 /// PUT a new document to the running nodes in turn, every `every`.
 pub async fn write_loop(
     admins: Vec<String>,
-    token: String,
+    admin: crate::cluster::AdminAccess,
     document: String,
     every: Duration,
     start: Instant,
@@ -330,9 +330,7 @@ pub async fn write_loop(
         let (text, digest) =
             numbered_document(&base, i).ok_or_else(|| anyhow::anyhow!("the region's document cannot be varied"))?;
         let url = format!("{}/config", admins[i % admins.len()]);
-        let r =
-            crate::cluster::http("PUT", &url, Some(&token), Some(("application/json", text)), Duration::from_secs(3))
-                .await;
+        let r = admin.call("PUT", &url, Some(("application/json", text)), Duration::from_secs(3)).await;
         match r {
             Ok((200, body)) => match serde_json::from_slice::<meridian_core::admin::WriteAck>(&body) {
                 Ok(ack) => w.acked.push(AckedWrite { at_ms: since(start), version: ack.version, digest }),

@@ -161,7 +161,12 @@ impl Cluster {
     }
 
     pub fn admin_url(&self, node: &str, path: &str) -> String {
-        format!("http://{}:{ADMIN_PORT}{path}", self.ip(node))
+        format!("https://{}:{ADMIN_PORT}{path}", self.ip(node))
+    }
+
+    /// The admin APIs' token and the CA that signed their certificates.
+    pub fn admin(&self) -> AdminAccess {
+        AdminAccess { token: self.state.token.clone(), ca: self.dir.join(CA_FILE) }
     }
 
     pub fn render(&self) -> render::Context<'_> {
@@ -282,16 +287,17 @@ pub fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// One admin or API call with a deadline: (status, body).
+/// One admin or API call with a deadline: (status, body). `https://` URLs
+/// are verified against `ca`.
 pub async fn http(
+    ca: Option<&Path>,
     method: &str,
     url: &str,
     token: Option<&str>,
     body: Option<(&str, String)>,
     timeout: Duration,
 ) -> anyhow::Result<(u16, Bytes)> {
-    let client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = meridian_core::client::admin_client(ca)?;
     let mut b = http::Request::builder().method(method).uri(url);
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
@@ -314,9 +320,30 @@ pub fn typed<T: serde::de::DeserializeOwned>(value: Option<serde_json::Value>) -
     serde_json::from_value(value?).ok()
 }
 
-pub async fn json(url: &str, token: &str) -> Option<serde_json::Value> {
-    let (status, body) = http("GET", url, Some(token), None, Duration::from_millis(800)).await.ok()?;
-    (status == 200).then(|| serde_json::from_slice(&body).ok()).flatten()
+/// How the lab's tools reach a cluster's admin APIs: HTTPS verified against
+/// the cluster's CA, with its token.
+#[derive(Debug, Clone)]
+pub struct AdminAccess {
+    pub token: String,
+    pub ca: PathBuf,
+}
+
+impl AdminAccess {
+    pub async fn call(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<(&str, String)>,
+        timeout: Duration,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        http(Some(&self.ca), method, url, Some(&self.token), body, timeout).await
+    }
+
+    /// A GET answered 200 with JSON.
+    pub async fn json(&self, url: &str) -> Option<serde_json::Value> {
+        let (status, body) = self.call("GET", url, None, Duration::from_millis(800)).await.ok()?;
+        (status == 200).then(|| serde_json::from_slice(&body).ok()).flatten()
+    }
 }
 
 /// A DNS A query for `name` to `server`: the addresses, or why not.
@@ -415,6 +442,46 @@ pub fn up(topo: Topology, force_loopback: bool) -> anyhow::Result<Cluster> {
     Ok(c)
 }
 
+/// The CA of the cluster's admin APIs (`ca.pem`), and for every node a
+/// certificate for its address (`<node>.admin.pem`, key readable by its
+/// owner only).
+fn write_pki(c: &Cluster) -> anyhow::Result<()> {
+    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("meridian cluster {} admin CA", c.topo.name));
+    ca_params.distinguished_name = dn;
+    let ca_key = KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+    std::fs::write(c.dir.join(CA_FILE), ca.pem())?;
+    for p in c.hosts(Role::Node) {
+        let key = KeyPair::generate()?;
+        let cert = CertificateParams::new(vec![c.ip(&p.label).to_string()])?.signed_by(&key, &ca, &ca_key)?;
+        std::fs::write(c.dir.join(format!("{}.admin.pem", p.label)), cert.pem())?;
+        write_private(&c.dir.join(format!("{}.admin.key", p.label)), key.serialize_pem().as_bytes())?;
+    }
+    Ok(())
+}
+
+/// A file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+/// The CA certificate of the cluster's admin APIs, in its directory.
+pub const CA_FILE: &str = "ca.pem";
+
 fn build(c: &mut Cluster) -> anyhow::Result<()> {
     if c.mode() == Mode::Netns {
         step("network");
@@ -455,11 +522,13 @@ fn build(c: &mut Cluster) -> anyhow::Result<()> {
             std::fs::write(c.dir.join(format!("{}.{kind}", r.name)), secret)?;
         }
     }
+    write_pki(c)?;
     for r in c.topo.regions.clone() {
         for i in 1..=r.nodes {
             std::fs::write(c.dir.join(format!("{}-n{i}.toml", r.name)), c.render().node(&r, i))?;
         }
     }
+    std::fs::write(c.dir.join("ctl.toml"), c.render().ctl())?;
     for g in c.topo.gslbs.clone() {
         std::fs::write(c.dir.join(format!("{}.toml", g.name)), c.render().gslb(&g.name))?;
     }
@@ -618,7 +687,7 @@ pub fn status(c: &Cluster) -> anyhow::Result<Status> {
             (p.region.clone().unwrap_or_default(), p.label.clone(), c.admin_url(&p.label, ""), running)
         })
         .collect();
-    let token = c.state.token.clone();
+    let admin = c.admin();
     let servers: Vec<(String, SocketAddr, String)> = c
         .hosts(Role::Gslb)
         .map(|g| g.label.clone())
@@ -638,11 +707,12 @@ pub fn status(c: &Cluster) -> anyhow::Result<Status> {
         let mut tables: BTreeMap<String, BTreeMap<String, Option<String>>> = BTreeMap::new();
         for (region, node, base, running) in nodes {
             let cluster: Option<ClusterView> =
-                if running { typed(json(&format!("{base}/cluster"), &token).await) } else { None };
+                if running { typed(admin.json(&format!("{base}/cluster")).await) } else { None };
             let vips: Option<VipTableView> =
-                if running { typed(json(&format!("{base}/vips"), &token).await) } else { None };
+                if running { typed(admin.json(&format!("{base}/vips")).await) } else { None };
             let ready = running
-                && http("GET", &format!("{base}/readyz"), None, None, Duration::from_millis(800))
+                && admin
+                    .call("GET", &format!("{base}/readyz"), None, Duration::from_millis(800))
                     .await
                     .is_ok_and(|(s, _)| s == 200);
             let mut held = Vec::new();
@@ -671,7 +741,7 @@ pub fn status(c: &Cluster) -> anyhow::Result<Status> {
         }
         let mut answers = Vec::new();
         for (g, server, api) in servers {
-            let served = match http("GET", &api, None, None, Duration::from_millis(800)).await {
+            let served = match http(None, "GET", &api, None, None, Duration::from_millis(800)).await {
                 Ok((200, body)) => serde_json::from_slice::<Vec<GslbRegionView>>(&body)
                     .map(|v| v.into_iter().filter(|r| r.served).map(|r| r.region).collect::<Vec<String>>())
                     .map_err(|e| e.to_string()),
@@ -766,6 +836,11 @@ fn print_endpoints(c: &Cluster) {
         println!("  curl -s http://{}:8080/hello -D - -o /dev/null", c.ip(&format!("{}-n1", t.regions[0].name)));
     }
     println!("  meridian cluster status --topology <file>      # roles, VIP owners, DNS view (--watch)");
+    println!(
+        "  {px}env MERIDIAN_ADMIN_TOKEN={} meridian ctl --config {}/ctl.toml status --all-regions   # admin APIs over HTTPS",
+        c.state.token,
+        c.dir.display()
+    );
     println!("  meridian chaos run chaos/node-kill.toml          # a failover drill against this cluster");
     println!("  meridian cluster down                            # remove everything");
     if c.mode() == Mode::Loopback {

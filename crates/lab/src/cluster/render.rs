@@ -37,6 +37,23 @@ impl Context<'_> {
             .collect()
     }
 
+    /// `ctl.toml`: every region's admin endpoints (HTTPS) and the CA that
+    /// signed their certificates, for `meridian ctl --config`.
+    pub fn ctl(&self) -> String {
+        let mut out = String::from("# Admin endpoints of this cluster (written by `meridian cluster up`).\n");
+        if let Some(first) = self.topo.regions.first() {
+            out.push_str(&format!("default_region = \"{}\"\n", first.name));
+        }
+        out.push_str(&format!("cacert = \"{}\"\n", super::CA_FILE));
+        for r in &self.topo.regions {
+            let admins: Vec<String> = (1..=r.nodes)
+                .map(|i| format!("\"https://{}:{ADMIN_PORT}\"", self.planned(&format!("{}-n{i}", r.name))))
+                .collect();
+            out.push_str(&format!("\n[regions.{}]\nadmin = [{}]\n", r.name, admins.join(", ")));
+        }
+        out
+    }
+
     /// The node file of node `i` of region `r`.
     pub fn node(&self, r: &RegionSpec, i: u8) -> String {
         let dir = self.dir.display();
@@ -88,6 +105,9 @@ health_path = "/healthz"
 [admin]
 address = "{bind}:{ADMIN_PORT}"
 token = "{token}"
+[[admin.tls.certificates]]
+cert = "{dir}/{region}-n{i}.admin.pem"
+key = "{dir}/{region}-n{i}.admin.key"
 
 [telemetry]
 log_format = "json"
