@@ -73,6 +73,7 @@ fn rendered_cluster_files_are_valid() {
     }
     for mode in [Mode::Netns, Mode::Loopback] {
         let ctx = Context { topo: &topo, mode, dir: dir.path(), token: "0123456789abcdef0123456789abcdef" };
+        ctx.write_admin_pki().unwrap();
         for r in &topo.regions {
             for i in 1..=r.nodes {
                 let f = dir.path().join(format!("{}-n{i}.toml", r.name));

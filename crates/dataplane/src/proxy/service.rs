@@ -42,6 +42,7 @@ static JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// Serve one request.
 pub(crate) async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let _busy = conn.busy();
     if let Some(hp) = &conn.health_path {
         if req.uri().path() == &**hp {
             return health_response(&gw);
@@ -49,7 +50,6 @@ pub(crate) async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: Request<I
     }
     let start = Instant::now();
     let start_ms = mono_ms();
-    let _busy = conn.busy();
     let snap = gw.snapshot();
     let request_id = headers::request_id(req.headers());
     let log = gw.settings.access_log.then(|| access_record(&conn, &req, &request_id));

@@ -442,43 +442,6 @@ pub fn up(topo: Topology, force_loopback: bool) -> anyhow::Result<Cluster> {
     Ok(c)
 }
 
-/// The CA of the cluster's admin APIs (`ca.pem`), and for every node a
-/// certificate for its address (`<node>.admin.pem`, key readable by its
-/// owner only).
-fn write_pki(c: &Cluster) -> anyhow::Result<()> {
-    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, format!("meridian cluster {} admin CA", c.topo.name));
-    ca_params.distinguished_name = dn;
-    let ca_key = KeyPair::generate()?;
-    let ca = ca_params.self_signed(&ca_key)?;
-    std::fs::write(c.dir.join(CA_FILE), ca.pem())?;
-    for p in c.hosts(Role::Node) {
-        let key = KeyPair::generate()?;
-        let cert = CertificateParams::new(vec![c.ip(&p.label).to_string()])?.signed_by(&key, &ca, &ca_key)?;
-        std::fs::write(c.dir.join(format!("{}.admin.pem", p.label)), cert.pem())?;
-        write_private(&c.dir.join(format!("{}.admin.key", p.label)), key.serialize_pem().as_bytes())?;
-    }
-    Ok(())
-}
-
-/// A file only its owner can read.
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes)?;
-    Ok(())
-}
-
 /// The CA certificate of the cluster's admin APIs, in its directory.
 pub const CA_FILE: &str = "ca.pem";
 
@@ -522,7 +485,7 @@ fn build(c: &mut Cluster) -> anyhow::Result<()> {
             std::fs::write(c.dir.join(format!("{}.{kind}", r.name)), secret)?;
         }
     }
-    write_pki(c)?;
+    c.render().write_admin_pki()?;
     for r in c.topo.regions.clone() {
         for i in 1..=r.nodes {
             std::fs::write(c.dir.join(format!("{}-n{i}.toml", r.name)), c.render().node(&r, i))?;

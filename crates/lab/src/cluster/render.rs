@@ -37,6 +37,32 @@ impl Context<'_> {
             .collect()
     }
 
+    /// The CA of the cluster's admin APIs (`ca.pem`), and for every node a
+    /// certificate for its address (`<node>.admin.pem`; the key,
+    /// `<node>.admin.key`, readable by its owner only), in `dir`.
+    pub fn write_admin_pki(&self) -> anyhow::Result<()> {
+        use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("meridian cluster {} admin CA", self.topo.name));
+        ca_params.distinguished_name = dn;
+        let ca_key = KeyPair::generate()?;
+        let ca = ca_params.self_signed(&ca_key)?;
+        std::fs::write(self.dir.join(super::CA_FILE), ca.pem())?;
+        for r in &self.topo.regions {
+            for i in 1..=r.nodes {
+                let label = format!("{}-n{i}", r.name);
+                let key = KeyPair::generate()?;
+                let ip = self.planned(&label).to_string();
+                let cert = CertificateParams::new(vec![ip])?.signed_by(&key, &ca, &ca_key)?;
+                std::fs::write(self.dir.join(format!("{label}.admin.pem")), cert.pem())?;
+                write_private(&self.dir.join(format!("{label}.admin.key")), key.serialize_pem().as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
     /// `ctl.toml`: every region's admin endpoints (HTTPS) and the CA that
     /// signed their certificates, for `meridian ctl --config`.
     pub fn ctl(&self) -> String {
@@ -238,4 +264,13 @@ probe = {{ port = {HTTP_PORT}, path = "/healthz", interval = "200ms", timeout = 
         }
         out
     }
+}
+
+/// A file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    Ok(())
 }
