@@ -303,3 +303,44 @@ async fn the_admin_api_serves_https_and_ctl_verifies_it() {
     assert!(out.status.success(), "{stdout}{stderr}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_certificates_of_a_running_gateway() {
+    let p = pki(&["a.test"]);
+    let d = p.dir.path().display();
+    let (port, admin_port) = (closed_port().port(), closed_port().port());
+    let path = p.dir.path().join("node.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nname = \"n\"\n[limits]\ncertificate_check_interval = \"0s\"\n[[listeners]]\nname = \"https\"\naddress = \"127.0.0.1:{port}\"\n[[listeners.tls.certificates]]\ncert = \"{d}/leaf0.pem\"\nkey = \"{d}/leaf0.key\"\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n[gateway]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["gateway", "--config"])
+        .arg(&path)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            served_certificate(&p, addr, "a.test").await == Some(p.leaves[0].clone())
+        })
+        .await
+    );
+    let renewed = p.reissue(0, "a.test");
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            served_certificate(&p, addr, "a.test").await == Some(renewed.clone())
+        })
+        .await,
+        "SIGHUP did not reload the certificate"
+    );
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+}
