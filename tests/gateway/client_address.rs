@@ -180,3 +180,34 @@ fn believing_clients_needs_trusted_proxies() {
         assert!(err.contains("listeners[0].trusted_proxies"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn an_oversized_or_slow_proxy_header_closes_the_connection() {
+    let b = backend("b").await;
+    let doc = format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"all\"\nupstream = \"u\"",
+        b.addr
+    );
+    let node = node_config_full(
+        &doc,
+        "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.0/8\"]",
+        "[limits]\nheader_read_timeout = \"300ms\"",
+    );
+    let gw = meridian_region::gateway::start(node).await.unwrap();
+    let addr = gw.http_addr();
+    // A binary header that claims 2 KiB of addresses and TLVs: more than is ever read.
+    let mut big = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    big.extend([0x21, 0x11, 0x08, 0x00]);
+    big.extend(vec![0u8; 1100]);
+    assert_eq!(exchange(addr, &big).await, "");
+    // Half a header, then nothing: closed at the header deadline.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"PROXY TCP4 198.51").await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    let m = metrics(gw.admin_addr).await;
+    assert_eq!(metric_value(&m, "meridian_proxy_protocol_total", &[("result", "invalid")]), 1.0);
+    assert_eq!(metric_value(&m, "meridian_proxy_protocol_total", &[("result", "timeout")]), 1.0);
+    gw.shutdown().await;
+}
