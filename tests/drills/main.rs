@@ -183,6 +183,13 @@ fn a_loopback_cluster_comes_up_reports_status_and_goes_down_twice() {
     let dir = up_text.lines().find_map(|l| l.strip_prefix("logs and files: ")).expect("the cluster's directory");
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(format!("{dir}/state.json")).unwrap()).unwrap();
+    // Files with secrets are the owner's alone; the token is 32 random bytes.
+    for f in ["state.json", "eu.cluster-secret", "us.report-secret", "eu-n1.toml", "eu-n1.admin.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(format!("{dir}/{f}")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f} is {mode:o}");
+    }
+    assert_eq!(state["token"].as_str().unwrap().len(), 64);
     let out = Command::new(BIN)
         .args(["ctl", "--config", &format!("{dir}/ctl.toml"), "status", "--all-regions", "--output", "json"])
         .env("MERIDIAN_ADMIN_TOKEN", state["token"].as_str().unwrap())

@@ -65,3 +65,15 @@ async fn admin_writes_are_refused_without_a_configured_token() {
     assert_eq!(r.status, 403);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_short_admin_token_from_the_environment_is_refused() {
+    std::env::set_var("MERIDIAN_TEST_SHORT_TOKEN", "short");
+    let node = node_config_full("", "", "").into_inner();
+    let mut node = node;
+    node.admin.token = None;
+    node.admin.token_env = "MERIDIAN_TEST_SHORT_TOKEN".into();
+    let node = meridian_core::config::validate_node(node).unwrap();
+    let err = meridian_region::gateway::start(node).await.err().expect("refused").to_string();
+    assert!(err.contains("admin.token_env") && err.contains("at least 16 bytes"), "{err}");
+}

@@ -32,3 +32,4 @@ pub mod logging;
 pub mod metrics;
 pub mod pattern;
 pub mod report;
+pub mod secret;

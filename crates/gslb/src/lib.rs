@@ -114,16 +114,12 @@ impl RunningGslb {
 }
 
 fn read_secret(index: usize, r: &config::RegionConfig) -> Result<Vec<u8>, GslbError> {
-    let bytes = match (&r.secret_file, &r.secret_env) {
-        (Some(f), _) => {
-            std::fs::read(f).map_err(|e| GslbError::Secret { index, reason: format!("{}: {e}", f.display()) })?
-        }
-        (None, Some(v)) => {
-            std::env::var(v).map_err(|_| GslbError::Secret { index, reason: format!("{v} is not set") })?.into_bytes()
-        }
+    let env = match (&r.secret_file, &r.secret_env) {
         (None, None) => return Err(GslbError::Secret { index, reason: "no secret configured".into() }),
+        (_, env) => env.clone().unwrap_or_default(),
     };
-    Ok(bytes.trim_ascii().to_vec())
+    meridian_core::secret::read_secret(r.secret_file.as_deref(), &env)
+        .map_err(|e| GslbError::Secret { index, reason: e.to_string() })
 }
 
 /// Every configured region, with no report received yet.

@@ -31,6 +31,8 @@ pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors
 pub enum StartError {
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error("admin.token_env: {0}")]
+    AdminToken(String),
     #[error("admin API: {0}")]
     AdminTls(meridian_dataplane::tls::TlsFileError),
     #[error("admin API: cannot bind {address}: {source}")]
@@ -159,6 +161,7 @@ impl RunningGateway {
 pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartError> {
     meridian_dataplane::tls::install_crypto_provider();
     let node = node.into_inner();
+    let admin_token = node.admin.resolve_token().map_err(|e| StartError::AdminToken(e.to_string()))?;
     let metrics = Arc::new(GatewayMetrics::new(&node.node.name, &node.node.region));
     let settings = Settings {
         node_name: node.node.name.as_str().into(),
@@ -240,7 +243,7 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
         gateway: gateway.clone(),
         region: region.clone(),
         vips: vips.clone(),
-        token: node.admin.resolve_token(),
+        token: admin_token,
     });
     tracker.spawn(admin::serve(admin_listener, admin_tls, state, shutdown.clone(), tracker.clone()));
     tracing::info!(node = %node.node.name, region = %node.node.region, admin = %admin_addr, "gateway started");

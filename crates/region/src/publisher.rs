@@ -24,13 +24,23 @@ use meridian_dataplane::proxy::Gateway;
 pub struct SecretError(String);
 
 fn secret(cfg: &ReportConfig) -> Result<Vec<u8>, SecretError> {
-    let bytes = match &cfg.secret_file {
-        Some(f) => std::fs::read(f).map_err(|e| SecretError(format!("{}: {e}", f.display())))?,
-        None => std::env::var(&cfg.secret_env)
-            .map_err(|_| SecretError(format!("{} is not set", cfg.secret_env)))?
-            .into_bytes(),
-    };
-    Ok(bytes.trim_ascii().to_vec())
+    meridian_core::secret::read_secret(cfg.secret_file.as_deref(), &cfg.secret_env)
+        .map_err(|e| SecretError(format!("report secret: {e}")))
+}
+
+/// A report's nonce: random from the operating system (the balancer refuses
+/// a nonce it has seen); should that source fail, the clock and a counter
+/// still never repeat within this process.
+fn report_nonce() -> String {
+    static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    match meridian_core::secret::random_bytes::<16>() {
+        Ok(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "no random nonce for a report; using the clock and a counter");
+            let n = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("{:016x}{n:016x}", unix_ms())
+        }
+    }
 }
 
 /// What the leader knows about its region now.
@@ -60,7 +70,7 @@ fn build_report(region: &RegionNode, gateway: &Gateway) -> HealthReport {
     HealthReport {
         region: region.region.clone(),
         timestamp_ms: unix_ms(),
-        nonce: format!("{:032x}", fastrand::u128(..)),
+        nonce: report_nonce(),
         sender: region.id,
         healthy_nodes: healthy,
         vips,

@@ -530,7 +530,18 @@ impl Default for TelemetryConfig {
 
 impl AdminConfig {
     /// The token from the file, else from the environment variable.
-    pub fn resolve_token(&self) -> Option<String> {
-        self.token.clone().or_else(|| std::env::var(&self.token_env).ok()).filter(|t| !t.is_empty())
+    /// The token: inline, else from `token_env` (at least
+    /// [`crate::secret::MIN_SECRET_BYTES`] long, as an inline one must be).
+    pub fn resolve_token(&self) -> Result<Option<String>, crate::secret::SecretError> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.clone()));
+        }
+        match std::env::var(&self.token_env) {
+            Ok(t) if !t.is_empty() => {
+                crate::secret::check_length(&self.token_env, t.len())?;
+                Ok(Some(t))
+            }
+            _ => Ok(None),
+        }
     }
 }

@@ -176,7 +176,8 @@ impl Cluster {
     fn save(&self) -> anyhow::Result<()> {
         let path = self.dir.join("state.json");
         let tmp = self.dir.join("state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state)?)?;
+        // It holds the admin token.
+        render::write_private(&tmp, &serde_json::to_vec_pretty(&self.state)?)?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
     }
 
@@ -420,7 +421,7 @@ pub fn up(topo: Topology, force_loopback: bool) -> anyhow::Result<Cluster> {
     let dir = state_dir(&topo);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
-    let token = format!("{:032x}", fastrand::u128(..));
+    let token = meridian_core::secret::random_hex_secret()?;
     let state = State { name: topo.name.clone(), mode, token, pids: BTreeMap::new() };
     let plan = topo.plan();
     let mut c = Cluster { topo, dir, state, plan };
@@ -481,14 +482,15 @@ fn build(c: &mut Cluster) -> anyhow::Result<()> {
     step("configuration");
     for r in &c.topo.regions {
         for kind in ["cluster-secret", "report-secret"] {
-            let secret = format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..));
-            std::fs::write(c.dir.join(format!("{}.{kind}", r.name)), secret)?;
+            let secret = meridian_core::secret::random_hex_secret()?;
+            render::write_private(&c.dir.join(format!("{}.{kind}", r.name)), secret.as_bytes())?;
         }
     }
     c.render().write_admin_pki()?;
     for r in c.topo.regions.clone() {
         for i in 1..=r.nodes {
-            std::fs::write(c.dir.join(format!("{}-n{i}.toml", r.name)), c.render().node(&r, i))?;
+            // Node files hold the admin token.
+            render::write_private(&c.dir.join(format!("{}-n{i}.toml", r.name)), c.render().node(&r, i).as_bytes())?;
         }
     }
     std::fs::write(c.dir.join("ctl.toml"), c.render().ctl())?;

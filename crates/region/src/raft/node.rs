@@ -88,19 +88,9 @@ pub struct RegionNode {
 
 /// The secret from `cluster.secret_file` or the environment variable `cluster.secret_env`.
 pub fn load_secret(cfg: &ClusterConfig) -> Result<Secret, StartError> {
-    let bytes = match &cfg.secret_file {
-        Some(path) => std::fs::read(path)
-            .map_err(|e| StartError::Secret(format!("cannot read {}: {e}", path.display())))?
-            .trim_ascii()
-            .to_vec(),
-        None => std::env::var(&cfg.secret_env)
-            .map_err(|_| StartError::Secret(format!("set {} or cluster.secret_file", cfg.secret_env)))?
-            .into_bytes(),
-    };
-    if bytes.len() < 16 {
-        return Err(StartError::Secret("the secret must have at least 16 bytes".into()));
-    }
-    Ok(Secret::new(bytes))
+    meridian_core::secret::read_secret(cfg.secret_file.as_deref(), &cfg.secret_env)
+        .map(Secret::new)
+        .map_err(|e| StartError::Secret(e.to_string()))
 }
 
 fn role(state: ServerState) -> &'static str {

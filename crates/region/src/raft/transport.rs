@@ -158,7 +158,7 @@ impl Session {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         let _ = stream.set_nodelay(true);
         let mut stream = stream;
-        let client_nonce: [u8; 16] = fastrand::u128(..).to_be_bytes();
+        let client_nonce: [u8; 16] = nonce()?;
         let hello = async {
             let mut hello = Vec::with_capacity(29);
             hello.extend_from_slice(MAGIC);
@@ -189,7 +189,7 @@ impl Session {
             client_nonce.copy_from_slice(&hello[5..21]);
             let mut id = [0u8; 8];
             id.copy_from_slice(&hello[21..29]);
-            let server_nonce: [u8; 16] = fastrand::u128(..).to_be_bytes();
+            let server_nonce: [u8; 16] = nonce()?;
             stream.write_all(&server_nonce).await?;
             Ok::<_, io::Error>((client_nonce, server_nonce, u64::from_be_bytes(id)))
         };
@@ -436,6 +436,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     fn backoff(&self) -> Backoff {
         Backoff::new(std::iter::repeat(self.net.backoff))
     }
+}
+
+/// A handshake nonce from the operating system's random source.
+fn nonce() -> io::Result<[u8; 16]> {
+    meridian_core::secret::random_bytes().map_err(io::Error::other)
 }
 
 #[cfg(test)]
