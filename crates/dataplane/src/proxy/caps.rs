@@ -76,7 +76,6 @@ impl ConnectionCaps {
     }
 
     /// A slot for a new connection from `client`, or why not.
-    #[cfg(test)]
     pub fn admit(&self, client: IpAddr) -> Result<Admitted, Refused> {
         self.admit_client(self.slot()?, client, false)
     }

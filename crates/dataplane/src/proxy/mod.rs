@@ -7,7 +7,7 @@
 pub mod body;
 mod caps;
 pub mod client;
-pub use caps::AddressLoad;
+pub use caps::{AddressLoad, ConnectionCaps, Refused};
 mod compile;
 mod context;
 pub mod error;

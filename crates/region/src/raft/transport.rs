@@ -1,19 +1,25 @@
 //! The region's Raft transport: length-prefixed bincode frames over TCP.
 //!
-//! Every connection starts with a handshake that binds it to fresh nonces
-//! from both sides; every frame then carries a sequence number and an
-//! HMAC-SHA256 under a key derived from the cluster secret and those nonces.
-//! A peer without the secret cannot produce a valid frame, and a recorded
-//! frame is useless on another connection (other nonces) or replayed on the
-//! same one (sequence numbers only go up). Frames that fail are refused,
-//! counted, and the connection is closed.
+//! Every connection starts with a handshake of fixed-size messages that
+//! binds it to fresh nonces from both sides and makes each side prove it
+//! holds the cluster secret before anything of variable length is read: a
+//! stranger gets to send 29 + 32 bytes, then the connection is closed. Every
+//! frame then carries a sequence number and an HMAC-SHA256 under a key
+//! derived from the secret and those nonces, so a recorded frame is useless
+//! on another connection (other nonces) or replayed on the same one
+//! (sequence numbers only go up). Whatever fails is refused, counted, and the
+//! connection closed. Established links have TCP keepalive and close after
+//! [`IDLE_TIMEOUT`] without a frame; a source address holds at most
+//! [`MAX_CONNECTIONS_PER_SOURCE`] connections at once.
 //!
 //! ```text
-//! client → server   "MRDN" 1 | client nonce (16) | node id (8)
+//! client → server   "MRDN" 2 | client nonce (16) | node id (8)
 //! server → client   server nonce (16)
+//! client → server   HMAC-SHA256(key, "client" | node id)          (32)
+//! server → client   HMAC-SHA256(key, "server")                    (32)
 //! frame             len (4, big-endian) | seq (8) | body | HMAC (32)
 //!                   HMAC = HMAC-SHA256(key, direction | seq | body)
-//!                   key  = HMAC-SHA256(secret, "meridian-raft-v1" | client nonce | server nonce)
+//!                   key  = HMAC-SHA256(secret, "meridian-raft-v2" | client nonce | server nonce)
 //! ```
 
 use std::fmt;
@@ -37,15 +43,27 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::{bincode_config, Command, CommandResult, NodeId, TypeConfig};
+use meridian_dataplane::proxy::ConnectionCaps;
 
 type HmacSha256 = Hmac<Sha256>;
 
 const MAGIC: &[u8; 4] = b"MRDN";
-const PROTOCOL: u8 = 1;
+const PROTOCOL: u8 = 2;
 /// Snapshots are sent in chunks well below this.
 const MAX_FRAME: usize = 64 << 20;
 const MAC_LEN: usize = 32;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bytes a peer sends before it has proved it holds the secret.
+pub const HANDSHAKE_BYTES: usize = 29 + MAC_LEN;
+/// An established link with no frame for this long is closed (a client
+/// reopens its pooled link well before: [`CLIENT_REUSE`]).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A pooled link idle for longer is reopened rather than reused.
+const CLIENT_REUSE: Duration = Duration::from_secs(30);
+/// Connections one source address may hold open at once.
+pub const MAX_CONNECTIONS_PER_SOURCE: u32 = 64;
+/// Connections the listener holds open at once.
+const MAX_CONNECTIONS: usize = 1024;
 
 /// The cluster secret. Never printed.
 #[derive(Clone)]
@@ -109,10 +127,26 @@ fn hmac_with(key: &[u8]) -> HmacSha256 {
 
 fn session_key(secret: &Secret, client_nonce: &[u8; 16], server_nonce: &[u8; 16]) -> [u8; 32] {
     let mut mac = hmac_with(&secret.0);
-    mac.update(b"meridian-raft-v1");
+    mac.update(b"meridian-raft-v2");
     mac.update(client_nonce);
     mac.update(server_nonce);
     mac.finalize().into_bytes().into()
+}
+
+/// What a side sends to prove it holds the secret (`role`: `client` with
+/// its node id, or `server`).
+fn proof(key: &[u8; 32], role: &[u8], id: Option<NodeId>) -> HmacSha256 {
+    let mut mac = hmac_with(key);
+    mac.update(role);
+    if let Some(id) = id {
+        mac.update(&id.to_be_bytes());
+    }
+    mac
+}
+
+fn keepalive(stream: &TcpStream) {
+    let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(10)).with_interval(Duration::from_secs(5));
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&ka);
 }
 
 fn frame_mac(key: &[u8; 32], direction: u8, seq: u64, body: &[u8]) -> HmacSha256 {
@@ -121,6 +155,15 @@ fn frame_mac(key: &[u8; 32], direction: u8, seq: u64, body: &[u8]) -> HmacSha256
     mac.update(&seq.to_be_bytes());
     mac.update(body);
     mac
+}
+
+/// Decoding a frame never claims more memory than a frame may hold.
+fn frame_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_FRAME>,
+> {
+    bincode_config().with_limit::<MAX_FRAME>()
 }
 
 fn denied(msg: &str) -> io::Error {
@@ -159,7 +202,8 @@ impl Session {
         let _ = stream.set_nodelay(true);
         let mut stream = stream;
         let client_nonce: [u8; 16] = nonce()?;
-        let hello = async {
+        keepalive(&stream);
+        let handshake = async {
             let mut hello = Vec::with_capacity(29);
             hello.extend_from_slice(MAGIC);
             hello.push(PROTOCOL);
@@ -168,35 +212,52 @@ impl Session {
             stream.write_all(&hello).await?;
             let mut server_nonce = [0u8; 16];
             stream.read_exact(&mut server_nonce).await?;
-            Ok::<_, io::Error>(server_nonce)
+            let key = session_key(secret, &client_nonce, &server_nonce);
+            stream.write_all(&proof(&key, b"client", Some(my_id)).finalize().into_bytes()).await?;
+            let mut theirs = [0u8; MAC_LEN];
+            stream.read_exact(&mut theirs).await?;
+            proof(&key, b"server", None)
+                .verify_slice(&theirs)
+                .map_err(|_| denied("the server does not hold the cluster secret"))?;
+            Ok::<_, io::Error>(key)
         };
-        let server_nonce = tokio::time::timeout(HANDSHAKE_TIMEOUT, hello)
+        let key = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))??;
-        Ok(Session::new(stream, session_key(secret, &client_nonce, &server_nonce), true))
+        Ok(Session::new(stream, key, true))
     }
 
     /// Run the server half of the handshake on an accepted stream.
     pub async fn accept(mut stream: TcpStream, secret: &Secret) -> io::Result<(Session, NodeId)> {
         let _ = stream.set_nodelay(true);
-        let hello = async {
+        keepalive(&stream);
+        // Fixed sizes only until the peer has proved the secret.
+        let handshake = async {
             let mut hello = [0u8; 29];
             stream.read_exact(&mut hello).await?;
             if &hello[..4] != MAGIC || hello[4] != PROTOCOL {
-                return Err(denied("not a meridian raft peer"));
+                return Err(denied("not a meridian raft peer of this protocol version"));
             }
             let mut client_nonce = [0u8; 16];
             client_nonce.copy_from_slice(&hello[5..21]);
             let mut id = [0u8; 8];
             id.copy_from_slice(&hello[21..29]);
+            let peer = u64::from_be_bytes(id);
             let server_nonce: [u8; 16] = nonce()?;
             stream.write_all(&server_nonce).await?;
-            Ok::<_, io::Error>((client_nonce, server_nonce, u64::from_be_bytes(id)))
+            let key = session_key(secret, &client_nonce, &server_nonce);
+            let mut theirs = [0u8; MAC_LEN];
+            stream.read_exact(&mut theirs).await?;
+            proof(&key, b"client", Some(peer))
+                .verify_slice(&theirs)
+                .map_err(|_| denied("the peer does not hold the cluster secret"))?;
+            stream.write_all(&proof(&key, b"server", None).finalize().into_bytes()).await?;
+            Ok::<_, io::Error>((key, peer))
         };
-        let (client_nonce, server_nonce, peer) = tokio::time::timeout(HANDSHAKE_TIMEOUT, hello)
+        let (key, peer) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))??;
-        Ok((Session::new(stream, session_key(secret, &client_nonce, &server_nonce), false), peer))
+        Ok((Session::new(stream, key, false), peer))
     }
 
     pub async fn send(&mut self, body: &[u8]) -> io::Result<()> {
@@ -243,7 +304,7 @@ impl Session {
         let body = bincode::serde::encode_to_vec(req, bincode_config()).map_err(io::Error::other)?;
         self.send(&body).await?;
         let reply = self.recv().await?;
-        bincode::serde::decode_from_slice(&reply, bincode_config()).map(|(r, _)| r).map_err(io::Error::other)
+        bincode::serde::decode_from_slice(&reply, frame_config()).map(|(r, _)| r).map_err(io::Error::other)
     }
 }
 
@@ -282,6 +343,7 @@ pub trait RpcHandler: Send + Sync + 'static {
 
 /// Accept member connections until `shutdown`.
 pub async fn serve<H: RpcHandler>(listener: TcpListener, handler: Arc<H>, secret: Secret, shutdown: CancellationToken) {
+    let caps = ConnectionCaps::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -294,10 +356,18 @@ pub async fn serve<H: RpcHandler>(listener: TcpListener, handler: Arc<H>, secret
                 }
             },
         };
+        let admitted = match caps.admit(peer.ip()) {
+            Ok(a) => a,
+            Err(why) => {
+                handler.refused(peer, &denied(&format!("connection over the cap ({})", why.label())));
+                continue;
+            }
+        };
         let handler = handler.clone();
         let secret = secret.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _admitted = admitted;
             let session = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 s = Session::accept(stream, &secret) => s,
@@ -313,6 +383,10 @@ pub async fn serve<H: RpcHandler>(listener: TcpListener, handler: Arc<H>, secret
                 let body = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     b = session.recv() => b,
+                    _ = tokio::time::sleep(IDLE_TIMEOUT) => {
+                        tracing::debug!(%peer, "closing an idle raft link");
+                        return;
+                    }
                 };
                 let body = match body {
                     Ok(b) => b,
@@ -323,7 +397,7 @@ pub async fn serve<H: RpcHandler>(listener: TcpListener, handler: Arc<H>, secret
                         return;
                     }
                 };
-                let req: RpcRequest = match bincode::serde::decode_from_slice(&body, bincode_config()) {
+                let req: RpcRequest = match bincode::serde::decode_from_slice(&body, frame_config()) {
                     Ok((r, _)) => r,
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "undecodable raft request from an authenticated peer");
@@ -359,7 +433,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        PeerClient { target, addr: node.addr.clone(), net: self.clone(), session: None }
+        PeerClient { target, addr: node.addr.clone(), net: self.clone(), session: None, last_used: None }
     }
 }
 
@@ -369,12 +443,19 @@ pub struct PeerClient {
     addr: String,
     net: Network,
     session: Option<Session>,
+    /// A link idle for [`CLIENT_REUSE`] is reopened before the server's
+    /// idle timeout could close it under a call.
+    last_used: Option<tokio::time::Instant>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
 impl PeerClient {
     async fn call<E: std::error::Error>(&mut self, req: RpcRequest, ttl: Duration) -> Result<RpcResponse, RpcErr<E>> {
+        if self.last_used.is_some_and(|t| t.elapsed() >= CLIENT_REUSE) {
+            self.session = None;
+        }
+        self.last_used = Some(tokio::time::Instant::now());
         if self.session.is_none() {
             let s = Session::connect(&self.addr, &self.net.secret, self.net.my_id, ttl.min(Duration::from_secs(1)))
                 .await
