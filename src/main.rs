@@ -68,6 +68,12 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Started by `gateway` itself: removes the node's VIPs when the gateway process ends.
+    #[command(hide = true)]
+    VipGuard {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +85,7 @@ fn main() -> ExitCode {
         }
         Command::Validate { file, document } => validate(&file, document),
         Command::Gateway { config } => run_gateway(config),
+        Command::VipGuard { config } => run_vip_guard(&config),
         Command::Gslb { config } => run_gslb(config),
         #[cfg(feature = "lab")]
         Command::Backend { listen, name } => run_backend(listen, name),
@@ -167,6 +174,11 @@ fn run_gateway(path: PathBuf) -> anyhow::Result<ExitCode> {
         }
     };
     meridian_core::logging::init_logging(&node.telemetry).map_err(anyhow::Error::msg)?;
+    // Lives as long as this process: when it ends, however, the guard removes the VIPs.
+    let _vip_guard = match &node.vip {
+        Some(v) => meridian_region::vip::guard::spawn(&path, v).context("starting the VIP guard")?,
+        None => None,
+    };
     let rt = runtime(node.runtime.worker_threads)?;
     rt.block_on(async move {
         let running = meridian_region::gateway::start(node).await?;
@@ -189,6 +201,15 @@ fn run_gateway(path: PathBuf) -> anyhow::Result<ExitCode> {
         running.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn run_vip_guard(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let node = config::load_node_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?.into_inner();
+    meridian_core::logging::init_logging(&node.telemetry).map_err(anyhow::Error::msg)?;
+    if let Some(v) = &node.vip {
+        meridian_region::vip::guard::run(v)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_gslb(path: PathBuf) -> anyhow::Result<ExitCode> {

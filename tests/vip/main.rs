@@ -137,3 +137,27 @@ fn a_graceful_move_under_load_fails_no_request() {
     let slowest = samples.iter().map(|o| o.took).max().unwrap_or_default();
     eprintln!("graceful move: {} requests, 0 failed, slowest {} ms", samples.len(), slowest.as_millis());
 }
+
+#[test]
+fn a_killed_gateway_process_leaves_no_vip_behind() {
+    let Some(mut lab) = VipLab::start("process-kill") else { return };
+    lab.wait_owner(VIP1, "n1", Duration::from_secs(20));
+    assert!(lab.holds(0, VIP1));
+    // kill -9 of the process alone: the host, its link and its namespace stay.
+    let killed = Instant::now();
+    lab.kill_node(0, true);
+    while lab.holds(0, VIP1) && killed.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let gone = killed.elapsed();
+    assert!(!lab.holds(0, VIP1), "the dead gateway's host still has {VIP1}\n{}", lab.vip_log());
+    eprintln!("process kill: {VIP1} left the dead gateway's host {} ms after kill -9", gone.as_millis());
+    // Removed by the guard, well before a takeover could happen (lease 600 ms).
+    assert!(gone <= Duration::from_millis(300), "removed only after {gone:?}");
+    // And the region moves it as for any dead owner.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(lab.holds(1, VIP1) || lab.holds(2, VIP1)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(lab.holds(1, VIP1) || lab.holds(2, VIP1), "no one took {VIP1}\n{}", lab.vip_log());
+}

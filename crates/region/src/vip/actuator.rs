@@ -64,6 +64,16 @@ impl Netlink {
 }
 
 impl Actuator {
+    /// The actuator a node's `[vip]` section asks for (needs a tokio runtime).
+    pub fn from_config(cfg: &meridian_core::config::VipConfig) -> Result<Self, ActuatorError> {
+        use meridian_core::config::VipBackend;
+        Ok(match cfg.backend {
+            VipBackend::Netlink => Actuator::Netlink(Netlink::new(&cfg.interface)?),
+            VipBackend::Exec => Actuator::Exec { command: cfg.command.clone(), interface: cfg.interface.clone() },
+            VipBackend::None => Actuator::None,
+        })
+    }
+
     /// Put the VIP on the interface. Adding an address that is there already succeeds.
     pub async fn add(&self, vip: &VipAddr) -> Result<(), ActuatorError> {
         match self {

@@ -9,13 +9,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::actuator::{Actuator, ActuatorError, Netlink};
+use super::actuator::{Actuator, ActuatorError};
 use super::engine::{Assigner, LeasePolicy, OwnerAction, OwnerEngine, RemoveReason, DRAIN_QUIET};
 use crate::metrics::RegionMetrics;
 use crate::raft::state::StateEvent;
 use crate::raft::{Command, CommandResult, RegionNode};
 use meridian_core::config::VipAddr;
-use meridian_core::config::{VipBackend, VipConfig};
+use meridian_core::config::VipConfig;
 use meridian_dataplane::proxy::AddressLoad;
 
 /// What this member holds, for the admin API.
@@ -85,11 +85,7 @@ pub async fn start(
         }
         vips.insert(key, v);
     }
-    let actuator = Arc::new(match cfg.backend {
-        VipBackend::Netlink => Actuator::Netlink(Netlink::new(&cfg.interface)?),
-        VipBackend::Exec => Actuator::Exec { command: cfg.command.clone(), interface: cfg.interface.clone() },
-        VipBackend::None => Actuator::None,
-    });
+    let actuator = Arc::new(Actuator::from_config(cfg)?);
     for v in vips.values() {
         if let Err(e) = actuator.remove(v).await {
             tracing::warn!(vip = %v, error = %e, "could not clear a VIP left from an earlier run");

@@ -17,3 +17,4 @@ pub mod actuator;
 pub mod agent;
 pub mod arp;
 pub mod engine;
+pub mod guard;
