@@ -117,7 +117,11 @@ fn validate(file: &std::path::Path, document: bool) -> anyhow::Result<ExitCode> 
         let format = if file.extension().is_some_and(|e| e == "json") { Format::Json } else { Format::Toml };
         config::parse_document(&text, format).map(|_| ())
     } else {
-        meridian_region::gateway::load_node_file(file).map(|_| ())
+        meridian_region::gateway::load_node_file(file).map(|node| {
+            for w in node.timing_warnings() {
+                eprintln!("{}: warning: {w}", file.display());
+            }
+        })
     };
     match result {
         Ok(()) => {

@@ -162,6 +162,9 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
     meridian_dataplane::tls::install_crypto_provider();
     let node = node.into_inner();
     let admin_token = node.admin.resolve_token().map_err(|e| StartError::AdminToken(e.to_string()))?;
+    for w in node.timing_warnings() {
+        tracing::warn!(warning = %w, "node file timing");
+    }
     let metrics = Arc::new(GatewayMetrics::new(&node.node.name, &node.node.region));
     let settings = Settings {
         node_name: node.node.name.as_str().into(),

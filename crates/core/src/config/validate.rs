@@ -725,6 +725,26 @@ mod tests {
     }
 
     #[test]
+    fn elections_longer_than_a_third_of_the_lease_are_warned_about() {
+        let node = |raft: &str| {
+            let text = format!(
+                "[node]\nname = \"n\"\n[cluster]\nnode_id = 1\ndata_dir = \"d\"\nsecret_env = \"X\"\n{raft}\n\
+                 [vip]\nbackend = \"none\"\n"
+            );
+            validate_node(parse(&text, Format::Toml).unwrap()).unwrap().into_inner()
+        };
+        // The defaults keep an election inside a lease.
+        assert!(node("").timing_warnings().is_empty());
+        let w = node("[cluster.raft]\nelection_timeout_min = \"150ms\"\nelection_timeout_max = \"300ms\"")
+            .timing_warnings();
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].starts_with("cluster.raft.election_timeout_max: 300ms is more than a third of vip.lease (600ms)"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
     fn reports_every_broken_rule_with_its_path() {
         let e = doc(r#"
             [upstreams.users]
