@@ -89,3 +89,28 @@ async fn limits_and_cache_work_on_a_redis_cluster() {
     a.shutdown().await;
     bb.shutdown().await;
 }
+
+/// Sentinel and Cluster topologies connect lazily: a node starts while they
+/// are down, serves on its fallbacks and says so.
+#[tokio::test]
+async fn a_node_starts_while_its_sentinels_or_cluster_are_down() {
+    let b = backend("b").await;
+    let doc = format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"api\"\nupstream = \"u\"\n\
+         rate_limit = {{ key = \"client_ip\", scope = \"region\", mode = \"exact\", on_redis_error = \"fail_open\", limits = [{{ requests = 100, per = \"1m\" }}] }}",
+        b.addr
+    );
+    let (a, c) = (closed_port(), closed_port());
+    for redis in [
+        format!("[redis]\nsentinels = [\"redis://{a}/\", \"redis://{c}/\"]\nmaster_name = \"m\"\ntimeout = \"50ms\"\n"),
+        format!("[redis]\ncluster = [\"redis://{a}/\", \"redis://{c}/\"]\ntimeout = \"50ms\"\n"),
+    ] {
+        let started = std::time::Instant::now();
+        let gw = tokio::time::timeout(Duration::from_secs(5), gateway_with(&doc, &redis)).await.expect("started");
+        assert!(started.elapsed() < Duration::from_secs(3), "start waited {:?} for Redis", started.elapsed());
+        assert_eq!(get(gw.http_addr(), "/").await.status, 200);
+        let m = metrics(gw.admin_addr).await;
+        assert_eq!(metric_value(&m, "meridian_redis_available", &[]), 0.0, "{redis}");
+        gw.shutdown().await;
+    }
+}

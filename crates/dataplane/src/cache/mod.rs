@@ -194,8 +194,15 @@ impl NodeCache {
             if shutdown.is_cancelled() {
                 return;
             }
-            let client = self.store.as_ref().and_then(|s| s.pubsub_client());
-            let Some(client) = client else { return };
+            let Some(store) = &self.store else { return };
+            let Some(client) = store.pubsub_client() else {
+                if !store.can_subscribe() {
+                    return;
+                }
+                // Sentinel: the master is not known yet.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
             let sub = tokio::time::timeout(Duration::from_secs(1), async {
                 let mut ps = client.get_async_pubsub().await?;
                 ps.subscribe(PURGE_CHANNEL).await?;

@@ -83,7 +83,10 @@ fn manager_config() -> ConnectionManagerConfig {
 }
 
 pub struct RegionStore {
-    conn: ArcSwap<Conn>,
+    /// `None` until a Sentinel or Cluster topology was first reached.
+    conn: ArcSwap<Option<Conn>>,
+    /// Redis Cluster: connected (again) by the health checker.
+    cluster: Option<redis::cluster::ClusterClient>,
     /// A client for subscriptions (single server or the current master).
     pubsub_client: ArcSwap<Option<redis::Client>>,
     sentinel: Option<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
@@ -99,7 +102,9 @@ pub struct RegionStore {
 pub struct KvConfigError(String);
 
 impl RegionStore {
-    /// Connect lazily (the node starts even if Redis is down) and start the health checker.
+    /// Connect lazily, whatever the topology (the node starts while Redis is
+    /// down and runs on its fallbacks), and start the health checker, which
+    /// connects as soon as Redis answers.
     pub async fn connect(
         cfg: &RedisConfig,
         metrics: Arc<GatewayMetrics>,
@@ -108,47 +113,61 @@ impl RegionStore {
     ) -> Result<Arc<Self>, KvConfigError> {
         crate::tls::install_crypto_provider();
         let err = |e: redis::RedisError| KvConfigError(e.to_string());
-        let (conn, client, sentinel) = if let Some(url) = &cfg.url {
+        let (conn, client, sentinel, cluster) = if let Some(url) = &cfg.url {
             let client = redis::Client::open(url.as_str()).map_err(err)?;
             let m = ConnectionManager::new_lazy_with_config(client.clone(), manager_config()).map_err(err)?;
-            (Conn::Manager(m), Some(client), None)
+            (Some(Conn::Manager(m)), Some(client), None, None)
         } else if !cfg.cluster.is_empty() {
             let client = redis::cluster::ClusterClient::builder(cfg.cluster.clone())
                 .connection_timeout(Duration::from_millis(500))
                 .response_timeout(Duration::from_secs(1))
                 .build()
                 .map_err(err)?;
-            let c = client.get_async_connection().await.map_err(err)?;
-            (Conn::Cluster(c), None, None)
+            (None, None, None, Some(client))
         } else {
             let master = cfg.master_name.clone().ok_or_else(|| KvConfigError("sentinels need master_name".into()))?;
-            let mut s = redis::sentinel::SentinelClient::build(
+            let s = redis::sentinel::SentinelClient::build(
                 cfg.sentinels.clone(),
                 master,
                 None,
                 redis::sentinel::SentinelServerType::Master,
             )
             .map_err(err)?;
-            let client = s.async_get_client().await.map_err(err)?;
-            let m = ConnectionManager::new_lazy_with_config(client.clone(), manager_config()).map_err(err)?;
-            (Conn::Manager(m), Some(client), Some(tokio::sync::Mutex::new(s)))
+            (None, None, Some(tokio::sync::Mutex::new(s)), None)
         };
+        let lazy = conn.is_some();
         let store = Arc::new(Self {
             conn: ArcSwap::from_pointee(conn),
+            cluster,
             pubsub_client: ArcSwap::from_pointee(client),
             sentinel,
             timeout: cfg.timeout,
-            available: AtomicBool::new(true),
+            available: AtomicBool::new(lazy),
             metrics,
             fallback_nodes: cfg.fallback_nodes.unwrap_or(fallback_nodes).max(1),
         });
-        store.metrics.redis_available.set(1);
+        if !lazy {
+            // One bounded try, so a node whose Redis is up starts connected;
+            // if it is down, the node starts anyway on its fallbacks.
+            store.reconnect().await;
+        }
+        let connected = store.conn.load().is_some();
+        store.available.store(connected, Ordering::Relaxed);
+        store.metrics.redis_available.set(i64::from(connected));
+        if !connected {
+            tracing::warn!("redis unreachable at start: routes use their fallbacks until it answers");
+        }
         tokio::spawn(store.clone().watch(shutdown));
         Ok(store)
     }
 
     pub fn available(&self) -> bool {
         self.available.load(Ordering::Relaxed)
+    }
+
+    /// Purges arrive by subscription on every topology but Redis Cluster.
+    pub fn can_subscribe(&self) -> bool {
+        self.cluster.is_none()
     }
 
     pub fn pubsub_client(&self) -> Option<redis::Client> {
@@ -176,7 +195,7 @@ impl RegionStore {
             return Err(KvError::Unavailable);
         }
         let started = Instant::now();
-        let conn = (**self.conn.load()).clone();
+        let Some(conn) = (**self.conn.load()).clone() else { return Err(KvError::Unavailable) };
         let result = match tokio::time::timeout(self.timeout, f(conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(KvError::Redis(e)),
@@ -205,6 +224,28 @@ impl RegionStore {
         self.call(|mut c| async move { inv.invoke_async(&mut c).await }).await
     }
 
+    /// Sentinel: ask for the current master (it may have failed over);
+    /// Cluster: connect if never connected. Bounded; nothing on failure.
+    async fn reconnect(&self) {
+        if let Some(s) = &self.sentinel {
+            let resolved =
+                tokio::time::timeout(Duration::from_millis(500), async { s.lock().await.async_get_client().await })
+                    .await;
+            if let Ok(Ok(client)) = resolved {
+                if let Ok(m) = ConnectionManager::new_lazy_with_config(client.clone(), manager_config()) {
+                    self.conn.store(Arc::new(Some(Conn::Manager(m))));
+                    self.pubsub_client.store(Arc::new(Some(client)));
+                }
+            }
+        }
+        if let (Some(client), None) = (&self.cluster, &**self.conn.load()) {
+            let connected = tokio::time::timeout(Duration::from_millis(500), client.get_async_connection()).await;
+            if let Ok(Ok(c)) = connected {
+                self.conn.store(Arc::new(Some(Conn::Cluster(c))));
+            }
+        }
+    }
+
     /// Ping until Redis answers while it is marked unavailable; with
     /// Sentinel, ask for the current master first (it may have failed over).
     async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
@@ -213,18 +254,8 @@ impl RegionStore {
             if self.available() {
                 continue;
             }
-            if let Some(s) = &self.sentinel {
-                let resolved =
-                    tokio::time::timeout(Duration::from_secs(1), async { s.lock().await.async_get_client().await })
-                        .await;
-                if let Ok(Ok(client)) = resolved {
-                    if let Ok(m) = ConnectionManager::new_lazy_with_config(client.clone(), manager_config()) {
-                        self.conn.store(Arc::new(Conn::Manager(m)));
-                        self.pubsub_client.store(Arc::new(Some(client)));
-                    }
-                }
-            }
-            let conn = (**self.conn.load()).clone();
+            self.reconnect().await;
+            let Some(conn) = (**self.conn.load()).clone() else { continue };
             let ping = tokio::time::timeout(Duration::from_millis(250), async move {
                 let mut c = conn;
                 redis::cmd("PING").query_async::<String>(&mut c).await
