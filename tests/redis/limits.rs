@@ -205,3 +205,50 @@ async fn local_gcra_limits_by_client_header() {
     assert_eq!(get_with(addr, "/", &[("x-api-key", "bob")]).await.status, 200);
     gw.shutdown().await;
 }
+
+/// A Redis that hangs (stopped, its connections still open) costs an exact
+/// limit at most the timeout, once, and a batched limit nothing.
+#[tokio::test]
+async fn a_hanging_redis_costs_at_most_its_timeout() {
+    if !available() {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let b = backend("b").await;
+    let policies = "[[routes]]\nname = \"exact\"\npath_prefix = \"/exact\"\nupstream = \"u\"\nrate_limit = { key = \"route\", scope = \"region\", mode = \"exact\", algorithm = \"sliding_window\", on_redis_error = \"fail_open\", limits = [{ requests = 1000, per = \"1m\" }] }\n\
+[[routes]]\nname = \"batched\"\npath_prefix = \"/batched\"\nupstream = \"u\"\nrate_limit = { key = \"route\", scope = \"region\", mode = \"batched\", algorithm = \"sliding_window\", sync_interval = \"50ms\", limits = [{ requests = 1000, per = \"1m\" }] }";
+    let gw = gateway_with(&doc(b.addr, policies), &redis_node(&redis.url())).await;
+    let addr = gw.http_addr();
+    assert_eq!(get(addr, "/exact").await.status, 200);
+    assert_eq!(get(addr, "/batched").await.status, 200);
+    let timed = |path: &'static str| async move {
+        let mut worst = Duration::ZERO;
+        for _ in 0..20 {
+            let t = Instant::now();
+            assert_eq!(get(addr, path).await.status, 200);
+            worst = worst.max(t.elapsed());
+        }
+        worst
+    };
+    let baseline = timed("/batched").await;
+    redis.pause(true);
+    // Exact: the first request waits out the 20 ms timeout, the rest fall back at once.
+    let exact = timed("/exact").await;
+    // Batched: answered from this node's state; the exchange hangs in the background.
+    let batched = timed("/batched").await;
+    redis.pause(false);
+    eprintln!("hung redis: exact worst {exact:?}, batched worst {batched:?} (before: {baseline:?})");
+    // 20 ms timeout + slack for a debug build on a busy machine.
+    assert!(exact < Duration::from_millis(200), "an exact-limited request waited {exact:?}");
+    assert!(batched < baseline + Duration::from_millis(100), "batched requests slowed to {batched:?}");
+    let m = metrics(gw.admin_addr).await;
+    assert!(metric_value(&m, "meridian_redis_errors_total", &[("kind", "timeout")]) >= 1.0, "{m}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            metric_value(&metrics(gw.admin_addr).await, "meridian_redis_available", &[]) == 1.0
+        })
+        .await,
+        "recovered after SIGCONT"
+    );
+    gw.shutdown().await;
+}

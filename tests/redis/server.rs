@@ -56,6 +56,14 @@ impl Redis {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT: a Redis that hangs, connections open.
+    pub fn pause(&self, stop: bool) {
+        if let Some(c) = &self.child {
+            let sig = if stop { "-STOP" } else { "-CONT" };
+            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+        }
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
