@@ -68,6 +68,17 @@ fn figure(f: &serde_json::Value, name: &str) -> u64 {
 }
 
 #[test]
+fn drill_process_kill_leaves_no_address_behind() {
+    let Some((cluster, _down, out)) = drill_cluster() else { return };
+    let r = drill("process-kill", &cluster, out.path());
+    let f = &r["figures"];
+    assert!(figure(f, "requests") > 500, "{f}");
+    assert!(figure(f, "takeover_ms") <= 1000, "{f}");
+    assert_eq!(f["double_owner_samples"], 0, "{f}");
+    assert_eq!(f["failed_tasks"], 0, "{f}");
+}
+
+#[test]
 fn drill_node_kill_moves_the_vip_within_a_second() {
     let Some((cluster, _down, out)) = drill_cluster() else { return };
     let r = drill("node-kill", &cluster, out.path());

@@ -29,6 +29,11 @@ pub enum Fault {
     /// The node that owns the region's first VIP crashes (`kill -9`, and its
     /// link goes down); rebooted at heal.
     NodeKill { region: String },
+    /// Only the gateway *process* of the first VIP's owner is killed
+    /// (`kill -9`); its host and link stay up, and the router forgets its
+    /// neighbours every second, so a dead host still answering ARP for the
+    /// VIP would take traffic. Restarted at heal.
+    ProcessKill { region: String },
     /// Cut the owner of the region's first VIP off from the other nodes (the
     /// clients still reach it); healed at heal.
     NodePartition { region: String },
@@ -46,6 +51,7 @@ impl Fault {
     pub fn region(&self) -> Option<&str> {
         match self {
             Fault::NodeKill { region }
+            | Fault::ProcessKill { region }
             | Fault::NodePartition { region }
             | Fault::LeaderKill { region }
             | Fault::RegionDown { region }

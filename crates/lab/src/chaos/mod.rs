@@ -10,6 +10,8 @@ pub mod report;
 use meridian_core::admin::HistoryView;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -114,6 +116,8 @@ struct Damage {
     restart: Vec<String>,
     partitioned: Option<String>,
     crashed: Vec<String>,
+    /// The router's neighbour flusher, stopped at heal.
+    flusher: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
@@ -245,6 +249,22 @@ fn inject(
             damage.crashed.push(n.clone());
             format!("{n} crashes: kill -9, link down (owner of the region's first VIP)")
         }
+        Fault::ProcessKill { .. } => {
+            let n = owner.context("the region's first VIP has no owner")?;
+            let router = c.ns("router").context("process-kill needs network namespaces (root)")?;
+            c.stop(&n, true)?;
+            damage.restart.push(n.clone());
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            let flusher = std::thread::spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    let _ = netns::run(&["ip", "-n", &router, "neigh", "flush", "all"]);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+            damage.flusher = Some((stop, flusher));
+            format!("{n}'s gateway process killed (kill -9; host and link up; the router flushes its neighbours every second)")
+        }
         Fault::LeaderKill { .. } => {
             let n = leader.context("the region has no leader")?;
             crash(c, &n)?;
@@ -288,6 +308,11 @@ fn inject(
 /// Undo the fault; a line for each thing done.
 fn heal(c: &mut Cluster, damage: Damage) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
+    if let Some((stop, flusher)) = damage.flusher {
+        stop.store(true, Ordering::Relaxed);
+        let _ = flusher.join();
+        done.push("the router keeps its neighbours again".into());
+    }
     if let Some(ns) = &damage.partitioned {
         netns::reconnect(ns)?;
         done.push("partition healed".into());
