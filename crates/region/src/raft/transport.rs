@@ -535,26 +535,23 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let server_secret = secret.clone();
         let server = tokio::spawn(async move {
-            let mut results = Vec::new();
-            for _ in 0..2 {
-                let (stream, _) = listener.accept().await.unwrap();
-                let (mut s, _) = Session::accept(stream, &server_secret).await.unwrap();
-                results.push(s.recv().await.map(|b| b == b"hello"));
-                if results.last().is_some_and(|r| r.is_ok()) {
-                    s.send(b"back").await.unwrap();
-                }
-            }
-            results
+            // The good peer: a link, a frame each way.
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut s, peer) = Session::accept(stream, &server_secret).await.unwrap();
+            assert_eq!(peer, 1);
+            assert_eq!(s.recv().await.unwrap(), b"hello");
+            s.send(b"back").await.unwrap();
+            // The stranger: refused in the handshake, before any frame.
+            let (stream, _) = listener.accept().await.unwrap();
+            Session::accept(stream, &server_secret).await.err()
         });
         let mut good = Session::connect(&addr, &secret, 1, Duration::from_secs(1)).await.unwrap();
         good.send(b"hello").await.unwrap();
         assert_eq!(good.recv().await.unwrap(), b"back");
-        let mut bad = Session::connect(&addr, &Secret::new(b"wrong-secret-wrong".to_vec()), 2, Duration::from_secs(1))
-            .await
-            .unwrap();
-        bad.send(b"hello").await.unwrap();
-        let results = server.await.unwrap();
-        assert!(matches!(results[0], Ok(true)));
-        assert_eq!(results[1].as_ref().unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+        let bad =
+            Session::connect(&addr, &Secret::new(b"wrong-secret-wrong".to_vec()), 2, Duration::from_secs(1)).await;
+        assert!(bad.is_err(), "a stranger got a link");
+        let refused = server.await.unwrap().expect("the server refused the stranger");
+        assert_eq!(refused.kind(), io::ErrorKind::PermissionDenied);
     }
 }
