@@ -132,6 +132,11 @@ upstream = "local"
         self.gateways[i] = Some(pid);
     }
 
+    /// The gateway process of node `i`.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.gateways[i]
+    }
+
     pub fn kill_node(&mut self, i: usize, hard: bool) {
         if let Some(pid) = self.gateways[i].take() {
             self.lab.kill(pid, hard);

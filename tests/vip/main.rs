@@ -161,3 +161,41 @@ fn a_killed_gateway_process_leaves_no_vip_behind() {
     }
     assert!(lab.holds(1, VIP1) || lab.holds(2, VIP1), "no one took {VIP1}\n{}", lab.vip_log());
 }
+
+#[test]
+fn a_hung_owner_s_address_expires_and_it_fences_when_it_resumes() {
+    let Some(lab) = VipLab::start("process-hang") else { return };
+    lab.wait_owner(VIP1, "n1", Duration::from_secs(20));
+    let pid = lab.pid(0).expect("n1 runs").to_string();
+    let signal = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    // SIGSTOP: alive but frozen; it can neither renew nor remove anything.
+    let stopped = Instant::now();
+    signal("-STOP");
+    let (mut taken, mut gone) = (None, None);
+    while (taken.is_none() || gone.is_none()) && stopped.elapsed() < Duration::from_secs(6) {
+        if taken.is_none() && (lab.holds(1, VIP1) || lab.holds(2, VIP1)) {
+            taken = Some(stopped.elapsed());
+        }
+        if gone.is_none() && !lab.holds(0, VIP1) {
+            gone = Some(stopped.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (taken, gone) = (taken.expect("another node took the VIP"), gone.expect("the hung owner's address expired"));
+    eprintln!(
+        "process hang: taken over after {} ms; the hung owner's address expired after {} ms (overlap {} ms)",
+        taken.as_millis(),
+        gone.as_millis(),
+        gone.saturating_sub(taken).as_millis()
+    );
+    assert!(taken <= Duration::from_millis(1500), "takeover after {taken:?}");
+    // Lifetime 2 s, refreshed at most every 0.5 s, the kernel's check about once a second.
+    assert!(gone <= Duration::from_millis(4000), "expired only after {gone:?}");
+    // SIGCONT: its lease has long run out; it must not put the address back.
+    signal("-CONT");
+    let resumed = Instant::now();
+    while resumed.elapsed() < Duration::from_millis(800) {
+        assert!(!lab.holds(0, VIP1), "the resumed owner put {VIP1} back\n{}", lab.vip_log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

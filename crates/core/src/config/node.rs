@@ -219,6 +219,12 @@ pub struct VipConfig {
     /// this long; zero lets go at once.
     #[serde(default = "default_handoff_drain", with = "humantime_serde")]
     pub handoff_drain: Duration,
+    /// Netlink: VIP addresses are installed with this valid lifetime (whole
+    /// seconds) and refreshed while the lease holds, so a *hung* owner's
+    /// address leaves the host by itself within about lifetime + 1 s of its
+    /// last refresh. Zero: permanent addresses.
+    #[serde(default = "default_address_lifetime", with = "humantime_serde")]
+    pub address_lifetime: Duration,
     /// Gratuitous ARP / unsolicited NA sent after taking a VIP...
     #[serde(default = "default_announce_count")]
     pub announce_count: u32,
@@ -268,6 +274,9 @@ fn default_margin() -> Duration {
 }
 fn default_handoff_drain() -> Duration {
     Duration::from_secs(1)
+}
+fn default_address_lifetime() -> Duration {
+    Duration::from_secs(2)
 }
 /// Announcements must outlast the neighbour lock time (1 s on Linux): a
 /// neighbour ignores an update within that long of the previous one, so a

@@ -693,6 +693,15 @@ fn check_vip(errors: &mut ConfigErrors, v: &super::VipConfig) {
             },
         );
     }
+    if v.address_lifetime.subsec_nanos() != 0 || v.address_lifetime > Duration::from_secs(3600) {
+        errors.push(
+            "vip.address_lifetime",
+            K::OutOfRange {
+                value: humantime::format_duration(v.address_lifetime).to_string(),
+                rule: "whole seconds, at most 1h (0: permanent)",
+            },
+        );
+    }
     if v.handoff_drain > Duration::from_secs(60) {
         errors.push(
             "vip.handoff_drain",

@@ -74,12 +74,22 @@ impl Actuator {
         })
     }
 
-    /// Put the VIP on the interface. Adding an address that is there already succeeds.
-    pub async fn add(&self, vip: &VipAddr) -> Result<(), ActuatorError> {
+    /// Put the VIP on the interface, or refresh it there; with `lifetime`
+    /// (netlink only) the kernel removes it unless refreshed within that.
+    /// Adding an address that is there already succeeds.
+    pub async fn add(&self, vip: &VipAddr, lifetime: Option<Duration>) -> Result<(), ActuatorError> {
         match self {
             Actuator::Netlink(n) => {
                 let (index, _) = n.link().await?;
-                match n.handle.address().add(index, vip.ip, vip.prefix).execute().await {
+                let mut req = n.handle.address().add(index, vip.ip, vip.prefix).replace();
+                if let Some(l) = lifetime {
+                    let secs = u32::try_from(l.as_secs()).unwrap_or(u32::MAX).max(1);
+                    let mut info = netlink_packet_route::address::CacheInfo::default();
+                    info.ifa_preferred = secs;
+                    info.ifa_valid = secs;
+                    req.message_mut().attributes.push(netlink_packet_route::address::AddressAttribute::CacheInfo(info));
+                }
+                match req.execute().await {
                     Ok(()) => Ok(()),
                     Err(e) if e.to_string().contains("File exists") => Ok(()),
                     Err(e) => Err(ActuatorError::Netlink(e.to_string())),

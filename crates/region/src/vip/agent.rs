@@ -64,6 +64,8 @@ struct Agent {
     announces: Vec<(VipAddr, u32, Instant)>,
     /// Requests in flight per local address (the data plane's count).
     load: Arc<AddressLoad>,
+    /// Last refresh of the addresses' lifetimes.
+    refreshed: Option<Instant>,
 }
 
 /// Start the agent. VIP addresses left on the interface by an earlier run
@@ -108,6 +110,7 @@ pub async fn start(
         last_register: None,
         announces: Vec::new(),
         load,
+        refreshed: None,
     };
     tokio::spawn(agent.run(events, shutdown));
     Ok(status)
@@ -129,6 +132,7 @@ impl Agent {
                 Some(sent_at) = acks.recv() => {
                     self.owner.renew_acked(sent_at);
                     self.step().await;
+                    self.refresh().await;
                 }
                 Some(ev) = events.recv() => match ev {
                     StateEvent::Renewed(node) => self.assigner.renewal_seen(node, Instant::now()),
@@ -147,6 +151,31 @@ impl Agent {
                 let _ = self.actuator.remove(v).await;
                 self.metrics.vip_owned.with_label_values(&[&vip]).set(0);
                 tracing::info!(vip = %vip, "VIP released: member stopping");
+            }
+        }
+    }
+
+    /// VIP addresses expire by themselves this long after their last refresh.
+    fn lifetime(&self) -> Option<Duration> {
+        (!self.cfg.address_lifetime.is_zero()).then_some(self.cfg.address_lifetime)
+    }
+
+    /// Refresh the lifetime of every held address while the lease holds
+    /// (at most every quarter lifetime): a process that stops renewing, or
+    /// hangs, stops refreshing and its addresses leave the host by
+    /// themselves.
+    async fn refresh(&mut self) {
+        let Some(lifetime) = self.lifetime() else { return };
+        let now = Instant::now();
+        if !self.owner.lease_valid(now) || self.refreshed.is_some_and(|t| now.duration_since(t) < lifetime / 4) {
+            return;
+        }
+        self.refreshed = Some(now);
+        for vip in self.owner.held().clone() {
+            let Some(v) = self.vips.get(&vip) else { continue };
+            if let Err(e) = self.actuator.add(v, Some(lifetime)).await {
+                self.metrics.vip_actuator_errors.inc();
+                tracing::warn!(vip = %vip, error = %e, "could not refresh a VIP's lifetime");
             }
         }
     }
@@ -200,7 +229,7 @@ impl Agent {
                     tracing::warn!(vip = %vip, "granted a VIP this node has no configuration for; ignoring it");
                     return;
                 };
-                match self.actuator.add(&v).await {
+                match self.actuator.add(&v, self.lifetime()).await {
                     Ok(()) => {
                         self.metrics.vip_owned.with_label_values(&[&vip]).set(1);
                         tracing::info!(vip = %vip, node = self.region.id, "VIP acquired");
