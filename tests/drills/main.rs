@@ -79,6 +79,17 @@ fn drill_process_kill_leaves_no_address_behind() {
 }
 
 #[test]
+fn drill_process_hang_bounds_the_overlap_and_fences_on_resume() {
+    let Some((cluster, _down, out)) = drill_cluster() else { return };
+    let r = drill("process-hang", &cluster, out.path());
+    let f = &r["figures"];
+    assert!(figure(f, "requests") > 500, "{f}");
+    assert!(figure(f, "takeover_ms") <= 1000, "{f}");
+    assert!(figure(f, "double_owner_samples") <= 300, "{f}");
+    assert_eq!(f["failed_tasks"], 0, "{f}");
+}
+
+#[test]
 fn drill_node_kill_moves_the_vip_within_a_second() {
     let Some((cluster, _down, out)) = drill_cluster() else { return };
     let r = drill("node-kill", &cluster, out.path());

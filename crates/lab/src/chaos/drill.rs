@@ -34,6 +34,10 @@ pub enum Fault {
     /// neighbours every second, so a dead host still answering ARP for the
     /// VIP would take traffic. Restarted at heal.
     ProcessKill { region: String },
+    /// The gateway process of the first VIP's owner hangs (`SIGSTOP`): alive
+    /// but frozen, it can neither renew nor remove its addresses, which
+    /// expire after `vip.address_lifetime`; thawed (`SIGCONT`) at heal.
+    ProcessHang { region: String },
     /// Cut the owner of the region's first VIP off from the other nodes (the
     /// clients still reach it); healed at heal.
     NodePartition { region: String },
@@ -52,6 +56,7 @@ impl Fault {
         match self {
             Fault::NodeKill { region }
             | Fault::ProcessKill { region }
+            | Fault::ProcessHang { region }
             | Fault::NodePartition { region }
             | Fault::LeaderKill { region }
             | Fault::RegionDown { region }

@@ -116,6 +116,8 @@ struct Damage {
     restart: Vec<String>,
     partitioned: Option<String>,
     crashed: Vec<String>,
+    /// Frozen processes, thawed at heal.
+    frozen: Vec<String>,
     /// The router's neighbour flusher, stopped at heal.
     flusher: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
@@ -265,6 +267,12 @@ fn inject(
             damage.flusher = Some((stop, flusher));
             format!("{n}'s gateway process killed (kill -9; host and link up; the router flushes its neighbours every second)")
         }
+        Fault::ProcessHang { .. } => {
+            let n = owner.context("the region's first VIP has no owner")?;
+            c.freeze(&n, true)?;
+            damage.frozen.push(n.clone());
+            format!("{n}'s gateway process hangs (SIGSTOP; host and link up)")
+        }
         Fault::LeaderKill { .. } => {
             let n = leader.context("the region has no leader")?;
             crash(c, &n)?;
@@ -312,6 +320,10 @@ fn heal(c: &mut Cluster, damage: Damage) -> anyhow::Result<Vec<String>> {
         stop.store(true, Ordering::Relaxed);
         let _ = flusher.join();
         done.push("the router keeps its neighbours again".into());
+    }
+    for n in &damage.frozen {
+        c.freeze(n, false)?;
+        done.push(format!("{n} thawed (SIGCONT)"));
     }
     if let Some(ns) = &damage.partitioned {
         netns::reconnect(ns)?;

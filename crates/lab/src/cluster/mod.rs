@@ -252,6 +252,14 @@ impl Cluster {
         self.save()
     }
 
+    /// Freeze (`SIGSTOP`) or thaw (`SIGCONT`) a running process.
+    pub fn freeze(&self, label: &str, frozen: bool) -> anyhow::Result<()> {
+        let pid = self.state.pids.get(label).with_context(|| format!("{label} is not running"))?;
+        let sig = if frozen { nix::sys::signal::Signal::SIGSTOP } else { nix::sys::signal::Signal::SIGCONT };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), sig)?;
+        Ok(())
+    }
+
     /// Run `f` on a thread inside the vantage namespace (or here on loopback).
     pub fn from_vantage<F, Fut, T>(&self, f: F) -> anyhow::Result<T>
     where
