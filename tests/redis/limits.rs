@@ -221,26 +221,29 @@ async fn a_hanging_redis_costs_at_most_its_timeout() {
     let addr = gw.http_addr();
     assert_eq!(get(addr, "/exact").await.status, 200);
     assert_eq!(get(addr, "/batched").await.status, 200);
+    // (median, worst) of 20 requests.
     let timed = |path: &'static str| async move {
-        let mut worst = Duration::ZERO;
+        let mut took = Vec::new();
         for _ in 0..20 {
             let t = Instant::now();
             assert_eq!(get(addr, path).await.status, 200);
-            worst = worst.max(t.elapsed());
+            took.push(t.elapsed());
         }
-        worst
+        took.sort();
+        (took[took.len() / 2], took[took.len() - 1])
     };
-    let baseline = timed("/batched").await;
+    let (baseline, _) = timed("/batched").await;
     redis.pause(true);
     // Exact: the first request waits out the 20 ms timeout, the rest fall back at once.
-    let exact = timed("/exact").await;
+    let (_, exact) = timed("/exact").await;
     // Batched: answered from this node's state; the exchange hangs in the background.
-    let batched = timed("/batched").await;
+    let (batched, _) = timed("/batched").await;
     redis.pause(false);
-    eprintln!("hung redis: exact worst {exact:?}, batched worst {batched:?} (before: {baseline:?})");
+    eprintln!("hung redis: exact worst {exact:?}, batched median {batched:?} (before: {baseline:?})");
     // 20 ms timeout + slack for a debug build on a busy machine.
-    assert!(exact < Duration::from_millis(200), "an exact-limited request waited {exact:?}");
-    assert!(batched < baseline + Duration::from_millis(100), "batched requests slowed to {batched:?}");
+    assert!(exact < Duration::from_millis(250), "an exact-limited request waited {exact:?}");
+    // Waiting on the hung Redis would cost each request its 20 ms timeout.
+    assert!(batched < Duration::from_millis(15), "batched requests slowed to {batched:?} (median)");
     let m = metrics(gw.admin_addr).await;
     assert!(metric_value(&m, "meridian_redis_errors_total", &[("kind", "timeout")]) >= 1.0, "{m}");
     assert!(
