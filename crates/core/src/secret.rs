@@ -49,10 +49,15 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], SecretError> {
     Ok(buf)
 }
 
+/// `N` random bytes as `2 × N` hex digits.
+pub fn random_hex<const N: usize>() -> Result<String, SecretError> {
+    let bytes: [u8; N] = random_bytes()?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A fresh secret: 32 random bytes as 64 hex digits.
 pub fn random_hex_secret() -> Result<String, SecretError> {
-    let bytes: [u8; 32] = random_bytes()?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    random_hex::<32>()
 }
 
 #[cfg(test)]

@@ -33,8 +33,8 @@ fn secret(cfg: &ReportConfig) -> Result<Vec<u8>, SecretError> {
 /// still never repeat within this process.
 fn report_nonce() -> String {
     static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    match meridian_core::secret::random_bytes::<16>() {
-        Ok(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+    match meridian_core::secret::random_hex::<16>() {
+        Ok(hex) => hex,
         Err(e) => {
             tracing::warn!(error = %e, "no random nonce for a report; using the clock and a counter");
             let n = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
