@@ -11,6 +11,7 @@ mod client_address;
 mod config_samples;
 mod errors;
 mod health;
+mod identity;
 mod limits;
 mod paths;
 mod protocols;

@@ -15,6 +15,7 @@
 //! - [`http_server`]: the one HTTP server helper of the admin API, the
 //!   balancer API and the sample backend (header timeout, connection cap,
 //!   accept backoff, drain), and the one JSON answer.
+//! - [`apikey`]: API keys: generation, the peppered hash the document keeps.
 //! - [`keys`]: the injective encoding of keys built from client input.
 //! - [`metrics`]: the one way a Prometheus metric is built and registered.
 //! - [`logging`]: the process's `tracing` subscriber (pretty or JSON).
@@ -23,6 +24,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod apikey;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -18,6 +18,8 @@
 //!   budget in Redis, exact or batched).
 //! - [`cache`]: the response cache (L1 in process, L2 in the region's Redis,
 //!   request coalescing, purge by generation and pub/sub).
+//! - [`identity`]: consumers and API keys, JWT providers with their key
+//!   sets, the authenticated caller.
 //! - [`tls`]: rustls server configuration with certificates chosen by SNI,
 //!   and the check that a node's certificate files load.
 //! - [`proxy`]: listeners, the per-request phases, upstream connection
@@ -29,6 +31,7 @@
 pub mod balance;
 pub mod cache;
 pub mod health;
+pub mod identity;
 pub mod kv;
 pub mod limit;
 pub mod proxy;

@@ -31,6 +31,8 @@ pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors
 pub enum StartError {
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error("identity.pepper: {0}")]
+    Identity(String),
     #[error("admin.token_env: {0}")]
     AdminToken(String),
     #[error("admin API: {0}")]
@@ -48,6 +50,9 @@ pub enum StartError {
     #[error(transparent)]
     Redis(#[from] meridian_dataplane::kv::KvConfigError),
 }
+
+/// Longest wait at start for JWT providers' first key-set fetch.
+const IDENTITY_READY_WAIT: Duration = Duration::from_secs(5);
 
 /// A running node. Dropping it does not stop it; call [`RunningGateway::shutdown`].
 pub struct RunningGateway {
@@ -170,6 +175,7 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
         node_name: node.node.name.as_str().into(),
         limits: node.limits.clone(),
         access_log: node.telemetry.access_log,
+        pepper: node.identity.pepper().map_err(|e| StartError::Identity(e.to_string()))?.map(Arc::new),
     };
     let shutdown = CancellationToken::new();
     let store = match &node.redis {
@@ -213,6 +219,8 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
     if let (Some(r), Some(report)) = (&region, &node.report) {
         crate::publisher::spawn(report, r.clone(), gateway.clone(), shutdown.clone())?;
     }
+    // JWT providers fetch their key sets before traffic arrives.
+    gateway.identity_ready(IDENTITY_READY_WAIT).await;
     let mut bound = Vec::new();
     for l in &node.listeners {
         bound.push(Listener::bind(l).await?);

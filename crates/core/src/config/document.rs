@@ -18,6 +18,12 @@ pub struct GatewayDocument {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Who calls the APIs, with their credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<super::ConsumerConfig>,
+    /// Issuers of JWTs, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jwt_providers: BTreeMap<String, super::JwtProviderConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +206,18 @@ pub struct RouteConfig {
     /// HTTP. `h2c` is never allowed: speak HTTP/2 with prior knowledge.
     #[serde(default = "default_upgrades")]
     pub upgrades: Vec<String>,
+    /// Client addresses the route serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_rules: Option<super::IpRulesConfig>,
+    /// Cross-origin callers; preflights are answered by the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<super::CorsConfig>,
+    /// How callers prove who they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<super::AuthConfig>,
+    /// Who may call, once authenticated (needs `auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<super::AccessConfig>,
 }
 
 fn default_upgrades() -> Vec<String> {

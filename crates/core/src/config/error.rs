@@ -65,6 +65,10 @@ pub enum ConfigErrorKind {
     Tls { file: String, reason: String },
     #[error("admin token: {0}")]
     AdminToken(String),
+    #[error("invalid value \"{value}\": {reason}")]
+    Invalid { value: String, reason: String },
+    #[error("unknown {what} \"{name}\"")]
+    Unknown { what: &'static str, name: String },
 }
 
 /// All broken rules of one file or document.

@@ -6,13 +6,20 @@
 
 mod document;
 mod error;
+mod identity;
 mod node;
 mod validate;
+mod validate_identity;
 mod values;
 
 use std::path::Path;
 
 pub use document::*;
+pub use identity::*;
+pub use validate_identity::{
+    normalise_origin, CorsValues, CredentialSource, JwtAuthValues, JwtKey, JwtProviderValues, OriginPattern, Principal,
+    RouteAccessValues,
+};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use node::*;
 pub use validate::check_address;
@@ -92,6 +99,9 @@ pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors
         if let Some(f) = &mut r.secret_file {
             *f = base.join(&*f);
         }
+    }
+    if let Some(f) = &mut node.identity.pepper_file {
+        *f = base.join(&*f);
     }
     if let Some(c) = &mut node.cluster {
         c.data_dir = base.join(&c.data_dir);

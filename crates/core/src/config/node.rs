@@ -33,6 +33,10 @@ pub struct NodeConfig {
     pub report: Option<ReportConfig>,
     /// The region's Redis: shared rate-limit counters and response cache.
     pub redis: Option<RedisConfig>,
+    /// The pepper API keys are hashed with (one secret for every node of
+    /// every region). Without it, documents with API keys are not served.
+    #[serde(default)]
+    pub identity: IdentityConfig,
     /// Standalone: the document served until the admin API replaces it.
     /// In a region: the first document of a new region (bootstrap only).
     #[serde(default)]
@@ -160,6 +164,36 @@ fn default_redis_timeout() -> Duration {
 }
 fn default_l1_bytes() -> u64 {
     64 << 20
+}
+
+/// Where the API-key pepper comes from: a file, else the environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub pepper_file: Option<PathBuf>,
+    #[serde(default = "default_pepper_env")]
+    pub pepper_env: String,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self { pepper_file: None, pepper_env: default_pepper_env() }
+    }
+}
+
+impl IdentityConfig {
+    /// The pepper, when one is configured; an unreadable or short one is an error.
+    pub fn pepper(&self) -> Result<Option<crate::apikey::Pepper>, crate::secret::SecretError> {
+        if self.pepper_file.is_none() && std::env::var_os(&self.pepper_env).is_none() {
+            return Ok(None);
+        }
+        let secret = crate::secret::read_secret(self.pepper_file.as_deref(), &self.pepper_env)?;
+        Ok(Some(crate::apikey::Pepper::new(&secret)))
+    }
+}
+
+fn default_pepper_env() -> String {
+    "MERIDIAN_IDENTITY_PEPPER".to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

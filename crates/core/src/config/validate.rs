@@ -131,6 +131,7 @@ pub fn validate_document(doc: GatewayDocument) -> Result<Validated<CheckedDocume
             values.routes.push(v);
         }
     }
+    values.jwt_providers = super::validate_identity::check_identity(&mut errors, &doc);
     errors.into_result(Validated(CheckedDocument { document: doc, values }))
 }
 
@@ -301,18 +302,7 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
         if rate_limit_key.is_none() {
             errors.push(format!("{lp}.key"), K::InvalidRateLimitKey(rl.key.clone()));
         }
-        if rl.limits.is_empty() {
-            errors.push(format!("{lp}.limits"), K::Empty);
-        }
-        for (j, l) in rl.limits.iter().enumerate() {
-            range(errors, format!("{lp}.limits[{j}].requests"), l.requests, 1, 1_000_000_000, "between 1 and 10^9");
-            if l.per < Duration::from_millis(100) {
-                errors.push(
-                    format!("{lp}.limits[{j}].per"),
-                    K::OutOfRange { value: humantime::format_duration(l.per).to_string(), rule: "at least 100ms" },
-                );
-            }
-        }
+        check_limits(errors, &format!("{lp}.limits"), &rl.limits, true);
         if rl.scope == super::LimitScope::Region
             && rl.mode == super::LimitMode::Batched
             && rl.algorithm == super::LimitAlgorithm::Gcra
@@ -357,6 +347,7 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
     if let Some(n) = r.retries {
         range(errors, format!("{p}.retries"), n, 0, MAX_RETRIES, "between 0 and 10");
     }
+    let access = super::validate_identity::check_route_access(errors, &p, r, doc);
     // Values only for a route without a broken rule: nothing is dropped silently.
     (errors.len() == before).then_some(RouteValues {
         hosts,
@@ -367,7 +358,24 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
         rate_limit_key,
         cache_key_headers,
         upgrades,
+        access,
     })
+}
+
+/// Limits of a rate limit or a consumer; `required`: at least one.
+pub(super) fn check_limits(errors: &mut ConfigErrors, lp: &str, limits: &[super::LimitConfig], required: bool) {
+    if required && limits.is_empty() {
+        errors.push(lp.to_string(), K::Empty);
+    }
+    for (j, l) in limits.iter().enumerate() {
+        range(errors, format!("{lp}[{j}].requests"), l.requests, 1, 1_000_000_000, "between 1 and 10^9");
+        if l.per < Duration::from_millis(100) {
+            errors.push(
+                format!("{lp}[{j}].per"),
+                K::OutOfRange { value: humantime::format_duration(l.per).to_string(), rule: "at least 100ms" },
+            );
+        }
+    }
 }
 
 /// Parse every item; each failure is reported with its path and left out

@@ -67,6 +67,8 @@ pub struct RouteValues {
     pub cache_key_headers: Vec<HeaderName>,
     /// Protocols the route tunnels after `101`, lower-cased.
     pub upgrades: Vec<String>,
+    /// Authentication, authorization and CORS.
+    pub access: super::RouteAccessValues,
 }
 
 /// The typed values of one upstream of a validated document.
@@ -82,6 +84,8 @@ pub struct DocumentValues {
     /// One per route, in the document's order.
     pub routes: Vec<RouteValues>,
     pub upstreams: BTreeMap<String, UpstreamValues>,
+    /// Keys and algorithms of each JWT provider.
+    pub jwt_providers: BTreeMap<String, super::JwtProviderValues>,
 }
 
 /// RFC 6265 token characters.

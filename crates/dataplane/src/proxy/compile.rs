@@ -7,8 +7,14 @@ use std::sync::Arc;
 use http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 
+use super::policy::access::RouteAccess;
+use super::policy::auth::{ApiKeyMethod, JwtMethod, RouteAuth};
+use super::policy::cors::RouteCors;
+use super::policy::ip_rules::IpRules;
 use super::policy::rate_limit::RouteLimit;
 use super::policy::Policy;
+use crate::identity::jwt::Provider;
+use crate::identity::Directory;
 use super::upstream::{Breaker, ConnPool, RetryBudget, Sticky, Upstream};
 use super::{Gateway, Registry, Route, Snapshot};
 use crate::balance::{Endpoint, EndpointHealth, Pool};
@@ -16,7 +22,8 @@ use crate::health::active::{ActiveCheck, ProbeSink};
 use crate::health::PassivePolicy;
 use crate::routing::{RouteSpec, RouteTable};
 use meridian_core::config::{
-    CheckedDocument, ConfigErrorKind as K, ConfigErrors, HashOn, RateLimitKey, UpstreamConfig,
+    CheckedDocument, ConfigErrorKind as K, ConfigErrors, HashOn, RateLimitKey, RouteAccessValues, RouteConfig,
+    UpstreamConfig,
 };
 
 pub(super) fn compile(
@@ -36,6 +43,32 @@ pub(super) fn compile(
         let hash_on = values.upstreams.get(name).and_then(|v| v.hash_on.clone());
         let up = compile_upstream(gw, registry, name, cfg, hash_on, &mut endpoints, &mut conns, health);
         upstreams.insert(name.clone(), Arc::new(up));
+    }
+    let directory = Arc::new(crate::identity::Directory::new(&doc.consumers, gw.settings.pepper.clone()));
+    if directory.has_keys() && gw.settings.pepper.is_none() {
+        errors.push(
+            "consumers",
+            K::Invalid {
+                value: "api_keys".into(),
+                reason: "this node has no identity pepper ([identity] pepper_file or MERIDIAN_IDENTITY_PEPPER)".into(),
+            },
+        );
+    }
+    let mut providers: HashMap<String, Arc<Provider>> = HashMap::new();
+    for (name, cfg) in &doc.jwt_providers {
+        let Some(v) = values.jwt_providers.get(name) else { continue };
+        let reused = registry.jwt_providers.get(name).filter(|p| p.config == *cfg).cloned();
+        let provider = match reused {
+            Some(p) => p,
+            None => match Provider::new(name, cfg, v, gw.metrics.clone(), gw.background().child_token()) {
+                Ok(p) => p,
+                Err(reason) => {
+                    errors.push(format!("jwt_providers.{name}"), K::Invalid { value: name.clone(), reason });
+                    continue;
+                }
+            },
+        };
+        providers.insert(name.clone(), provider);
     }
     let mut routes = Vec::with_capacity(doc.routes.len());
     let mut limiters: HashMap<String, Arc<RouteLimit>> = HashMap::new();
@@ -65,6 +98,7 @@ pub(super) fn compile(
         };
         // The route's policies, in the order they run.
         let mut route = route;
+        identity_policies(gw, r, &v.access, &directory, &providers, &mut route.policies);
         if let Some(cfg) = &r.rate_limit {
             let Some(key) = v.rate_limit_key else {
                 errors.push(format!("routes[{i}].rate_limit.key"), K::InvalidRateLimitKey(cfg.key.clone()));
@@ -88,7 +122,107 @@ pub(super) fn compile(
     registry.endpoints = endpoints;
     registry.conns = conns;
     registry.limiters = limiters;
-    Ok(Snapshot { version: doc.version, document: Arc::new(doc), table: RouteTable::new(routes), upstreams })
+    for (name, old) in &registry.jwt_providers {
+        if providers.get(name).is_none_or(|p| !Arc::ptr_eq(p, old)) {
+            old.stop();
+        }
+    }
+    for (name, p) in &providers {
+        if registry.jwt_providers.get(name).is_none_or(|old| !Arc::ptr_eq(p, old)) {
+            p.spawn_refresh();
+        }
+    }
+    registry.jwt_providers = providers;
+    Ok(Snapshot {
+        version: doc.version,
+        document: Arc::new(doc),
+        table: RouteTable::new(routes),
+        upstreams,
+        directory,
+    })
+}
+
+/// IP rules → CORS → authentication → authorization, as the route asks.
+fn identity_policies(
+    gw: &Gateway,
+    r: &RouteConfig,
+    v: &RouteAccessValues,
+    directory: &Arc<Directory>,
+    providers: &HashMap<String, Arc<Provider>>,
+    policies: &mut Vec<Policy>,
+) {
+    let route: Arc<str> = r.name.as_str().into();
+    let metrics = gw.metrics.clone();
+    if let Some(ip) = &r.ip_rules {
+        policies.push(Policy::IpRules(Arc::new(IpRules {
+            scope: route.clone(),
+            allow: ip.allow.clone(),
+            deny: ip.deny.clone(),
+            source: ip.source,
+            metrics: metrics.clone(),
+        })));
+    }
+    let access = r.access.as_ref().map(|a| {
+        Arc::new(RouteAccess {
+            route: route.clone(),
+            allow: v.allow.clone(),
+            deny: v.deny.clone(),
+            methods_by_group: v.methods_by_group.clone(),
+            required_scopes: a.required_scopes.clone(),
+            required_claims: a.required_claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            metrics: metrics.clone(),
+        })
+    });
+    if let (Some(c), Some(cv)) = (&r.cors, &v.cors) {
+        // Advertise only methods somebody may call.
+        let callable = access.as_ref().and_then(|a| a.callable_methods());
+        let methods: Vec<http::Method> =
+            cv.methods.iter().filter(|m| callable.as_ref().is_none_or(|c| c.contains(m))).cloned().collect();
+        let join = |items: Vec<&str>| (!items.is_empty()).then(|| HeaderValue::from_str(&items.join(", ")).ok()).flatten();
+        policies.push(Policy::Cors(Arc::new(RouteCors {
+            route: route.clone(),
+            any_origin: cv.any_origin,
+            origins: cv.origins.clone(),
+            patterns: cv.patterns.clone(),
+            allow_methods: join(methods.iter().map(|m| m.as_str()).collect())
+                .unwrap_or_else(|| HeaderValue::from_static("")),
+            methods,
+            allow_headers: join(cv.headers.iter().map(|h| h.as_str()).collect()),
+            expose_headers: join(cv.expose_headers.iter().map(|h| h.as_str()).collect()),
+            allow_credentials: c.allow_credentials,
+            max_age: HeaderValue::from(c.max_age.as_secs()),
+            private_network: c.private_network,
+            metrics: metrics.clone(),
+        })));
+    }
+    if let Some(a) = &r.auth {
+        let api_key = match (&a.api_key, &v.api_key) {
+            (Some(k), Some(source)) => Some(ApiKeyMethod { source: source.clone(), hide: k.hide_credentials }),
+            _ => None,
+        };
+        let jwt = match (&a.jwt, &v.jwt) {
+            (Some(j), Some(jv)) => Some(JwtMethod {
+                source: jv.source.clone(),
+                providers: j.providers.iter().filter_map(|n| providers.get(n).cloned()).collect(),
+                claims_to_headers: jv.claims_to_headers.clone(),
+                payload_header: jv.payload_header.clone(),
+                hide: j.hide_credentials,
+            }),
+            _ => None,
+        };
+        policies.push(Policy::Auth(Arc::new(RouteAuth {
+            route: route.clone(),
+            api_key,
+            jwt,
+            anonymous: a.anonymous.as_ref().and_then(|n| directory.consumer(n).cloned()),
+            directory: directory.clone(),
+            forward_groups: r.access.as_ref().is_some_and(|a| a.forward_groups),
+            metrics: metrics.clone(),
+        })));
+    }
+    if let Some(a) = access {
+        policies.push(Policy::Access(a));
+    }
 }
 
 fn route_limit(

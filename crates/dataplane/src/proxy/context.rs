@@ -58,7 +58,9 @@ pub(crate) struct RequestCtx<'a> {
     pub via: &'static HeaderValue,
     /// Headers every answer of this exchange carries, whoever produces it
     /// (the rate limit's state, ...).
-    pub response_headers: Vec<(&'static HeaderName, HeaderValue)>,
+    pub response_headers: &'a mut Vec<(&'static HeaderName, HeaderValue)>,
+    /// Who is calling, once authenticated.
+    pub caller: Option<crate::identity::Caller>,
     /// The cache policy's request, between lookup and store.
     pub cache: Option<PendingStore>,
     /// Metrics and the access-log record of the exchange.

@@ -52,6 +52,12 @@ pub enum ProxyError {
     UpstreamTimeout { target: String, after: Duration },
     #[error("rate limited; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64, policy: http::HeaderValue, state: Option<http::HeaderValue> },
+    #[error("authentication failed: {message}")]
+    Unauthorized { challenge: http::HeaderValue, message: &'static str },
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("the credentials cannot be checked now: {0}")]
+    AuthUnavailable(&'static str),
     #[error("the rate limiter's store is unreachable and the route fails closed")]
     LimiterUnavailable,
     #[error("reading the body from {target}: {reason}")]
@@ -72,6 +78,9 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamBody { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::BadRequest(_) | ProxyError::BadPath(_) | ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,8 +102,10 @@ impl ProxyError {
             | ProxyError::BadHost(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::BodyTimeout { .. }
-            | ProxyError::RateLimited { .. } => Side::Client,
-            ProxyError::LimiterUnavailable => Side::Internal,
+            | ProxyError::RateLimited { .. }
+            | ProxyError::Unauthorized { .. }
+            | ProxyError::Forbidden(_) => Side::Client,
+            ProxyError::LimiterUnavailable | ProxyError::AuthUnavailable(_) => Side::Internal,
             ProxyError::NoHealthyTarget { .. } | ProxyError::CircuitOpen { .. } => Side::Internal,
             _ => Side::Upstream,
         }
@@ -111,6 +122,9 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::LimiterUnavailable => "limiter_unavailable",
+            ProxyError::Unauthorized { .. } => "unauthorized",
+            ProxyError::Forbidden(_) => "forbidden",
+            ProxyError::AuthUnavailable(_) => "auth_unavailable",
             ProxyError::UpstreamBody { .. } => "upstream_body",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::BadPath(_) => "bad_path",
@@ -136,6 +150,10 @@ impl ProxyError {
                 format!("rate limit exceeded; retry after {retry_after_secs} s")
             }
             ProxyError::LimiterUnavailable => "rate limiting is unavailable and this route fails closed".into(),
+            // Fixed texts: never the credential that was sent.
+            ProxyError::Unauthorized { message, .. } => (*message).into(),
+            ProxyError::Forbidden(why) => (*why).into(),
+            ProxyError::AuthUnavailable(why) => (*why).into(),
             ProxyError::UpstreamBody { .. } => "the upstream response could not be read".into(),
             ProxyError::BadRequest(why) => (*why).into(),
             ProxyError::BadPath(why) => why.to_string(),

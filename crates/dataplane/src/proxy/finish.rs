@@ -30,6 +30,8 @@ pub(crate) struct AccessRecord {
     pub upstream_time: Option<Duration>,
     pub attempts: u32,
     pub error: Option<&'static str>,
+    /// The authenticated consumer.
+    pub consumer: Option<Arc<str>>,
     pub request_bytes: Option<u64>,
 }
 
@@ -70,6 +72,7 @@ impl Finish {
                 version = ?r.version,
                 status = self.status,
                 route = r.route.as_deref().unwrap_or("-"),
+                consumer = r.consumer.as_deref().unwrap_or("-"),
                 upstream = r.upstream.as_deref().unwrap_or("-"),
                 target = r.target.as_deref().unwrap_or("-"),
                 attempts = r.attempts,

@@ -138,6 +138,30 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Remove the cookie `name` from every `Cookie` header (dropping headers
+/// left empty).
+pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .map(str::trim)
+                .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name && !pair.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .filter(|v| !v.is_empty())
+        .collect();
+    headers.remove(header::COOKIE);
+    for v in kept {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.append(header::COOKIE, v);
+        }
+    }
+}
+
 /// `Content-Length` when present and valid.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
@@ -146,6 +170,17 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_cookie_is_removed_and_the_others_kept() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; key=secret; b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("key=again"));
+        remove_cookie(&mut h, "key");
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(all, ["a=1; b=2"]);
+        assert_eq!(cookie(&h, "key"), None);
+    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_listed_headers() {

@@ -40,6 +40,8 @@ pub struct Settings {
     pub node_name: Arc<str>,
     pub limits: LimitsConfig,
     pub access_log: bool,
+    /// What API keys are hashed with; without it no API key is accepted.
+    pub pepper: Option<Arc<meridian_core::apikey::Pepper>>,
 }
 
 /// A compiled route.
@@ -64,6 +66,8 @@ pub struct Snapshot {
     pub document: Arc<GatewayDocument>,
     pub table: RouteTable<Arc<Route>>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// Consumers and their API keys.
+    pub directory: Arc<crate::identity::Directory>,
 }
 
 /// Why a document was not applied.
@@ -87,6 +91,8 @@ struct Registry {
     health: CancellationToken,
     /// route → its limiter, reused while its policy is unchanged (counts survive reloads).
     limiters: HashMap<String, Arc<policy::rate_limit::RouteLimit>>,
+    /// provider → its key set and token cache, reused while its config is unchanged.
+    jwt_providers: HashMap<String, Arc<crate::identity::jwt::Provider>>,
 }
 
 pub struct Gateway {
@@ -126,6 +132,7 @@ impl Gateway {
             document: Arc::new(GatewayDocument::default()),
             table: RouteTable::new(Vec::new()),
             upstreams: BTreeMap::new(),
+            directory: Arc::default(),
         };
         Arc::new(Self {
             unmatched: Arc::new(metrics.route("_unmatched")),
@@ -191,9 +198,25 @@ impl Gateway {
         Ok(())
     }
 
+    /// Wait (at most `limit`) until every JWT provider of the served
+    /// document fetched its key set once, so the first requests do not wait.
+    pub async fn identity_ready(&self, limit: Duration) {
+        let providers: Vec<_> = {
+            let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            registry.jwt_providers.values().cloned().collect()
+        };
+        let all = futures_util::future::join_all(providers.iter().map(|p| p.first_fetch()));
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!(?limit, "JWK Sets not fetched yet; serving, tokens wait for their keys");
+        }
+    }
+
     /// Stop background work (active health checks, limiter exchanges, purge listener).
     pub fn stop(&self) {
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        for p in registry.jwt_providers.values() {
+            p.stop();
+        }
         registry.health.cancel();
         self.background.cancel();
         self.tunnel_stop.cancel();

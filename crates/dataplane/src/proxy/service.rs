@@ -54,9 +54,14 @@ pub(crate) async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: Request<I
     let request_id = headers::request_id(req.headers());
     let log = gw.settings.access_log.then(|| access_record(&conn, &req, &request_id));
     let mut fin = Finish::new(start, start_ms, gw.unmatched.clone(), log);
-    match run(&gw, &snap, &conn, req, &request_id, &mut fin).await {
+    let mut extra = Vec::new();
+    match run(&gw, &snap, &conn, req, &request_id, &mut fin, &mut extra).await {
         Ok(answer) => into_response(answer, fin),
-        Err(err) => error_response(&gw, err, &request_id, fin),
+        Err(err) => {
+            let mut resp = error_response(&gw, err, &request_id, fin);
+            add_headers(resp.headers_mut(), &extra);
+            resp
+        }
     }
 }
 
@@ -80,6 +85,7 @@ fn access_record(conn: &ConnInfo, req: &Request<Incoming>, request_id: &HeaderVa
         upstream_time: None,
         attempts: 0,
         error: None,
+        consumer: None,
         request_bytes: headers::content_length(req.headers()),
     })
 }
@@ -92,6 +98,7 @@ async fn run(
     req: Request<Incoming>,
     request_id: &HeaderValue,
     fin: &mut Finish,
+    response_headers: &mut Vec<(&'static header::HeaderName, HeaderValue)>,
 ) -> Result<Answer, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let mut head = accept(gw, &mut parts, conn)?;
@@ -126,7 +133,8 @@ async fn run(
         params,
         request_id,
         via,
-        response_headers: Vec::new(),
+        response_headers,
+        caller: None,
         cache: None,
         fin,
     };
@@ -294,10 +302,20 @@ fn decorate(ctx: &RequestCtx<'_>, mut answer: Answer) -> Answer {
     let h = &mut answer.head_mut().headers;
     headers::append_via(h, ctx.via);
     h.insert(&headers::X_REQUEST_ID, ctx.request_id.clone());
-    for (name, value) in &ctx.response_headers {
-        h.insert(*name, value.clone());
-    }
+    add_headers(h, ctx.response_headers);
     answer
+}
+
+/// Headers policies asked every answer to carry; `Vary` adds to the
+/// upstream's, the others replace.
+fn add_headers(h: &mut http::HeaderMap, extra: &[(&'static header::HeaderName, HeaderValue)]) {
+    for (name, value) in extra {
+        if *name == header::VARY {
+            h.append(*name, value.clone());
+        } else {
+            h.insert(*name, value.clone());
+        }
+    }
 }
 
 /// The end of the phases: the response, with `finish` riding on its body.
@@ -398,6 +416,9 @@ fn error_response(gw: &Gateway, err: ProxyError, request_id: &HeaderValue, mut f
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, JSON.clone());
     h.insert(&headers::X_REQUEST_ID, request_id.clone());
+    if let ProxyError::Unauthorized { challenge, .. } = &err {
+        h.insert(header::WWW_AUTHENTICATE, challenge.clone());
+    }
     if let ProxyError::RateLimited { retry_after_secs, policy, state } = &err {
         h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         h.insert(&headers::RATELIMIT_POLICY, policy.clone());

@@ -39,6 +39,13 @@ pub struct GatewayMetrics {
     pub redis_seconds: Histogram,
     pub ratelimit_decisions: IntCounterVec,
     pub cache_events: IntCounterVec,
+    pub auth_decisions: IntCounterVec,
+    pub access_decisions: IntCounterVec,
+    pub cors_decisions: IntCounterVec,
+    pub ip_decisions: IntCounterVec,
+    pub jwks_fetches: IntCounterVec,
+    pub jwks_keys: IntGaugeVec,
+    pub jwt_cache: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -187,6 +194,44 @@ impl GatewayMetrics {
                 "cache_events_total",
                 "Response cache events, by route and event (hit, miss, stale, store, coalesced, evicted).",
                 &["route", "event"],
+            ),
+            auth_decisions: counter_vec(
+                &r,
+                "auth_decisions_total",
+                "Authentication decisions, by route, method (api_key, jwt, anonymous, none) and result \
+                 (ok, missing, invalid, expired, unavailable).",
+                &["route", "method", "result"],
+            ),
+            access_decisions: counter_vec(
+                &r,
+                "access_decisions_total",
+                "Authorization decisions, by route and result (allowed, denied, not_allowed, method, scope, claim).",
+                &["route", "result"],
+            ),
+            cors_decisions: counter_vec(
+                &r,
+                "cors_decisions_total",
+                "CORS decisions, by route and result (preflight, preflight_refused, allowed, refused).",
+                &["route", "result"],
+            ),
+            ip_decisions: counter_vec(
+                &r,
+                "ip_rule_decisions_total",
+                "IP rule decisions, by route (or listener) and result (allowed, denied).",
+                &["scope", "result"],
+            ),
+            jwks_fetches: counter_vec(
+                &r,
+                "jwks_fetches_total",
+                "JWK Set fetches, by provider and result (changed, unchanged, failed, throttled).",
+                &["provider", "result"],
+            ),
+            jwks_keys: gauge_vec(&r, "jwks_keys", "Verification keys known, by provider.", &["provider"]),
+            jwt_cache: counter_vec(
+                &r,
+                "jwt_cache_total",
+                "Verified-token cache lookups, by provider and result (hit, miss).",
+                &["provider", "result"],
             ),
             registry: r,
         }

@@ -49,9 +49,12 @@ fn file_error(path: &Path, reason: impl ToString) -> TlsFileError {
     TlsFileError { file: path.display().to_string(), reason: reason.to_string() }
 }
 
-/// The process-wide crypto provider (ring). Installing twice is harmless.
+/// The process-wide crypto providers: ring for TLS, aws-lc for JWT
+/// signatures (a verification without one would panic). Installing twice
+/// is harmless.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
 }
 
 /// Load a PEM chain and key and check that they belong together.

@@ -6,7 +6,11 @@
 //! front. A policy is a module of its own; adding one is a variant here and
 //! a file beside this one, and the driver (`service`) does not change.
 
+pub(crate) mod access;
+pub(crate) mod auth;
 pub(crate) mod cache;
+pub(crate) mod cors;
+pub(crate) mod ip_rules;
 pub(crate) mod rate_limit;
 
 use std::sync::Arc;
@@ -16,6 +20,10 @@ use super::error::ProxyError;
 
 /// One policy of a route, with its compiled state.
 pub(crate) enum Policy {
+    IpRules(Arc<ip_rules::IpRules>),
+    Cors(Arc<cors::RouteCors>),
+    Auth(Arc<auth::RouteAuth>),
+    Access(Arc<access::RouteAccess>),
     RateLimit(Arc<rate_limit::RouteLimit>),
     Cache(Arc<crate::cache::RouteCache>),
 }
@@ -32,6 +40,10 @@ impl Policy {
     /// Before the upstream. An error ends the exchange with its response.
     pub async fn on_request(&self, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
         match self {
+            Policy::IpRules(r) => ip_rules::on_request(r, ctx),
+            Policy::Cors(c) => cors::on_request(c, ctx),
+            Policy::Auth(a) => auth::on_request(a, ctx).await,
+            Policy::Access(a) => access::on_request(a, ctx),
             Policy::RateLimit(limit) => rate_limit::on_request(limit, ctx).await,
             Policy::Cache(cache) => cache::on_request(cache, ctx).await,
         }
@@ -40,16 +52,16 @@ impl Policy {
     /// The upstream could not answer; a policy may answer instead.
     pub fn on_error(&self, ctx: &mut RequestCtx<'_>, err: &ProxyError) -> Option<Answer> {
         match self {
-            Policy::RateLimit(_) => None,
             Policy::Cache(cache) => cache::on_error(cache, ctx, err),
+            _ => None,
         }
     }
 
     /// After the upstream answered.
     pub async fn on_response(&self, ctx: &mut RequestCtx<'_>, answer: Answer) -> Result<Answer, ProxyError> {
         match self {
-            Policy::RateLimit(_) => Ok(answer),
             Policy::Cache(cache) => cache::on_response(cache, ctx, answer).await,
+            _ => Ok(answer),
         }
     }
 }

@@ -1,0 +1,59 @@
+//! Who is calling: the consumers of a document and their API keys
+//! ([`directory`]), JWT issuers with their key sets ([`jwt`]), and the
+//! [`Caller`] a request is found to be. The policies that use them live in
+//! `proxy::policy` (`auth`, `access`).
+
+pub mod directory;
+pub mod jwks;
+pub mod jwt;
+
+use std::sync::Arc;
+
+pub use directory::{Consumer, Directory};
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The consumer's name (a configured consumer, or the value of a JWT
+    /// provider's consumer claim).
+    pub consumer: Arc<str>,
+    /// The configured consumer, when there is one (its groups and limits).
+    pub known: Option<Arc<Consumer>>,
+    /// Groups of the consumer plus those a token grants.
+    pub groups: Vec<Arc<str>>,
+    /// Which credential proved it: an API key's id, `jwt:<provider>`, `anonymous`.
+    pub credential: Arc<str>,
+    /// A verified token's claims.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+}
+
+impl Caller {
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| &**g == group)
+    }
+
+    /// Granted scopes: the `scope` claim (space-delimited) or an array `scope`/`scp`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        let Some(claims) = &self.claims else { return false };
+        ["scope", "scp"].iter().filter_map(|k| claims.get(*k)).any(|v| match v {
+            serde_json::Value::String(s) => s.split(' ').any(|s| s == scope),
+            serde_json::Value::Array(a) => a.iter().any(|s| s.as_str() == Some(scope)),
+            _ => false,
+        })
+    }
+
+    /// A claim equals one of `accepted` (a string, number or boolean claim,
+    /// or an array containing one).
+    pub fn claim_is_one_of(&self, claim: &str, accepted: &[String]) -> bool {
+        let Some(v) = self.claims.as_ref().and_then(|c| c.get(claim)) else { return false };
+        let matches = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => accepted.iter().any(|a| a == s),
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => accepted.iter().any(|a| *a == v.to_string()),
+            _ => false,
+        };
+        match v {
+            serde_json::Value::Array(items) => items.iter().any(matches),
+            v => matches(v),
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The authentication policy: find who is calling from the credential the
+//! request carries. Methods are tried in a fixed order (API key, then JWT);
+//! the first whose credential is present decides, and an invalid credential
+//! is refused, never downgraded to `anonymous`. Without any credential the
+//! route's anonymous consumer, if it has one, else 401.
+//!
+//! Credentials never reach logs, metric labels or the error body; the
+//! upstream gets `X-Consumer-Name` and `X-Credential-Id` (client-sent copies
+//! are removed first).
+
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+
+use super::Flow;
+use crate::identity::jwt::{Provider, TokenError};
+use crate::identity::{Caller, Consumer, Directory};
+use crate::proxy::context::RequestCtx;
+use crate::proxy::error::ProxyError;
+use crate::proxy::headers;
+use meridian_core::config::CredentialSource;
+
+pub static X_CONSUMER_NAME: HeaderName = HeaderName::from_static("x-consumer-name");
+pub static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
+pub static X_CREDENTIAL_ID: HeaderName = HeaderName::from_static("x-credential-id");
+
+static BEARER: HeaderValue = HeaderValue::from_static("Bearer realm=\"meridian\"");
+static API_KEY: HeaderValue = HeaderValue::from_static("ApiKey realm=\"meridian\"");
+
+/// A route's API-key method.
+pub struct ApiKeyMethod {
+    pub source: CredentialSource,
+    pub hide: bool,
+}
+
+/// A route's JWT method.
+pub struct JwtMethod {
+    pub source: CredentialSource,
+    pub providers: Vec<Arc<Provider>>,
+    pub claims_to_headers: Vec<(String, HeaderName)>,
+    pub payload_header: Option<HeaderName>,
+    pub hide: bool,
+}
+
+/// A route's authentication, compiled.
+pub struct RouteAuth {
+    pub route: Arc<str>,
+    pub api_key: Option<ApiKeyMethod>,
+    pub jwt: Option<JwtMethod>,
+    pub anonymous: Option<Arc<Consumer>>,
+    pub directory: Arc<Directory>,
+    pub forward_groups: bool,
+    pub metrics: Arc<crate::telemetry::GatewayMetrics>,
+}
+
+impl RouteAuth {
+    fn count(&self, method: &str, result: &str) {
+        self.metrics.auth_decisions.with_label_values(&[&self.route, method, result]).inc();
+    }
+
+    fn challenge(&self) -> &'static HeaderValue {
+        if self.jwt.is_some() {
+            &BEARER
+        } else {
+            &API_KEY
+        }
+    }
+}
+
+pub(super) async fn on_request(a: &RouteAuth, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
+    let h = &mut ctx.head.headers;
+    // Identity headers come from the gateway only.
+    h.remove(&X_CONSUMER_NAME);
+    h.remove(&X_CONSUMER_GROUPS);
+    h.remove(&X_CREDENTIAL_ID);
+    if let Some(j) = &a.jwt {
+        for (_, name) in &j.claims_to_headers {
+            h.remove(name);
+        }
+        if let Some(p) = &j.payload_header {
+            h.remove(p);
+        }
+    }
+    let caller = match authenticate(a, ctx).await? {
+        Some(c) => c,
+        None => match &a.anonymous {
+            Some(anon) => {
+                a.count("anonymous", "ok");
+                Caller {
+                    consumer: anon.name.clone(),
+                    known: Some(anon.clone()),
+                    groups: anon.groups.clone(),
+                    credential: Arc::from("anonymous"),
+                    claims: None,
+                }
+            }
+            None => {
+                a.count("none", "missing");
+                return Err(ProxyError::Unauthorized {
+                    challenge: a.challenge().clone(),
+                    message: "credentials are required",
+                });
+            }
+        },
+    };
+    let h = &mut ctx.head.headers;
+    if let Ok(v) = HeaderValue::from_str(&caller.consumer) {
+        h.insert(&X_CONSUMER_NAME, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&caller.credential) {
+        h.insert(&X_CREDENTIAL_ID, v);
+    }
+    if a.forward_groups && !caller.groups.is_empty() {
+        let groups = caller.groups.iter().map(|g| &**g).collect::<Vec<_>>().join(", ");
+        if let Ok(v) = HeaderValue::from_str(&groups) {
+            h.insert(&X_CONSUMER_GROUPS, v);
+        }
+    }
+    if let Some(log) = ctx.fin.log.as_mut() {
+        log.consumer = Some(caller.consumer.clone());
+    }
+    ctx.caller = Some(caller);
+    Ok(Flow::Next)
+}
+
+/// The caller proven by the first credential present; `None` without any.
+async fn authenticate(a: &RouteAuth, ctx: &mut RequestCtx<'_>) -> Result<Option<Caller>, ProxyError> {
+    if let Some(k) = &a.api_key {
+        if let Some(key) = take(&k.source, ctx, k.hide) {
+            return match a.directory.find_key(key.as_bytes()) {
+                Some((consumer, id)) => {
+                    a.count("api_key", "ok");
+                    Ok(Some(Caller {
+                        consumer: consumer.name.clone(),
+                        known: Some(consumer.clone()),
+                        groups: consumer.groups.clone(),
+                        credential: id.clone(),
+                        claims: None,
+                    }))
+                }
+                None => {
+                    a.count("api_key", "invalid");
+                    tracing::debug!(route = %a.route, "unknown API key");
+                    Err(ProxyError::Unauthorized { challenge: API_KEY.clone(), message: "the API key is not valid" })
+                }
+            };
+        }
+    }
+    if let Some(j) = &a.jwt {
+        if let Some(token) = take(&j.source, ctx, j.hide) {
+            return jwt(a, j, ctx, &token).await.map(Some);
+        }
+    }
+    Ok(None)
+}
+
+async fn jwt(a: &RouteAuth, j: &JwtMethod, ctx: &mut RequestCtx<'_>, token: &str) -> Result<Caller, ProxyError> {
+    let refuse = |e: TokenError| {
+        a.count("jwt", e.label());
+        tracing::debug!(route = %a.route, reason = %e, "token refused");
+        if e == TokenError::KeysUnavailable {
+            return ProxyError::AuthUnavailable("the token issuer's keys cannot be fetched");
+        }
+        let text = format!("Bearer realm=\"meridian\", error=\"invalid_token\", error_description=\"{e}\"");
+        ProxyError::Unauthorized {
+            challenge: HeaderValue::from_str(&text).unwrap_or_else(|_| BEARER.clone()),
+            message: token_message(e),
+        }
+    };
+    let provider = match j.providers.as_slice() {
+        [one] => one,
+        many => {
+            let iss = issuer_of(token).ok_or_else(|| refuse(TokenError::Malformed))?;
+            many.iter().find(|p| p.config.issuer == iss).ok_or_else(|| refuse(TokenError::Issuer))?
+        }
+    };
+    let v = provider.verify(token).await.map_err(refuse)?;
+    a.count("jwt", "ok");
+    let known = a.directory.consumer(&v.consumer).cloned();
+    let mut groups = known.as_ref().map(|c| c.groups.clone()).unwrap_or_default();
+    groups.extend(v.groups.iter().cloned());
+    let h = &mut ctx.head.headers;
+    for (claim, name) in &j.claims_to_headers {
+        let text = match v.claims.get(claim) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(n @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => n.to_string(),
+            _ => continue,
+        };
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            h.insert(name, value);
+        }
+    }
+    if let Some(name) = &j.payload_header {
+        if let Some(Ok(value)) = token.split('.').nth(1).map(HeaderValue::from_str) {
+            h.insert(name, value);
+        }
+    }
+    Ok(Caller {
+        consumer: v.consumer.clone(),
+        known,
+        groups,
+        credential: Arc::from(format!("jwt:{}", provider.name)),
+        claims: Some(v.claims.clone()),
+    })
+}
+
+/// What the client is told about a refused token (never the token).
+fn token_message(e: TokenError) -> &'static str {
+    match e {
+        TokenError::Expired => "the token has expired",
+        TokenError::NotYetValid => "the token is not valid yet",
+        _ => "the token is not valid",
+    }
+}
+
+/// The `iss` of a token's payload, to pick its provider (verified after).
+fn issuer_of(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    if payload.len() > crate::identity::jwt::MAX_TOKEN_BYTES {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    serde_json::from_slice::<Iss>(&bytes).ok().map(|i| i.iss)
+}
+
+/// The credential from the first place that has it; removed from the
+/// request when `hide` (a query parameter always is: it must reach neither
+/// the cache key nor the upstream's logs).
+fn take(source: &CredentialSource, ctx: &mut RequestCtx<'_>, hide: bool) -> Option<String> {
+    let h = &mut ctx.head.headers;
+    if let Some(name) = &source.header {
+        if let Some(v) = h.get(name).and_then(|v| v.to_str().ok()) {
+            let v = v.trim();
+            let found = if source.bearer {
+                v.get(..7).filter(|s| s.eq_ignore_ascii_case("bearer ")).map(|_| v[7..].trim().to_string())
+            } else {
+                Some(v.to_string())
+            };
+            if let Some(found) = found.filter(|f| !f.is_empty()) {
+                if hide {
+                    h.remove(name);
+                }
+                return Some(found);
+            }
+        }
+    }
+    if let Some(q) = &source.query {
+        if let Some(found) = take_query(&mut ctx.head.uri, q) {
+            return Some(found);
+        }
+    }
+    if let Some(c) = &source.cookie {
+        if let Some(found) = headers::cookie(h, c).map(str::to_string).filter(|f| !f.is_empty()) {
+            if hide {
+                headers::remove_cookie(h, c);
+            }
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// Remove the parameter `name` from the query and return its (decoded) value.
+fn take_query(uri: &mut http::Uri, name: &str) -> Option<String> {
+    let query = uri.query()?;
+    let mut found = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            if found.is_none() {
+                found = Some(percent_decode(v));
+            }
+        } else {
+            kept.push(pair);
+        }
+    }
+    let found = found?;
+    let path = uri.path();
+    let pq = if kept.is_empty() { path.to_string() } else { format!("{path}?{}", kept.join("&")) };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = pq.parse().ok();
+    *uri = http::Uri::from_parts(parts).unwrap_or_default();
+    Some(found)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_credential_is_taken_out_of_the_target() {
+        let mut uri: http::Uri = "/a/b?x=1&apikey=mk_%2Fz&y=2".parse().unwrap();
+        assert_eq!(take_query(&mut uri, "apikey").as_deref(), Some("mk_/z"));
+        assert_eq!(uri.to_string(), "/a/b?x=1&y=2");
+        let mut uri: http::Uri = "/a?apikey=k".parse().unwrap();
+        assert_eq!(take_query(&mut uri, "apikey").as_deref(), Some("k"));
+        assert_eq!(uri.to_string(), "/a");
+        let mut uri: http::Uri = "/a?other=k".parse().unwrap();
+        assert_eq!(take_query(&mut uri, "apikey"), None);
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%41%zz"), "A%zz");
+    }
+}
