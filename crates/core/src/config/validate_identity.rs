@@ -423,7 +423,7 @@ pub fn normalise_origin(origin: &str) -> Option<String> {
             None => (rest.as_str(), None),
         }
     };
-    if host.is_empty() {
+    if host.is_empty() || (!host.starts_with('[') && host.split('.').any(str::is_empty)) {
         return None;
     }
     let default = if scheme == "https" { 443 } else { 80 };
@@ -509,7 +509,7 @@ mod tests {
         assert_eq!(normalise_origin("HTTPS://App.Example.TEST:443").as_deref(), Some("https://app.example.test"));
         assert_eq!(normalise_origin("http://a.test:8080").as_deref(), Some("http://a.test:8080"));
         assert_eq!(normalise_origin("http://[::1]:80").as_deref(), Some("http://[::1]"));
-        for bad in ["null", "a.test", "ftp://a.test", "https://", "https://a.test/", "https://a.test:x", "https://u@a.test"] {
+        for bad in ["null", "a.test", "https://a.", "https://.a", "https://a..b", "ftp://a.test", "https://", "https://a.test/", "https://a.test:x", "https://u@a.test"] {
             assert_eq!(normalise_origin(bad), None, "{bad}");
         }
     }

@@ -108,7 +108,8 @@ pub struct Provider {
     have_keys: watch::Sender<FetchState>,
     /// Completed fetches, so a waiter can tell whether one ran while it waited.
     fetches: AtomicU64,
-    /// Single flight: held while a fetch runs; the time of the last one.
+    /// Single flight: held while a fetch runs; the time of the last fetch
+    /// a token asked for (scheduled ones do not count against the throttle).
     fetch_lock: Mutex<Option<Instant>>,
     cache: moka::future::Cache<[u8; 32], Arc<Verified>>,
     metrics: Arc<GatewayMetrics>,
@@ -211,7 +212,9 @@ impl Provider {
                 return false;
             }
         }
-        *last = Some(Instant::now());
+        if !scheduled {
+            *last = Some(Instant::now());
+        }
         let result = jwks::fetch(client, uri, self.config.fetch_timeout, self.config.max_jwks_bytes).await;
         self.fetches.fetch_add(1, Ordering::AcqRel);
         match result {
