@@ -10,7 +10,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 
-use meridian_core::admin::{AddMember, ClusterView, VipMove, VipTableView, WriteAck};
+use meridian_core::admin::{
+    AddMember, ClusterView, ConsumerPut, ConsumersView, KeyIssue, VipMove, VipTableView, WriteAck,
+};
 use meridian_core::client::{admin_client, AdminClient};
 use meridian_core::config::{parse_document, Format};
 
@@ -76,6 +78,29 @@ enum CtlCommand {
         #[arg(long)]
         region: Option<String>,
     },
+    /// Consumers of the APIs. Changes go to every region (identity is
+    /// global) unless --region names one; a region that does not answer is
+    /// retried, then reported.
+    Consumers {
+        #[command(subcommand)]
+        op: ConsumersOp,
+        #[arg(long, global = true)]
+        region: Option<String>,
+        /// Further attempts on a region that does not answer (backoff from 0.5 s, doubling).
+        #[arg(long, default_value_t = 4, global = true)]
+        retries: u32,
+    },
+    /// API keys of consumers, in every region unless --region names one. A
+    /// new key is printed once and stored nowhere but in the caller's hands.
+    Keys {
+        #[command(subcommand)]
+        op: KeysOp,
+        #[arg(long, global = true)]
+        region: Option<String>,
+        /// Further attempts on a region that does not answer (backoff from 0.5 s, doubling).
+        #[arg(long, default_value_t = 4, global = true)]
+        retries: u32,
+    },
     /// Change the membership of a region's group.
     Members {
         #[command(subcommand)]
@@ -92,6 +117,43 @@ enum GetWhat {
         #[arg(long)]
         region: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConsumersOp {
+    /// Consumers, their groups and their keys (id and prefix) in each region.
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Create a consumer, or set its groups and metadata (keys stay).
+    Add {
+        name: String,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// key=value, repeatable.
+        #[arg(long = "meta")]
+        metadata: Vec<String>,
+    },
+    /// Remove a consumer and its keys.
+    Remove { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysOp {
+    /// Make a key for a consumer and store its hash in every region.
+    Issue {
+        consumer: String,
+        /// The credential's id (default: key-<8 hex digits>).
+        #[arg(long)]
+        id: Option<String>,
+        /// Store a key read from standard input instead of making one (to
+        /// finish an issue in a region that was unreachable).
+        #[arg(long)]
+        key_stdin: bool,
+    },
+    /// Revoke a key by id.
+    Revoke { consumer: String, id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -231,6 +293,151 @@ impl Ctl {
             }
         }
         bail!("region {region}: no admin endpoint answered ({})", last_err.unwrap_or_default())
+    }
+}
+
+/// The first pause between attempts of an identity change.
+const IDENTITY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Send one identity change to every region in `regions`, retrying a region
+/// that cannot be reached or has no leader; `true` when any region failed.
+async fn write_everywhere(
+    ctl: &Ctl,
+    regions: &[String],
+    attempts: u32,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> bool {
+    let mut failed = Vec::new();
+    for r in regions {
+        let mut pause = IDENTITY_BACKOFF;
+        let mut last = String::new();
+        let mut done = false;
+        for attempt in 1..=attempts {
+            let call = ctl.call(r, method, path, body.clone().map(|b| (b, "application/json"))).await;
+            match call {
+                Ok(a) if a.status == 200 => {
+                    let unchanged = a.body["unchanged"].as_bool().unwrap_or(false);
+                    let version = a.body["version"].as_u64().unwrap_or(0);
+                    println!("{r}: {} (version {version})", if unchanged { "already so" } else { "done" });
+                    done = true;
+                    break;
+                }
+                // The request itself is wrong: retrying will not help.
+                Ok(a) if a.status != 503 && a.status != 409 => {
+                    last = format!("{} {}", a.status, a.body);
+                    break;
+                }
+                Ok(a) => last = format!("{} {}", a.status, a.body),
+                Err(e) => last = e.to_string(),
+            }
+            if attempt < attempts {
+                eprintln!("{r}: attempt {attempt} failed ({last}); retrying in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+        if !done {
+            println!("{r}: FAILED: {last}");
+            failed.push(r.clone());
+        }
+    }
+    if !failed.is_empty() {
+        eprintln!(
+            "not written to: {} — run the same command with --region for each once it is reachable (changes are idempotent)",
+            failed.join(", ")
+        );
+    }
+    !failed.is_empty()
+}
+
+fn identity_regions(ctl: &Ctl, region: Option<&String>) -> anyhow::Result<Vec<String>> {
+    ctl.pick(region, region.is_none())
+}
+
+async fn consumers(ctl: &Ctl, op: &ConsumersOp, region: Option<&String>, attempts: u32) -> anyhow::Result<bool> {
+    let regions = identity_regions(ctl, region)?;
+    match op {
+        ConsumersOp::List { output } => {
+            let mut failed = false;
+            let mut all = BTreeMap::new();
+            for r in &regions {
+                match ctl.call(r, "GET", "/consumers", None).await {
+                    Ok(a) if a.status == 200 => {
+                        let view: ConsumersView = serde_json::from_value(a.body).context("reading consumers")?;
+                        all.insert(r.clone(), view);
+                    }
+                    Ok(a) => {
+                        failed = true;
+                        println!("{r}: {} {}", a.status, a.body);
+                    }
+                    Err(e) => {
+                        failed = true;
+                        println!("{r}: {e}");
+                    }
+                }
+            }
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+                Output::Table => {
+                    println!("{:<10} {:<20} {:<24} KEYS", "REGION", "CONSUMER", "GROUPS");
+                    for (r, view) in &all {
+                        for c in &view.consumers {
+                            let keys: Vec<String> = c.keys.iter().map(|k| format!("{} ({}…)", k.id, k.prefix)).collect();
+                            println!("{:<10} {:<20} {:<24} {}", r, c.name, c.groups.join(","), keys.join(" "));
+                        }
+                    }
+                }
+            }
+            Ok(failed)
+        }
+        ConsumersOp::Add { name, groups, metadata } => {
+            let mut put = ConsumerPut { groups: groups.clone(), ..ConsumerPut::default() };
+            for m in metadata {
+                let (k, v) = m.split_once('=').with_context(|| format!("--meta {m}: expected key=value"))?;
+                put.metadata.insert(k.to_string(), v.to_string());
+            }
+            let body = serde_json::to_string(&put)?;
+            Ok(write_everywhere(ctl, &regions, attempts, "PUT", &format!("/consumers/{name}"), Some(body)).await)
+        }
+        ConsumersOp::Remove { name } => {
+            Ok(write_everywhere(ctl, &regions, attempts, "DELETE", &format!("/consumers/{name}"), None).await)
+        }
+    }
+}
+
+async fn keys(ctl: &Ctl, op: &KeysOp, region: Option<&String>, attempts: u32) -> anyhow::Result<bool> {
+    let regions = identity_regions(ctl, region)?;
+    match op {
+        KeysOp::Issue { consumer, id, key_stdin } => {
+            // Made here, so every region stores the same key under the same id.
+            let key = if *key_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).context("reading the key from standard input")?;
+                line.trim().to_string()
+            } else {
+                meridian_core::apikey::generate_key()?
+            };
+            let id = match id {
+                Some(id) => id.clone(),
+                None => meridian_core::apikey::generate_id()?,
+            };
+            let body = serde_json::to_string(&KeyIssue { id: Some(id.clone()), key: Some(key.clone()) })?;
+            let failed = write_everywhere(ctl, &regions, attempts, "POST", &format!("/consumers/{consumer}/keys"), Some(body)).await;
+            if *key_stdin {
+                println!("key {id} for {consumer} stored");
+            } else {
+                println!("key {id} for {consumer} (shown this once; store it now):\n{key}");
+            }
+            if failed {
+                eprintln!("finish with: echo <key> | meridian ctl keys issue {consumer} --id {id} --key-stdin --region <region>");
+            }
+            Ok(failed)
+        }
+        KeysOp::Revoke { consumer, id } => {
+            Ok(write_everywhere(ctl, &regions, attempts, "DELETE", &format!("/consumers/{consumer}/keys/{id}"), None).await)
+        }
     }
 }
 
@@ -408,6 +615,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             failed = a.status != 200;
             println!("{r}: {} {}", a.status, a.body);
         }
+        CtlCommand::Consumers { op, region, retries } => {
+            failed = consumers(&ctl, op, region.as_ref(), retries + 1).await?
+        }
+        CtlCommand::Keys { op, region, retries } => failed = keys(&ctl, op, region.as_ref(), retries + 1).await?,
         CtlCommand::Members { op, region } => {
             let r = ctl.pick(region.as_ref(), false)?.remove(0);
             let a = match op {

@@ -7,6 +7,7 @@ mod support;
 mod ctl;
 mod harness;
 mod history;
+mod identity;
 mod membership;
 mod region;
 mod reports;

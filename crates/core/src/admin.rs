@@ -246,3 +246,62 @@ pub struct GslbRegionView {
     pub healthy_vips: Vec<IpAddr>,
     pub vips: Vec<IpAddr>,
 }
+
+/// One consumer as `GET /consumers` shows it: its keys by id and prefix only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerView {
+    pub name: String,
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    pub keys: Vec<KeyView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub id: String,
+    pub prefix: String,
+}
+
+/// `GET /consumers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumersView {
+    pub version: u64,
+    pub consumers: Vec<ConsumerView>,
+}
+
+/// `PUT /consumers/{name}`: create, or change groups, metadata and limits
+/// (its keys stay).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerPut {
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: Vec<crate::config::LimitConfig>,
+}
+
+/// `POST /consumers/{name}/keys`. Without `key` the node makes one and
+/// answers it (once); `meridian ctl keys issue` makes it itself, so every
+/// region stores the same key under the same id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyIssue {
+    pub id: Option<String>,
+    pub key: Option<String>,
+}
+
+/// The answer to a consumer or key change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityChange {
+    pub version: u64,
+    pub consumer: String,
+    /// The key's id and prefix (key changes).
+    pub key: Option<KeyView>,
+    /// The key itself, when this node made it: shown this once.
+    pub secret: Option<String>,
+    /// The change was there already (a retried write).
+    pub unchanged: bool,
+}

@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod consumers;
+
 use crate::raft::{Command, CommandResult, RegionNode, WriteError};
 use meridian_core::admin::{
     AddMember, ApiError, ClusterView, Done, Drained, HistoryView, MemberLiveness, MemberView, PurgeRequest, Purged,
@@ -104,7 +106,9 @@ impl AdminState {
                     || p.starts_with("/cluster")
                     || p.starts_with("/vips")
                     || p.starts_with("/nodes/")
-                    || p == "/cache/purge" =>
+                    || p == "/cache/purge"
+                    || p == "/consumers"
+                    || p.starts_with("/consumers/") =>
             {
                 if let Err(r) = self.authorized(&req) {
                     return *r;
@@ -120,6 +124,7 @@ impl AdminState {
                         self.remove_member(&p["/cluster/members/".len()..]).await
                     }
                     (&Method::GET, "/vips") => self.list_vips(),
+                    (_, p) if p == "/consumers" || p.starts_with("/consumers/") => self.consumers(req).await,
                     (&Method::POST, "/cache/purge") => self.purge(req).await,
                     (&Method::POST, "/vips/move") => self.move_vip(req).await,
                     (&Method::POST, p)
@@ -166,6 +171,16 @@ impl AdminState {
                 return json_response(StatusCode::UNPROCESSABLE_ENTITY, &ApiError::invalid(&errors));
             }
         };
+        self.commit(doc, expected).await
+    }
+
+    /// Serve `doc` as the next version (in a region: propose it, answer after
+    /// commit); with `expected`, only if that version is served now.
+    async fn commit(
+        &self,
+        doc: meridian_core::config::Validated<meridian_core::config::CheckedDocument>,
+        expected: Option<u64>,
+    ) -> AdminResponse {
         if let Some(region) = &self.region {
             return self.put_config_region(region, doc.into_inner().into_document(), expected).await;
         }
