@@ -218,3 +218,56 @@ ip_rules = {{ allow = ["10.0.0.0/8"], source = "peer" }}
     assert_eq!(metric_value(&m, "meridian_ip_rule_decisions_total", &[("scope", "closed"), ("result", "denied")]), 1.0);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_consumer_is_limited_by_its_own_limits_and_counted_under_a_bounded_label() {
+    let b = backend("b").await;
+    let p = Pepper::new(PEPPER.as_bytes());
+    let doc = format!(
+        r#"
+[upstreams.u]
+targets = [{{ address = "{}" }}]
+[[consumers]]
+name = "alice"
+limits = [{{ requests = 2, per = "1m" }}]
+api_keys = [{{ id = "alice-1", hash = "{}", prefix = "mk_alice" }}]
+[[consumers]]
+name = "bob"
+api_keys = [{{ id = "bob-1", hash = "{}", prefix = "mk_bob-k" }}]
+[[routes]]
+name = "api"
+upstream = "u"
+auth = {{ api_key = {{}} }}
+rate_limit = {{ key = "consumer", limits = [{{ requests = 5, per = "1m" }}] }}
+"#,
+        b.addr,
+        p.hash_hex(ALICE_KEY.as_bytes()),
+        p.hash_hex(BOB_KEY.as_bytes())
+    );
+    let (_f, node) = pepper_node();
+    // The first lines of the extra text land in the node file's [telemetry].
+    let gw = gateway_with(&doc, &format!("consumer_labels = 1\n{node}")).await;
+    let addr = gw.http_addr();
+    let statuses = |key: &'static str, n: usize| async move {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(get_with(addr, "/x", &[("x-api-key", key)]).await.status.as_u16());
+        }
+        out
+    };
+    assert_eq!(statuses(ALICE_KEY, 3).await, [200, 200, 429], "alice's own limit");
+    assert_eq!(statuses(BOB_KEY, 6).await, [200, 200, 200, 200, 200, 429], "the route's limit, bob's own budget");
+    let m = metrics(gw.admin_addr).await;
+    let c = |consumer: &str, class: &str| {
+        metric_value(
+            &m,
+            "meridian_consumer_requests_total",
+            &[("consumer", consumer), ("route", "api"), ("status_class", class)],
+        )
+    };
+    // One label (the first consumer by name); bob is `_other`.
+    assert_eq!((c("alice", "2xx"), c("alice", "4xx")), (2.0, 1.0));
+    assert_eq!((c("_other", "2xx"), c("_other", "4xx")), (5.0, 1.0));
+    assert!(!m.contains("consumer=\"bob\""));
+    gw.shutdown().await;
+}

@@ -255,3 +255,76 @@ async fn a_hanging_redis_costs_at_most_its_timeout() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn consumers_share_their_own_budget_across_three_nodes() {
+    if !available() {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let b = backend("b").await;
+    let pepper = "redis-test-pepper-0123456789";
+    let p = meridian_core::apikey::Pepper::new(pepper.as_bytes());
+    let (alice, bob) = ("mk_alice-0123456789abcdefghijkl", "mk_bob-0123456789abcdefghijklmn");
+    let policy = format!(
+        r#"
+[[consumers]]
+name = "alice"
+limits = [{{ requests = 60, per = "1m" }}]
+api_keys = [{{ id = "a", hash = "{}", prefix = "mk_alice" }}]
+[[consumers]]
+name = "bob"
+api_keys = [{{ id = "b", hash = "{}", prefix = "mk_bob-0" }}]
+[[routes]]
+name = "api"
+upstream = "u"
+auth = {{ api_key = {{}} }}
+rate_limit = {{ key = "consumer", scope = "region", mode = "exact", algorithm = "sliding_window", limits = [{{ requests = 100, per = "1m" }}] }}
+"#,
+        p.hash_hex(alice.as_bytes()),
+        p.hash_hex(bob.as_bytes())
+    );
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut f, pepper.as_bytes()).unwrap();
+    let node = format!("{}[identity]\npepper_file = \"{}\"\n", redis_node(&redis.url()), f.path().display());
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(gateway_with(&doc(b.addr, &policy), &node).await);
+    }
+    window_room(Duration::from_secs(60), Duration::from_secs(20)).await;
+    let addrs: Vec<_> = nodes.iter().map(|n| n.http_addr()).collect();
+    // 4 clients per node, 15 requests each, for each consumer.
+    let admitted = |key: &'static str| {
+        let addrs = addrs.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for addr in addrs {
+                for _ in 0..4 {
+                    tasks.push(tokio::spawn(async move {
+                        let mut ok = 0;
+                        for _ in 0..15 {
+                            match get_with(addr, "/", &[("x-api-key", key)]).await.status.as_u16() {
+                                200 => ok += 1,
+                                429 => {}
+                                other => panic!("status {other}"),
+                            }
+                        }
+                        ok
+                    }));
+                }
+            }
+            let mut ok = 0;
+            for t in tasks {
+                ok += t.await.unwrap();
+            }
+            ok
+        }
+    };
+    let (a, b_ok) = tokio::join!(admitted(alice), admitted(bob));
+    eprintln!("alice admitted {a} of 180 (limit 60), bob {b_ok} of 180 (limit 100)");
+    assert!((57..=63).contains(&a), "alice: {a} not within 5 % of 60");
+    assert!((95..=105).contains(&b_ok), "bob: {b_ok} not within 5 % of 100");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -175,6 +175,7 @@ pub async fn start(node: Validated<NodeConfig>) -> Result<RunningGateway, StartE
         node_name: node.node.name.as_str().into(),
         limits: node.limits.clone(),
         access_log: node.telemetry.access_log,
+        consumer_labels: node.telemetry.consumer_labels,
         pepper: node.identity.pepper().map_err(|e| StartError::Identity(e.to_string()))?.map(Arc::new),
     };
     let shutdown = CancellationToken::new();

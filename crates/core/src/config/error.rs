@@ -49,7 +49,7 @@ pub enum ConfigErrorKind {
     MissingHashOn,
     #[error("invalid hash_on \"{0}\": expected client_ip, header:<name> or cookie:<name>")]
     InvalidHashOn(String),
-    #[error("invalid rate-limit key \"{0}\": expected client_ip, route or header:<name>")]
+    #[error("invalid rate-limit key \"{0}\": expected client_ip, route, consumer, credential or header:<name>")]
     InvalidRateLimitKey(String),
     #[error("rewrite \"{rewrite}\" uses {{{param}}} which path_template does not capture")]
     UnknownRewriteParam { rewrite: String, param: String },

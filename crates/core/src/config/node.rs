@@ -488,6 +488,15 @@ pub struct TelemetryConfig {
     /// One structured line per request under the `meridian::access` target.
     #[serde(default = "default_true")]
     pub access_log: bool,
+    /// Consumers that get a label of their own in
+    /// `meridian_consumer_requests_total` (the first by name); the others
+    /// are counted as `_other`, so the metric stays bounded.
+    #[serde(default = "default_consumer_labels")]
+    pub consumer_labels: usize,
+}
+
+fn default_consumer_labels() -> usize {
+    100
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -589,7 +598,12 @@ impl Default for LimitsConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: LogFormat::Pretty, log_level: default_log_level(), access_log: true }
+        Self {
+            log_format: LogFormat::Pretty,
+            log_level: default_log_level(),
+            access_log: true,
+            consumer_labels: default_consumer_labels(),
+        }
     }
 }
 

@@ -302,6 +302,12 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
         if rate_limit_key.is_none() {
             errors.push(format!("{lp}.key"), K::InvalidRateLimitKey(rl.key.clone()));
         }
+        if matches!(rate_limit_key, Some(RateLimitKey::Consumer | RateLimitKey::Credential)) && r.auth.is_none() {
+            errors.push(
+                format!("{lp}.key"),
+                K::Invalid { value: rl.key.clone(), reason: "counting by consumer needs auth on the route".into() },
+            );
+        }
         check_limits(errors, &format!("{lp}.limits"), &rl.limits, true);
         if rl.scope == super::LimitScope::Region
             && rl.mode == super::LimitMode::Batched
@@ -915,7 +921,7 @@ mod tests {
         .unwrap_err();
         let p = paths(&e);
         assert!(
-            p.contains(&"routes[0].rate_limit.key: invalid rate-limit key \"cookie:sid\": expected client_ip, route or header:<name>".to_string()),
+            p.contains(&"routes[0].rate_limit.key: invalid rate-limit key \"cookie:sid\": expected client_ip, route, consumer, credential or header:<name>".to_string()),
             "{p:#?}"
         );
         assert!(

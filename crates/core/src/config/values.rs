@@ -43,6 +43,11 @@ pub enum RateLimitKey {
     Route,
     /// A request header's value (an API key, a tenant id).
     Header(HeaderName),
+    /// The authenticated consumer (needs `auth`); its own `limits` apply
+    /// instead of the route's when it has some.
+    Consumer,
+    /// The credential that authenticated the request (an API key's id, a JWT provider).
+    Credential,
 }
 
 impl RateLimitKey {
@@ -50,6 +55,8 @@ impl RateLimitKey {
         match s {
             "client_ip" => Some(Self::ClientIp),
             "route" => Some(Self::Route),
+            "consumer" => Some(Self::Consumer),
+            "credential" => Some(Self::Credential),
             _ => HeaderName::from_bytes(s.strip_prefix("header:")?.as_bytes()).ok().map(Self::Header),
         }
     }

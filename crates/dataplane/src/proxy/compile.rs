@@ -70,6 +70,10 @@ pub(super) fn compile(
         };
         providers.insert(name.clone(), provider);
     }
+    // The consumers with a metric label of their own: the first by name.
+    let mut labelled: Vec<&str> = doc.consumers.iter().map(|c| c.name.as_str()).collect();
+    labelled.sort_unstable();
+    labelled.truncate(gw.settings.consumer_labels);
     let mut routes = Vec::with_capacity(doc.routes.len());
     let mut limiters: HashMap<String, Arc<RouteLimit>> = HashMap::new();
     // Validation parsed every value: a route without values cannot get here,
@@ -98,14 +102,30 @@ pub(super) fn compile(
         };
         // The route's policies, in the order they run.
         let mut route = route;
-        identity_policies(gw, r, &v.access, &directory, &providers, &mut route.policies);
+        identity_policies(gw, r, &v.access, &directory, &providers, &labelled, &mut route.policies);
         if let Some(cfg) = &r.rate_limit {
             let Some(key) = v.rate_limit_key else {
                 errors.push(format!("routes[{i}].rate_limit.key"), K::InvalidRateLimitKey(cfg.key.clone()));
                 continue;
             };
-            let reused = registry.limiters.get(&r.name).filter(|l| l.config == *cfg).cloned();
-            let l = reused.unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, cfg, key)));
+            let by_consumer = matches!(key, RateLimitKey::Consumer | RateLimitKey::Credential);
+            let mut overrides = HashMap::new();
+            for c in doc.consumers.iter().filter(|c| by_consumer && !c.limits.is_empty()) {
+                // Counted under a key of their own, kept across reloads like the route's.
+                let id = format!("{}#{}", r.name, c.name);
+                let own = meridian_core::config::RateLimitConfig { limits: c.limits.clone(), ..cfg.clone() };
+                let reused = registry.limiters.get(&id).filter(|l| l.config == own).cloned();
+                let l = reused.unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, &id, &own, key.clone(), HashMap::new())));
+                limiters.insert(id, l.clone());
+                overrides.insert(Arc::<str>::from(c.name.as_str()), l);
+            }
+            let reused = registry
+                .limiters
+                .get(&r.name)
+                .filter(|l| l.config == *cfg && l.overrides.len() == overrides.len())
+                .filter(|l| overrides.iter().all(|(c, o)| l.overrides.get(c).is_some_and(|x| Arc::ptr_eq(x, o))))
+                .cloned();
+            let l = reused.unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, &r.name, cfg, key, overrides)));
             limiters.insert(r.name.clone(), l.clone());
             route.policies.push(Policy::RateLimit(l));
         }
@@ -149,6 +169,7 @@ fn identity_policies(
     v: &RouteAccessValues,
     directory: &Arc<Directory>,
     providers: &HashMap<String, Arc<Provider>>,
+    labelled: &[&str],
     policies: &mut Vec<Policy>,
 ) {
     let route: Arc<str> = r.name.as_str().into();
@@ -218,6 +239,11 @@ fn identity_policies(
             directory: directory.clone(),
             forward_groups: r.access.as_ref().is_some_and(|a| a.forward_groups),
             metrics: metrics.clone(),
+            consumer_metrics: labelled
+                .iter()
+                .map(|name| (Arc::<str>::from(*name), gw.metrics.consumer(name, &r.name)))
+                .collect(),
+            other_consumers: gw.metrics.consumer("_other", &r.name),
         })));
     }
     if let Some(a) = access {
@@ -225,11 +251,15 @@ fn identity_policies(
     }
 }
 
+/// A route's limiter; `id` names its counters (the route, or
+/// `route#consumer` for a consumer's own limits).
 fn route_limit(
     gw: &Gateway,
     route: &str,
+    id: &str,
     cfg: &meridian_core::config::RateLimitConfig,
     key: RateLimitKey,
+    overrides: HashMap<Arc<str>, Arc<RouteLimit>>,
 ) -> RouteLimit {
     let names: Vec<String> = cfg.limits.iter().map(|l| format!("{}s", l.per.as_secs().max(1))).collect();
     let policy = cfg
@@ -241,12 +271,13 @@ fn route_limit(
         .join(", ");
     RouteLimit {
         key,
-        limiter: crate::limit::RouteLimiter::new(route, cfg, gw.store.clone(), gw.background()),
+        limiter: crate::limit::RouteLimiter::new(id, cfg, gw.store.clone(), gw.background()),
         policy_header: HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static("")),
         names,
         config: cfg.clone(),
         decisions: ["allowed", "limited", "allowed_fallback", "limited_fallback", "unavailable"]
             .map(|d| gw.metrics.ratelimit_decisions.with_label_values(&[route, d])),
+        overrides,
     }
 }
 

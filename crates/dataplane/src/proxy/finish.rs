@@ -45,11 +45,13 @@ pub(crate) struct Finish {
     pub conn: Option<(Arc<ConnPool>, SendRequest<UpstreamBody>)>,
     pub in_flight: Option<InFlight>,
     pub log: Option<Box<AccessRecord>>,
+    /// The authenticated consumer's counters, by status class.
+    pub consumer: Option<Arc<[prometheus::IntCounter; 6]>>,
 }
 
 impl Finish {
     pub fn new(start: Instant, start_ms: u64, metrics: Arc<RouteMetrics>, log: Option<Box<AccessRecord>>) -> Self {
-        Self { start, start_ms, status: 0, bytes_sent: 0, metrics, conn: None, in_flight: None, log }
+        Self { start, start_ms, status: 0, bytes_sent: 0, metrics, conn: None, in_flight: None, log, consumer: None }
     }
 
     /// `clean`: the response body was sent whole. Only then is the upstream
@@ -57,6 +59,9 @@ impl Finish {
     pub fn complete(mut self, clean: bool) {
         let elapsed = self.start.elapsed();
         self.metrics.observe(self.status, elapsed.as_secs_f64());
+        if let Some(c) = &self.consumer {
+            c[crate::telemetry::status_class(self.status)].inc();
+        }
         if let Some((pool, sender)) = self.conn.take() {
             if clean {
                 pool.checkin(sender, self.start_ms + elapsed.as_millis() as u64);

@@ -42,6 +42,8 @@ pub struct Settings {
     pub access_log: bool,
     /// What API keys are hashed with; without it no API key is accepted.
     pub pepper: Option<Arc<meridian_core::apikey::Pepper>>,
+    /// Consumers labelled by name in the per-consumer metric (the rest: `_other`).
+    pub consumer_labels: usize,
 }
 
 /// A compiled route.

@@ -3,6 +3,8 @@
 //! are resolved once per config version so the request path does no label
 //! lookups. The region layer adds its own metrics to the same registry.
 
+use std::sync::Arc;
+
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 use meridian_core::metrics::{counter_vec, gauge, gauge_vec, histogram, histogram_vec};
@@ -40,6 +42,7 @@ pub struct GatewayMetrics {
     pub ratelimit_decisions: IntCounterVec,
     pub cache_events: IntCounterVec,
     pub auth_decisions: IntCounterVec,
+    pub consumer_requests: IntCounterVec,
     pub access_decisions: IntCounterVec,
     pub cors_decisions: IntCounterVec,
     pub ip_decisions: IntCounterVec,
@@ -202,6 +205,13 @@ impl GatewayMetrics {
                  (ok, missing, invalid, expired, unavailable).",
                 &["route", "method", "result"],
             ),
+            consumer_requests: counter_vec(
+                &r,
+                "consumer_requests_total",
+                "Requests of authenticated consumers, by consumer (the first telemetry.consumer_labels by name; \
+                 others as _other), route and status class.",
+                &["consumer", "route", "status_class"],
+            ),
             access_decisions: counter_vec(
                 &r,
                 "access_decisions_total",
@@ -235,6 +245,11 @@ impl GatewayMetrics {
             ),
             registry: r,
         }
+    }
+
+    /// Per-class request counters of one consumer on one route.
+    pub fn consumer(&self, consumer: &str, route: &str) -> Arc<[IntCounter; 6]> {
+        Arc::new(std::array::from_fn(|i| self.consumer_requests.with_label_values(&[consumer, route, CLASSES[i]])))
     }
 
     pub fn route(&self, route: &str) -> RouteMetrics {

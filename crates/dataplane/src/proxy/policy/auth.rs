@@ -51,6 +51,10 @@ pub struct RouteAuth {
     pub directory: Arc<Directory>,
     pub forward_groups: bool,
     pub metrics: Arc<crate::telemetry::GatewayMetrics>,
+    /// Request counters of the labelled consumers on this route...
+    pub consumer_metrics: std::collections::HashMap<Arc<str>, Arc<[prometheus::IntCounter; 6]>>,
+    /// ...and of all others.
+    pub other_consumers: Arc<[prometheus::IntCounter; 6]>,
 }
 
 impl RouteAuth {
@@ -119,6 +123,7 @@ pub(super) async fn on_request(a: &RouteAuth, ctx: &mut RequestCtx<'_>) -> Resul
     if let Some(log) = ctx.fin.log.as_mut() {
         log.consumer = Some(caller.consumer.clone());
     }
+    ctx.fin.consumer = Some(a.consumer_metrics.get(&caller.consumer).unwrap_or(&a.other_consumers).clone());
     ctx.caller = Some(caller);
     Ok(Flow::Next)
 }

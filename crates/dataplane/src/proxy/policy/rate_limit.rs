@@ -25,6 +25,8 @@ pub struct RouteLimit {
     /// `meridian_ratelimit_decisions_total` of this route: allowed, limited,
     /// allowed_fallback, limited_fallback, unavailable.
     pub decisions: [prometheus::IntCounter; 5],
+    /// Consumers with limits of their own (routes counting by consumer).
+    pub overrides: std::collections::HashMap<std::sync::Arc<str>, std::sync::Arc<RouteLimit>>,
 }
 
 impl RouteLimit {
@@ -36,7 +38,13 @@ impl RouteLimit {
     }
 }
 
-pub(super) async fn on_request(rl: &RouteLimit, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
+pub(super) async fn on_request(route: &RouteLimit, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
+    let rl = match (&route.key, &ctx.caller) {
+        (RateLimitKey::Consumer | RateLimitKey::Credential, Some(c)) => {
+            route.overrides.get(&c.consumer).map_or(route, |o| &**o)
+        }
+        _ => route,
+    };
     // Each kind of key has its own prefix, so a header value can never name
     // an address's budget. A request without the key header is counted by
     // its client address (not in one bucket shared by every such request).
@@ -47,6 +55,16 @@ pub(super) async fn on_request(rl: &RouteLimit, ctx: &mut RequestCtx<'_>) -> Res
         RateLimitKey::Route => key_digest_of(&[b"route"]),
         RateLimitKey::Header(h) => match ctx.head.headers.get(h) {
             Some(v) => key_digest_of(&[b"h:", v.as_bytes()]),
+            None => key_digest_of(&client),
+        },
+        // A route that counts by consumer has `auth`; without a caller
+        // (not reachable) the request is counted by its address.
+        RateLimitKey::Consumer => match &ctx.caller {
+            Some(c) => key_digest_of(&[b"consumer:", c.consumer.as_bytes()]),
+            None => key_digest_of(&client),
+        },
+        RateLimitKey::Credential => match &ctx.caller {
+            Some(c) => key_digest_of(&[b"credential:", c.credential.as_bytes(), b":", c.consumer.as_bytes()]),
             None => key_digest_of(&client),
         },
     };
