@@ -13,6 +13,7 @@ mod cors;
 mod errors;
 mod health;
 mod identity;
+mod introspection;
 mod jwt;
 mod limits;
 mod paths;

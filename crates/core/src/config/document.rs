@@ -24,6 +24,9 @@ pub struct GatewayDocument {
     /// Issuers of JWTs, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub jwt_providers: BTreeMap<String, super::JwtProviderConfig>,
+    /// OAuth 2.0 introspection endpoints, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub introspection: BTreeMap<String, super::IntrospectionConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

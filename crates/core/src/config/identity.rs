@@ -84,6 +84,40 @@ pub struct JwtProviderConfig {
     pub groups_claim: Option<String>,
 }
 
+/// An OAuth 2.0 token introspection endpoint (RFC 7662) that opaque tokens
+/// are checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// The endpoint's URL (https, or http on a trusted network).
+    pub endpoint: String,
+    /// The gateway's client credentials at the authorization server.
+    pub client_id: String,
+    /// The secret inline, or...
+    pub client_secret: Option<String>,
+    /// ...the environment variable that holds it on every node.
+    pub client_secret_env: Option<String>,
+    #[serde(default = "default_token_type_hint")]
+    pub token_type_hint: String,
+    /// How long an active answer is believed (never past the token's `exp`).
+    #[serde(default = "default_introspection_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How long an inactive answer is believed.
+    #[serde(default = "default_negative_ttl", with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    #[serde(default = "default_introspection_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A larger answer is refused.
+    #[serde(default = "default_max_answer_bytes")]
+    pub max_answer_bytes: usize,
+    /// CA certificates (PEM file) for an https endpoint; the system's roots without it.
+    pub ca_file: Option<String>,
+    /// The answer's member that names the consumer.
+    #[serde(default = "default_consumer_claim")]
+    pub consumer_claim: String,
+    pub groups_claim: Option<String>,
+}
+
 /// One inline verification key: exactly one of `pem`, `jwk` or `secret`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,7 +133,7 @@ pub struct JwtKeyConfig {
 }
 
 /// How a route authenticates its callers. Methods are tried in this order:
-/// `api_key`, `jwt`; the first whose credential the request carries
+/// `api_key`, `jwt`, `introspection`; the first whose credential the request carries
 /// decides (an invalid credential is refused, never downgraded to
 /// `anonymous`). Without any credential: `anonymous`, else 401.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +141,9 @@ pub struct JwtKeyConfig {
 pub struct AuthConfig {
     pub api_key: Option<ApiKeyAuth>,
     pub jwt: Option<JwtAuth>,
+    /// Opaque bearer tokens checked at an introspection endpoint (not
+    /// together with `jwt`: both read the same bearer token).
+    pub introspection: Option<IntrospectionAuth>,
     /// A consumer that requests without any credential act as.
     pub anonymous: Option<String>,
 }
@@ -140,6 +177,20 @@ pub struct JwtAuth {
     pub claims_to_headers: BTreeMap<String, String>,
     /// A header that carries the verified payload (base64url JSON) upstream.
     pub forward_payload_header: Option<String>,
+    #[serde(default)]
+    pub hide_credentials: bool,
+}
+
+/// Introspection authentication of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionAuth {
+    /// A name under `[introspection]`.
+    pub provider: String,
+    /// A header carrying the bare token (default: `Authorization: Bearer`).
+    pub header: Option<String>,
+    pub query: Option<String>,
+    pub cookie: Option<String>,
     #[serde(default)]
     pub hide_credentials: bool,
 }
@@ -222,6 +273,21 @@ pub enum IpSource {
     Peer,
 }
 
+fn default_token_type_hint() -> String {
+    "access_token".to_string()
+}
+fn default_introspection_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_negative_ttl() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_introspection_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_max_answer_bytes() -> usize {
+    64 << 10
+}
 fn default_true() -> bool {
     true
 }

@@ -78,6 +78,7 @@ pub struct CorsValues {
 pub struct RouteAccessValues {
     pub api_key: Option<CredentialSource>,
     pub jwt: Option<JwtAuthValues>,
+    pub introspection: Option<CredentialSource>,
     pub allow: Vec<Principal>,
     pub deny: Vec<Principal>,
     pub methods_by_group: Vec<(String, Vec<Method>)>,
@@ -131,6 +132,9 @@ pub(super) fn check_identity(errors: &mut ConfigErrors, doc: &GatewayDocument) -
             }
         }
         super::validate::check_limits(errors, &format!("{p}.limits"), &c.limits, false);
+    }
+    for (name, i) in &doc.introspection {
+        check_introspection(errors, &format!("introspection.{name}"), i);
     }
     let mut providers = BTreeMap::new();
     for (name, pr) in &doc.jwt_providers {
@@ -237,6 +241,42 @@ fn check_provider(errors: &mut ConfigErrors, p: &str, pr: &JwtProviderConfig) ->
     (errors.len() == before).then_some(JwtProviderValues { algorithms, keys })
 }
 
+fn check_introspection(errors: &mut ConfigErrors, p: &str, i: &IntrospectionConfig) {
+    let ok = i
+        .endpoint
+        .parse::<http::Uri>()
+        .ok()
+        .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
+    if ok.is_none() {
+        errors.push(format!("{p}.endpoint"), bad(&i.endpoint, "an absolute http:// or https:// URL"));
+    }
+    if i.client_id.is_empty() {
+        errors.push(format!("{p}.client_id"), K::Empty);
+    }
+    if i.client_secret.is_some() == i.client_secret_env.is_some() {
+        errors.push(format!("{p}.client_secret"), bad("", "set exactly one of client_secret and client_secret_env"));
+    }
+    let secs = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    if i.ttl.is_zero() || i.ttl.as_secs() > 86_400 {
+        errors.push(format!("{p}.ttl"), K::OutOfRange { value: secs(i.ttl), rule: "between 1ms and 24h" });
+    }
+    if i.negative_ttl.as_secs() > 3600 {
+        errors.push(format!("{p}.negative_ttl"), K::OutOfRange { value: secs(i.negative_ttl), rule: "at most 1h" });
+    }
+    if i.timeout.is_zero() || i.timeout.as_secs() > 60 {
+        errors.push(format!("{p}.timeout"), K::OutOfRange { value: secs(i.timeout), rule: "between 1ms and 60s" });
+    }
+    if !(1024..=(1 << 20)).contains(&i.max_answer_bytes) {
+        errors.push(
+            format!("{p}.max_answer_bytes"),
+            K::OutOfRange { value: i.max_answer_bytes.to_string(), rule: "between 1 KiB and 1 MiB" },
+        );
+    }
+    if i.consumer_claim.is_empty() {
+        errors.push(format!("{p}.consumer_claim"), K::Empty);
+    }
+}
+
 /// A PEM public key of one of the provider's families.
 fn pem_key(pem: &[u8], families: &[AlgorithmFamily]) -> Result<DecodingKey, String> {
     let mut last = "not a public key of the provider's algorithms".to_string();
@@ -279,8 +319,29 @@ pub(super) fn check_route_access(
     let mut v = RouteAccessValues::default();
     if let Some(a) = &r.auth {
         let ap = format!("{p}.auth");
-        if a.api_key.is_none() && a.jwt.is_none() {
-            errors.push(ap.clone(), bad("{}", "name at least one method: api_key or jwt"));
+        if a.api_key.is_none() && a.jwt.is_none() && a.introspection.is_none() {
+            errors.push(ap.clone(), bad("{}", "name at least one method: api_key, jwt or introspection"));
+        }
+        if a.jwt.is_some() && a.introspection.is_some() {
+            errors.push(
+                format!("{ap}.introspection"),
+                bad("introspection", "not together with jwt on one route: both read the bearer token"),
+            );
+        }
+        if let Some(i) = &a.introspection {
+            let ip = format!("{ap}.introspection");
+            if !doc.introspection.contains_key(&i.provider) {
+                errors.push(
+                    format!("{ip}.provider"),
+                    K::Unknown { what: "introspection endpoint", name: i.provider.clone() },
+                );
+            }
+            let mut s = source(errors, &ip, &i.header, &i.query, &i.cookie);
+            if s.header.is_none() && s.query.is_none() && s.cookie.is_none() {
+                s.header = Some(http::header::AUTHORIZATION);
+            }
+            s.bearer = s.header.as_ref() == Some(&http::header::AUTHORIZATION);
+            v.introspection = Some(s);
         }
         if let Some(k) = &a.api_key {
             let mut s = source(errors, &format!("{ap}.api_key"), &k.header, &k.query, &k.cookie);

@@ -383,18 +383,9 @@ impl Provider {
                 return Err(TokenError::Lifetime);
             }
         }
-        let consumer = match claims.get(&self.config.consumer_claim) {
-            // It becomes a header value and a log field: visible ASCII only.
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic()) => {
-                Arc::<str>::from(s.as_str())
-            }
-            _ => return Err(TokenError::NoConsumer),
-        };
-        let groups = match self.config.groups_claim.as_ref().and_then(|c| claims.get(c)) {
-            Some(Value::String(s)) => s.split(' ').filter(|g| !g.is_empty()).map(Arc::from).collect(),
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(Arc::from).collect(),
-            _ => Vec::new(),
-        };
+        let (consumer, groups) =
+            super::identity_of(&claims, &self.config.consumer_claim, self.config.groups_claim.as_deref())
+                .ok_or(TokenError::NoConsumer)?;
         Ok(Verified { claims: Arc::new(claims), consumer, groups, exp, generation })
     }
 }

@@ -4,6 +4,7 @@
 //! `proxy::policy` (`auth`, `access`).
 
 pub mod directory;
+pub mod introspect;
 pub mod jwks;
 pub mod jwt;
 
@@ -56,4 +57,28 @@ impl Caller {
             v => matches(v),
         }
     }
+}
+
+/// The consumer a set of verified claims names (`consumer_claim`: a string
+/// of visible ASCII, at most 256 bytes, since it becomes a header value and
+/// a log field) and the groups `groups_claim` grants (a space-delimited
+/// string or an array).
+pub fn identity_of(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    consumer_claim: &str,
+    groups_claim: Option<&str>,
+) -> Option<(Arc<str>, Vec<Arc<str>>)> {
+    use serde_json::Value;
+    let consumer = match claims.get(consumer_claim) {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic()) => {
+            Arc::<str>::from(s.as_str())
+        }
+        _ => return None,
+    };
+    let groups = match groups_claim.and_then(|c| claims.get(c)) {
+        Some(Value::String(s)) => s.split(' ').filter(|g| !g.is_empty()).map(Arc::from).collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(Arc::from).collect(),
+        _ => Vec::new(),
+    };
+    Some((consumer, groups))
 }

@@ -8,11 +8,12 @@ use http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 
 use super::policy::access::RouteAccess;
-use super::policy::auth::{ApiKeyMethod, JwtMethod, RouteAuth};
+use super::policy::auth::{ApiKeyMethod, IntrospectionMethod, JwtMethod, RouteAuth};
 use super::policy::cors::RouteCors;
 use super::policy::ip_rules::IpRules;
 use super::policy::rate_limit::RouteLimit;
 use super::policy::Policy;
+use crate::identity::introspect::Introspector;
 use crate::identity::jwt::Provider;
 use crate::identity::Directory;
 use super::upstream::{Breaker, ConnPool, RetryBudget, Sticky, Upstream};
@@ -74,6 +75,16 @@ pub(super) fn compile(
     let mut labelled: Vec<&str> = doc.consumers.iter().map(|c| c.name.as_str()).collect();
     labelled.sort_unstable();
     labelled.truncate(gw.settings.consumer_labels);
+    let mut introspectors: HashMap<String, Arc<Introspector>> = HashMap::new();
+    for (name, cfg) in &doc.introspection {
+        let reused = registry.introspectors.get(name).filter(|i| i.config == *cfg).cloned();
+        match reused.map_or_else(|| Introspector::new(name, cfg, gw.metrics.clone()), Ok) {
+            Ok(i) => {
+                introspectors.insert(name.clone(), i);
+            }
+            Err(reason) => errors.push(format!("introspection.{name}"), K::Invalid { value: name.clone(), reason }),
+        }
+    }
     let mut routes = Vec::with_capacity(doc.routes.len());
     let mut limiters: HashMap<String, Arc<RouteLimit>> = HashMap::new();
     // Validation parsed every value: a route without values cannot get here,
@@ -102,7 +113,8 @@ pub(super) fn compile(
         };
         // The route's policies, in the order they run.
         let mut route = route;
-        identity_policies(gw, r, &v.access, &directory, &providers, &labelled, &mut route.policies);
+        let found = Found { directory: &directory, providers: &providers, introspectors: &introspectors };
+        identity_policies(gw, r, &v.access, &found, &labelled, &mut route.policies);
         if let Some(cfg) = &r.rate_limit {
             let Some(key) = v.rate_limit_key else {
                 errors.push(format!("routes[{i}].rate_limit.key"), K::InvalidRateLimitKey(cfg.key.clone()));
@@ -153,6 +165,7 @@ pub(super) fn compile(
         }
     }
     registry.jwt_providers = providers;
+    registry.introspectors = introspectors;
     Ok(Snapshot {
         version: doc.version,
         document: Arc::new(doc),
@@ -162,13 +175,19 @@ pub(super) fn compile(
     })
 }
 
+/// What a document's identity parts compiled to.
+struct Found<'a> {
+    directory: &'a Arc<Directory>,
+    providers: &'a HashMap<String, Arc<Provider>>,
+    introspectors: &'a HashMap<String, Arc<Introspector>>,
+}
+
 /// IP rules → CORS → authentication → authorization, as the route asks.
 fn identity_policies(
     gw: &Gateway,
     r: &RouteConfig,
     v: &RouteAccessValues,
-    directory: &Arc<Directory>,
-    providers: &HashMap<String, Arc<Provider>>,
+    found: &Found<'_>,
     labelled: &[&str],
     policies: &mut Vec<Policy>,
 ) {
@@ -224,10 +243,18 @@ fn identity_policies(
         let jwt = match (&a.jwt, &v.jwt) {
             (Some(j), Some(jv)) => Some(JwtMethod {
                 source: jv.source.clone(),
-                providers: j.providers.iter().filter_map(|n| providers.get(n).cloned()).collect(),
+                providers: j.providers.iter().filter_map(|n| found.providers.get(n).cloned()).collect(),
                 claims_to_headers: jv.claims_to_headers.clone(),
                 payload_header: jv.payload_header.clone(),
                 hide: j.hide_credentials,
+            }),
+            _ => None,
+        };
+        let introspection = match (&a.introspection, &v.introspection) {
+            (Some(i), Some(source)) => found.introspectors.get(&i.provider).map(|introspector| IntrospectionMethod {
+                source: source.clone(),
+                introspector: introspector.clone(),
+                hide: i.hide_credentials,
             }),
             _ => None,
         };
@@ -235,8 +262,9 @@ fn identity_policies(
             route: route.clone(),
             api_key,
             jwt,
-            anonymous: a.anonymous.as_ref().and_then(|n| directory.consumer(n).cloned()),
-            directory: directory.clone(),
+            introspection,
+            anonymous: a.anonymous.as_ref().and_then(|n| found.directory.consumer(n).cloned()),
+            directory: found.directory.clone(),
             forward_groups: r.access.as_ref().is_some_and(|a| a.forward_groups),
             metrics: metrics.clone(),
             consumer_metrics: labelled

@@ -95,6 +95,8 @@ struct Registry {
     limiters: HashMap<String, Arc<policy::rate_limit::RouteLimit>>,
     /// provider → its key set and token cache, reused while its config is unchanged.
     jwt_providers: HashMap<String, Arc<crate::identity::jwt::Provider>>,
+    /// endpoint → its answer cache, reused while its config is unchanged.
+    introspectors: HashMap<String, Arc<crate::identity::introspect::Introspector>>,
 }
 
 pub struct Gateway {

@@ -49,6 +49,7 @@ pub struct GatewayMetrics {
     pub jwks_fetches: IntCounterVec,
     pub jwks_keys: IntGaugeVec,
     pub jwt_cache: IntCounterVec,
+    pub introspection: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -242,6 +243,12 @@ impl GatewayMetrics {
                 "jwt_cache_total",
                 "Verified-token cache lookups, by provider and result (hit, miss).",
                 &["provider", "result"],
+            ),
+            introspection: counter_vec(
+                &r,
+                "introspection_total",
+                "Token introspections, by endpoint and result (cached, active, inactive, failed).",
+                &["endpoint", "result"],
             ),
             registry: r,
         }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue};
 
 use super::Flow;
+use crate::identity::introspect::{Introspected, Introspector};
 use crate::identity::jwt::{Provider, TokenError};
 use crate::identity::{Caller, Consumer, Directory};
 use crate::proxy::context::RequestCtx;
@@ -42,11 +43,19 @@ pub struct JwtMethod {
     pub hide: bool,
 }
 
+/// A route's introspection method.
+pub struct IntrospectionMethod {
+    pub source: CredentialSource,
+    pub introspector: Arc<Introspector>,
+    pub hide: bool,
+}
+
 /// A route's authentication, compiled.
 pub struct RouteAuth {
     pub route: Arc<str>,
     pub api_key: Option<ApiKeyMethod>,
     pub jwt: Option<JwtMethod>,
+    pub introspection: Option<IntrospectionMethod>,
     pub anonymous: Option<Arc<Consumer>>,
     pub directory: Arc<Directory>,
     pub forward_groups: bool,
@@ -63,7 +72,7 @@ impl RouteAuth {
     }
 
     fn challenge(&self) -> &'static HeaderValue {
-        if self.jwt.is_some() {
+        if self.jwt.is_some() || self.introspection.is_some() {
             &BEARER
         } else {
             &API_KEY
@@ -156,7 +165,50 @@ async fn authenticate(a: &RouteAuth, ctx: &mut RequestCtx<'_>) -> Result<Option<
             return jwt(a, j, ctx, &token).await.map(Some);
         }
     }
+    if let Some(m) = &a.introspection {
+        if let Some(token) = take(&m.source, ctx, m.hide) {
+            return introspect(a, m, &token).await.map(Some);
+        }
+    }
     Ok(None)
+}
+
+async fn introspect(a: &RouteAuth, m: &IntrospectionMethod, token: &str) -> Result<Caller, ProxyError> {
+    if token.len() > crate::identity::jwt::MAX_TOKEN_BYTES {
+        a.count("introspection", "invalid");
+        return Err(invalid_token("the token is not valid"));
+    }
+    match m.introspector.check(token).await {
+        Ok(answer) => match &*answer {
+            Introspected::Active { claims, consumer, groups: granted, .. } => {
+                a.count("introspection", "ok");
+                let known = a.directory.consumer(consumer).cloned();
+                let mut groups = known.as_ref().map(|c| c.groups.clone()).unwrap_or_default();
+                groups.extend(granted.iter().cloned());
+                Ok(Caller {
+                    consumer: consumer.clone(),
+                    known,
+                    groups,
+                    credential: Arc::from(format!("introspection:{}", m.introspector.name)),
+                    claims: Some(claims.clone()),
+                })
+            }
+            Introspected::Inactive { .. } => {
+                a.count("introspection", "invalid");
+                Err(invalid_token("the token is not active"))
+            }
+        },
+        Err(_) => {
+            a.count("introspection", "unavailable");
+            Err(ProxyError::AuthUnavailable("the token cannot be checked now"))
+        }
+    }
+}
+
+/// 401 with an RFC 6750 `invalid_token` challenge.
+fn invalid_token(message: &'static str) -> ProxyError {
+    let text = format!("Bearer realm=\"meridian\", error=\"invalid_token\", error_description=\"{message}\"");
+    ProxyError::Unauthorized { challenge: HeaderValue::from_str(&text).unwrap_or_else(|_| BEARER.clone()), message }
 }
 
 async fn jwt(a: &RouteAuth, j: &JwtMethod, ctx: &mut RequestCtx<'_>, token: &str) -> Result<Caller, ProxyError> {
@@ -166,11 +218,7 @@ async fn jwt(a: &RouteAuth, j: &JwtMethod, ctx: &mut RequestCtx<'_>, token: &str
         if e == TokenError::KeysUnavailable {
             return ProxyError::AuthUnavailable("the token issuer's keys cannot be fetched");
         }
-        let text = format!("Bearer realm=\"meridian\", error=\"invalid_token\", error_description=\"{e}\"");
-        ProxyError::Unauthorized {
-            challenge: HeaderValue::from_str(&text).unwrap_or_else(|_| BEARER.clone()),
-            message: token_message(e),
-        }
+        invalid_token(token_message(e))
     };
     let provider = match j.providers.as_slice() {
         [one] => one,
