@@ -271,3 +271,19 @@ rate_limit = {{ key = "consumer", limits = [{{ requests = 5, per = "1m" }}] }}
     assert!(!m.contains("consumer=\"bob\""));
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_listener_closes_connections_from_addresses_it_does_not_serve() {
+    let b = backend("b").await;
+    let doc = format!("[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n", b.addr);
+    let gw = gateway_listener(&doc, "ip_rules = { allow = [\"10.0.0.0/8\"] }").await;
+    let answer = raw(gw.http_addr(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.is_empty(), "served: {answer}");
+    assert_eq!(b.control.requests(), 0);
+    let m = metrics(gw.admin_addr).await;
+    assert_eq!(metric_value(&m, "meridian_ip_rule_decisions_total", &[("scope", "listener:http"), ("result", "denied")]), 1.0);
+    gw.shutdown().await;
+    let open = gateway_listener(&doc, "ip_rules = { allow = [\"127.0.0.0/8\", \"::1/128\"] }").await;
+    assert_eq!(get(open.http_addr(), "/").await.status, 200);
+    open.shutdown().await;
+}

@@ -16,6 +16,7 @@ mod identity;
 mod introspection;
 mod jwt;
 mod limits;
+mod mtls;
 mod paths;
 mod protocols;
 mod reload;

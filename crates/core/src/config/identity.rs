@@ -23,6 +23,9 @@ pub struct ConsumerConfig {
     /// API keys, by hash only: the key itself is shown once when issued.
     #[serde(default)]
     pub api_keys: Vec<ApiKeyCredential>,
+    /// Client certificates (mutual TLS) that name this consumer.
+    #[serde(default)]
+    pub certificates: Vec<CertificateCredential>,
     /// This consumer's own limits on routes whose rate limit counts by
     /// consumer or credential (instead of the route's limits).
     #[serde(default)]
@@ -39,6 +42,17 @@ pub struct ApiKeyCredential {
     pub hash: String,
     /// The key's first characters, to recognise it by.
     pub prefix: String,
+}
+
+/// A client certificate that names a consumer: by one subject alternative
+/// name (`URI`, `DNS` or `email` value, exactly) or by the whole subject DN
+/// (exactly as `CN=client, O=Example` prints it; never a CN substring).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateCredential {
+    pub id: String,
+    pub san: Option<String>,
+    pub subject: Option<String>,
 }
 
 /// An issuer of JWTs whose tokens routes accept.
@@ -133,12 +147,14 @@ pub struct JwtKeyConfig {
 }
 
 /// How a route authenticates its callers. Methods are tried in this order:
-/// `api_key`, `jwt`, `introspection`; the first whose credential the request carries
+/// `mtls`, `api_key`, `jwt`, `introspection`; the first whose credential the request carries
 /// decides (an invalid credential is refused, never downgraded to
 /// `anonymous`). Without any credential: `anonymous`, else 401.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
+    /// The verified client certificate of the connection (the listener asks for it).
+    pub mtls: Option<MtlsAuth>,
     pub api_key: Option<ApiKeyAuth>,
     pub jwt: Option<JwtAuth>,
     /// Opaque bearer tokens checked at an introspection endpoint (not
@@ -147,6 +163,11 @@ pub struct AuthConfig {
     /// A consumer that requests without any credential act as.
     pub anonymous: Option<String>,
 }
+
+/// Client-certificate authentication of a route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsAuth {}
 
 /// Where an API key is looked for; with none set, the `x-api-key` header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

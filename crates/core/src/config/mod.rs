@@ -111,9 +111,21 @@ pub fn load_node_file(path: &Path) -> Result<Validated<NodeConfig>, ConfigErrors
     }
     let admin_tls = node.admin.tls.as_mut();
     for tls in node.listeners.iter_mut().filter_map(|l| l.tls.as_mut()).chain(admin_tls) {
+        let resolve = |c: &mut ClientAuthConfig| {
+            c.ca = base.join(&c.ca);
+            for crl in &mut c.crls {
+                *crl = base.join(&*crl);
+            }
+        };
+        if let Some(c) = &mut tls.client_auth {
+            resolve(c);
+        }
         for cert in &mut tls.certificates {
             cert.cert = base.join(&cert.cert);
             cert.key = base.join(&cert.key);
+            if let Some(c) = &mut cert.client_auth {
+                resolve(c);
+            }
         }
     }
     validate_node(node)

@@ -402,6 +402,10 @@ pub struct ListenerConfig {
     /// `max_connections_per_client`.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Client addresses this listener accepts connections from (others are
+    /// closed at once): the PROXY header's client from trusted proxies, else the peer.
+    #[serde(default)]
+    pub ip_rules: Option<super::IpRulesConfig>,
 }
 
 impl ListenerConfig {
@@ -420,6 +424,26 @@ impl ListenerConfig {
 pub struct TlsConfig {
     /// The first certificate also serves clients whose SNI matches no other.
     pub certificates: Vec<CertificateConfig>,
+    /// Ask clients for a certificate (mutual TLS), unless a certificate's
+    /// own `client_auth` says otherwise for its SNI names.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthConfig>,
+}
+
+/// Client certificates requested at the handshake: verified against `ca`
+/// (and `crls`); routes then map them to consumers (`auth.mtls`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthConfig {
+    /// PEM bundle of the CAs that issue client certificates; relative to the node file.
+    pub ca: PathBuf,
+    /// PEM certificate revocation lists.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// Refuse the handshake without a valid certificate (otherwise a
+    /// certificate is optional, and routes that need one refuse the request).
+    #[serde(default)]
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,6 +456,9 @@ pub struct CertificateConfig {
     /// SNI names (exact or `*.suffix`) this certificate answers.
     #[serde(default)]
     pub server_names: Vec<String>,
+    /// Client certificates for these SNI names (overrides the listener's).
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -537,6 +564,7 @@ fn default_listeners() -> Vec<ListenerConfig> {
         proxy_protocol: false,
         forwarded_for: false,
         trusted_proxies: Vec::new(),
+        ip_rules: None,
     }]
 }
 fn default_max_connections() -> usize {

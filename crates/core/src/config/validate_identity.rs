@@ -101,6 +101,7 @@ pub(super) fn check_identity(errors: &mut ConfigErrors, doc: &GatewayDocument) -
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut ids: HashMap<&str, String> = HashMap::new();
     let mut hashes: HashMap<&str, String> = HashMap::new();
+    let mut cert_names: HashMap<String, String> = HashMap::new();
     for (i, c) in doc.consumers.iter().enumerate() {
         let p = format!("consumers[{i}]");
         if !name_ok(&c.name) {
@@ -129,6 +130,24 @@ pub(super) fn check_identity(errors: &mut ConfigErrors, doc: &GatewayDocument) -
             }
             if k.prefix.len() > 16 || !k.prefix.bytes().all(|b| b.is_ascii_graphic()) {
                 errors.push(format!("{kp}.prefix"), bad(&k.prefix, "at most 16 visible characters"));
+            }
+        }
+        for (j, k) in c.certificates.iter().enumerate() {
+            let kp = format!("{p}.certificates[{j}]");
+            if !name_ok(&k.id) {
+                errors.push(format!("{kp}.id"), bad(&k.id, "1 to 128 of A-Z a-z 0-9 - _ . @ :"));
+            }
+            if let Some(first) = ids.insert(&k.id, kp.clone()) {
+                errors.push(format!("{kp}.id"), K::Duplicate { name: k.id.clone(), first });
+            }
+            match (&k.san, &k.subject) {
+                (Some(v), None) | (None, Some(v)) if !v.is_empty() && v.len() <= 1024 => {
+                    let what = if k.san.is_some() { "san:" } else { "subject:" };
+                    if let Some(first) = cert_names.insert(format!("{what}{v}"), kp.clone()) {
+                        errors.push(kp.clone(), K::Duplicate { name: v.clone(), first });
+                    }
+                }
+                _ => errors.push(kp, bad("", "set exactly one of san and subject")),
             }
         }
         super::validate::check_limits(errors, &format!("{p}.limits"), &c.limits, false);
@@ -319,8 +338,8 @@ pub(super) fn check_route_access(
     let mut v = RouteAccessValues::default();
     if let Some(a) = &r.auth {
         let ap = format!("{p}.auth");
-        if a.api_key.is_none() && a.jwt.is_none() && a.introspection.is_none() {
-            errors.push(ap.clone(), bad("{}", "name at least one method: api_key, jwt or introspection"));
+        if a.mtls.is_none() && a.api_key.is_none() && a.jwt.is_none() && a.introspection.is_none() {
+            errors.push(ap.clone(), bad("{}", "name at least one method: mtls, api_key, jwt or introspection"));
         }
         if a.jwt.is_some() && a.introspection.is_some() {
             errors.push(

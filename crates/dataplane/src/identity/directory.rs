@@ -20,6 +20,8 @@ pub struct Consumer {
 pub struct Directory {
     by_name: HashMap<Arc<str>, Arc<Consumer>>,
     by_hash: HashMap<[u8; 32], (Arc<Consumer>, Arc<str>)>,
+    /// `san:<name>` / `subject:<dn>` → consumer and credential id.
+    by_cert: HashMap<String, (Arc<Consumer>, Arc<str>)>,
     pepper: Option<Arc<Pepper>>,
 }
 
@@ -27,6 +29,7 @@ impl Directory {
     pub fn new(consumers: &[ConsumerConfig], pepper: Option<Arc<Pepper>>) -> Self {
         let mut by_name = HashMap::with_capacity(consumers.len());
         let mut by_hash = HashMap::new();
+        let mut by_cert = HashMap::new();
         for c in consumers {
             let consumer = Arc::new(Consumer {
                 name: c.name.as_str().into(),
@@ -39,9 +42,17 @@ impl Directory {
                     by_hash.insert(h, (consumer.clone(), Arc::from(k.id.as_str())));
                 }
             }
+            for k in &c.certificates {
+                let key = match (&k.san, &k.subject) {
+                    (Some(san), _) => format!("san:{san}"),
+                    (None, Some(dn)) => format!("subject:{dn}"),
+                    (None, None) => continue,
+                };
+                by_cert.insert(key, (consumer.clone(), Arc::from(k.id.as_str())));
+            }
             by_name.insert(consumer.name.clone(), consumer);
         }
-        Self { by_name, by_hash, pepper }
+        Self { by_name, by_hash, by_cert, pepper }
     }
 
     pub fn consumer(&self, name: &str) -> Option<&Arc<Consumer>> {
@@ -59,6 +70,15 @@ impl Directory {
     /// Whether any API key is configured.
     pub fn has_keys(&self) -> bool {
         !self.by_hash.is_empty()
+    }
+
+    /// The consumer a verified client certificate names: by one of its
+    /// subject alternative names, else by its whole subject DN.
+    pub fn find_certificate(&self, cert: &crate::tls::client_auth::PeerCert) -> Option<&(Arc<Consumer>, Arc<str>)> {
+        cert.sans
+            .iter()
+            .find_map(|san| self.by_cert.get(&format!("san:{san}")))
+            .or_else(|| self.by_cert.get(&format!("subject:{}", cert.subject)))
     }
 
     /// The consumer and credential id of a presented key. The lookup is by

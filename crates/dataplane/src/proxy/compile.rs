@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::policy::access::RouteAccess;
 use super::policy::auth::{ApiKeyMethod, IntrospectionMethod, JwtMethod, RouteAuth};
 use super::policy::cors::RouteCors;
-use super::policy::ip_rules::IpRules;
+use super::policy::ip_rules::{IpMatcher, IpRules};
 use super::policy::rate_limit::RouteLimit;
 use super::policy::Policy;
 use crate::identity::introspect::Introspector;
@@ -196,9 +196,7 @@ fn identity_policies(
     if let Some(ip) = &r.ip_rules {
         policies.push(Policy::IpRules(Arc::new(IpRules {
             scope: route.clone(),
-            allow: ip.allow.clone(),
-            deny: ip.deny.clone(),
-            source: ip.source,
+            rules: IpMatcher::of(ip),
             metrics: metrics.clone(),
         })));
     }
@@ -258,8 +256,11 @@ fn identity_policies(
             }),
             _ => None,
         };
+        let others = api_key.is_some() || jwt.is_some() || introspection.is_some() || a.anonymous.is_some();
         policies.push(Policy::Auth(Arc::new(RouteAuth {
             route: route.clone(),
+            mtls: a.mtls.is_some(),
+            certificate_required: a.mtls.is_some() && !others,
             api_key,
             jwt,
             introspection,

@@ -56,6 +56,10 @@ pub enum ProxyError {
     Unauthorized { challenge: http::HeaderValue, message: &'static str },
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// HTTP/2 coalescing brought the request to a connection that cannot
+    /// serve it (no client certificate): the client retries on its own.
+    #[error("misdirected: {0}")]
+    Misdirected(&'static str),
     #[error("the credentials cannot be checked now: {0}")]
     AuthUnavailable(&'static str),
     #[error("the rate limiter's store is unreachable and the route fails closed")]
@@ -80,6 +84,7 @@ impl ProxyError {
             ProxyError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamBody { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::BadRequest(_) | ProxyError::BadPath(_) | ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
@@ -104,7 +109,8 @@ impl ProxyError {
             | ProxyError::BodyTimeout { .. }
             | ProxyError::RateLimited { .. }
             | ProxyError::Unauthorized { .. }
-            | ProxyError::Forbidden(_) => Side::Client,
+            | ProxyError::Forbidden(_)
+            | ProxyError::Misdirected(_) => Side::Client,
             ProxyError::LimiterUnavailable | ProxyError::AuthUnavailable(_) => Side::Internal,
             ProxyError::NoHealthyTarget { .. } | ProxyError::CircuitOpen { .. } => Side::Internal,
             _ => Side::Upstream,
@@ -124,6 +130,7 @@ impl ProxyError {
             ProxyError::LimiterUnavailable => "limiter_unavailable",
             ProxyError::Unauthorized { .. } => "unauthorized",
             ProxyError::Forbidden(_) => "forbidden",
+            ProxyError::Misdirected(_) => "misdirected_request",
             ProxyError::AuthUnavailable(_) => "auth_unavailable",
             ProxyError::UpstreamBody { .. } => "upstream_body",
             ProxyError::BadRequest(_) => "bad_request",
@@ -152,7 +159,7 @@ impl ProxyError {
             ProxyError::LimiterUnavailable => "rate limiting is unavailable and this route fails closed".into(),
             // Fixed texts: never the credential that was sent.
             ProxyError::Unauthorized { message, .. } => (*message).into(),
-            ProxyError::Forbidden(why) => (*why).into(),
+            ProxyError::Forbidden(why) | ProxyError::Misdirected(why) => (*why).into(),
             ProxyError::AuthUnavailable(why) => (*why).into(),
             ProxyError::UpstreamBody { .. } => "the upstream response could not be read".into(),
             ProxyError::BadRequest(why) => (*why).into(),

@@ -21,7 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use crate::tls::client_auth::TlsSetup;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -55,6 +55,10 @@ pub struct ConnInfo {
     local_load: Arc<AtomicU32>,
     /// No request has started yet: the count taken at accept is still held.
     fresh: AtomicBool,
+    /// The client certificate the handshake verified.
+    pub client_cert: std::sync::OnceLock<crate::tls::client_auth::PeerCert>,
+    /// The connection's TLS protocol is HTTP/2 (connections may be reused for other hosts).
+    pub h2: AtomicBool,
 }
 
 impl ConnInfo {
@@ -73,6 +77,8 @@ impl ConnInfo {
             activity: AtomicU64::new(0),
             local_load: pending.take(),
             fresh: AtomicBool::new(true),
+            client_cert: std::sync::OnceLock::new(),
+            h2: AtomicBool::new(false),
         }
     }
 
@@ -190,7 +196,9 @@ struct ListenerShared {
     paths: PathPolicy,
     caps: ConnectionCaps,
     clients: Arc<ClientPolicy>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsSetup>,
+    /// Client addresses the listener serves.
+    ip_rules: Option<(Arc<str>, super::policy::ip_rules::IpMatcher)>,
 }
 
 /// A listener that could not be set up.
@@ -200,6 +208,8 @@ pub enum ListenError {
     Bind { name: String, address: SocketAddr, source: io::Error },
     #[error("listener {name}: {source}")]
     Tls { name: String, source: crate::tls::TlsFileError },
+    #[error("listener {name}: ip_rules: {reason}")]
+    IpRules { name: String, reason: String },
 }
 
 impl Listener {
@@ -211,7 +221,13 @@ impl Listener {
             ),
             None => None,
         };
-        let tls = certs.as_ref().map(|c| TlsAcceptor::from(c.server_config(crate::tls::ALPN_H2_HTTP1)));
+        let tls = match &certs {
+            Some(c) => Some(
+                TlsSetup::new(c, crate::tls::ALPN_H2_HTTP1)
+                    .map_err(|source| ListenError::Tls { name: cfg.name.clone(), source })?,
+            ),
+            None => None,
+        };
         let bind_err = |source| ListenError::Bind { name: cfg.name.clone(), address: cfg.address, source };
         let tcp = bind_tcp(cfg.address, cfg.freebind).map_err(bind_err)?;
         let local_addr = tcp.local_addr().map_err(bind_err)?;
@@ -223,6 +239,10 @@ impl Listener {
             caps: ConnectionCaps::new(cfg.max_connections, cfg.max_connections_per_client),
             clients: Arc::new(ClientPolicy::of(cfg)),
             tls,
+            ip_rules: cfg
+                .ip_rules
+                .as_ref()
+                .map(|r| (format!("listener:{}", cfg.name).into(), super::policy::ip_rules::IpMatcher::of(r))),
         };
         Ok(Self { name, local_addr, certs, shared: Arc::new(shared), tcp })
     }
@@ -299,6 +319,19 @@ struct Accepted {
 impl Accepted {
     /// Hold the connection to the per-client cap as `client`'s.
     fn admit(self, client: IpAddr, l: &ListenerShared, gw: &Gateway) -> Option<Admission> {
+        if let Some((scope, rules)) = &l.ip_rules {
+            let ip = match rules.source {
+                meridian_core::config::IpSource::Client => client,
+                meridian_core::config::IpSource::Peer => self.peer.ip(),
+            };
+            let admitted = rules.admits(ip);
+            let label = if admitted { "allowed" } else { "denied" };
+            gw.metrics.ip_decisions.with_label_values(&[scope, label]).inc();
+            if !admitted {
+                tracing::debug!(listener = %l.name, client = %ip.to_canonical(), "connection refused by the listener's IP rules");
+                return None;
+            }
+        }
         let exempt = l.clients.trusts(client);
         match l.caps.admit_client(self.slot, client, exempt) {
             Ok(admitted) => {
@@ -389,7 +422,7 @@ fn bind_tcp(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
 async fn serve_connection(
     stream: TcpStream,
     info: Arc<ConnInfo>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsSetup>,
     gw: Arc<Gateway>,
     shutdown: CancellationToken,
 ) {
@@ -397,8 +430,8 @@ async fn serve_connection(
     let handshake_timeout = gw.settings.limits.header_read_timeout;
     let (name, peer) = (&info.listener, info.peer);
     match tls {
-        Some(acceptor) => {
-            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Some(setup) => {
+            let stream = match tokio::time::timeout(handshake_timeout, setup.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     gw.metrics.tls_handshake_errors.with_label_values(&[&name]).inc();
@@ -412,6 +445,12 @@ async fn serve_connection(
                 }
             };
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            info.h2.store(h2, Ordering::Relaxed);
+            if let Some(cert) = stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                if let Some(p) = crate::tls::client_auth::PeerCert::of(cert) {
+                    let _ = info.client_cert.set(p);
+                }
+            }
             run(ActivityIo { inner: stream, info: info.clone() }, h2, gw, info, shutdown).await;
         }
         None => {

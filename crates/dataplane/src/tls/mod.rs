@@ -5,6 +5,8 @@
 //! established keep theirs. Files that fail to load leave the previous
 //! certificates serving.
 
+pub mod client_auth;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -45,7 +47,7 @@ pub struct TlsFileError {
     pub reason: String,
 }
 
-fn file_error(path: &Path, reason: impl ToString) -> TlsFileError {
+pub(crate) fn file_error(path: &Path, reason: impl ToString) -> TlsFileError {
     TlsFileError { file: path.display().to_string(), reason: reason.to_string() }
 }
 
@@ -195,6 +197,25 @@ impl CertStore {
         let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(self.clone());
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
+    }
+
+    /// As [`CertStore::server_config`], asking for client certificates as
+    /// `client_auth` says.
+    pub fn server_config_with(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+        client_auth: Option<&meridian_core::config::ClientAuthConfig>,
+    ) -> Result<Arc<rustls::ServerConfig>, TlsFileError> {
+        let Some(auth) = client_auth else { return Ok(self.server_config(alpn)) };
+        let verifier = client_auth::client_verifier(auth)?;
+        let mut config = rustls::ServerConfig::builder().with_client_cert_verifier(verifier).with_cert_resolver(self.clone());
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+
+    /// What this store was loaded from.
+    pub fn config(&self) -> &TlsConfig {
+        &self.config
     }
 }
 

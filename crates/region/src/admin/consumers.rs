@@ -178,6 +178,7 @@ fn put_consumer(doc: &mut GatewayDocument, name: &str, put: &ConsumerPut) -> Res
                 groups: put.groups.clone(),
                 metadata: put.metadata.clone(),
                 api_keys: Vec::new(),
+                certificates: Vec::new(),
                 limits: put.limits.clone(),
             });
             Ok(Edit::Changed { key: None })

@@ -50,9 +50,23 @@ pub struct IntrospectionMethod {
     pub hide: bool,
 }
 
+/// Headers a client could send to pose as having shown a certificate.
+static CLIENT_CERT_HEADERS: [HeaderName; 5] = [
+    HeaderName::from_static("x-forwarded-client-cert"),
+    HeaderName::from_static("x-client-cert"),
+    HeaderName::from_static("x-ssl-client-cert"),
+    HeaderName::from_static("x-ssl-client-dn"),
+    HeaderName::from_static("x-ssl-client-verify"),
+];
+
 /// A route's authentication, compiled.
 pub struct RouteAuth {
     pub route: Arc<str>,
+    /// The connection's verified client certificate names the consumer.
+    pub mtls: bool,
+    /// No other method and no anonymous consumer: a request without a
+    /// certificate cannot be served here.
+    pub certificate_required: bool,
     pub api_key: Option<ApiKeyMethod>,
     pub jwt: Option<JwtMethod>,
     pub introspection: Option<IntrospectionMethod>,
@@ -139,6 +153,43 @@ pub(super) async fn on_request(a: &RouteAuth, ctx: &mut RequestCtx<'_>) -> Resul
 
 /// The caller proven by the first credential present; `None` without any.
 async fn authenticate(a: &RouteAuth, ctx: &mut RequestCtx<'_>) -> Result<Option<Caller>, ProxyError> {
+    if a.mtls {
+        for h in &CLIENT_CERT_HEADERS {
+            ctx.head.headers.remove(h);
+        }
+        match ctx.conn.client_cert.get() {
+            Some(cert) => {
+                return match a.directory.find_certificate(cert) {
+                    Some((consumer, id)) => {
+                        a.count("mtls", "ok");
+                        Ok(Some(Caller {
+                            consumer: consumer.name.clone(),
+                            known: Some(consumer.clone()),
+                            groups: consumer.groups.clone(),
+                            credential: id.clone(),
+                            claims: None,
+                        }))
+                    }
+                    None => {
+                        a.count("mtls", "invalid");
+                        tracing::debug!(route = %a.route, subject = %cert.subject, "client certificate names no consumer");
+                        Err(ProxyError::Forbidden("the client certificate names no consumer"))
+                    }
+                };
+            }
+            None if a.certificate_required => {
+                a.count("mtls", "missing");
+                // Over HTTP/2 the connection may have been opened for another
+                // host (no certificate asked): a new one will be (RFC 9110 §15.5.20).
+                return Err(if ctx.conn.h2.load(std::sync::atomic::Ordering::Relaxed) {
+                    ProxyError::Misdirected("this host needs a client certificate: open a new connection")
+                } else {
+                    ProxyError::Forbidden("a verified client certificate is required")
+                });
+            }
+            None => {}
+        }
+    }
     if let Some(k) = &a.api_key {
         if let Some(key) = take(&k.source, ctx, k.hide) {
             return match a.directory.find_key(key.as_bytes()) {

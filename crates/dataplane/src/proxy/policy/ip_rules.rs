@@ -13,15 +13,18 @@ use crate::proxy::context::RequestCtx;
 use crate::proxy::error::ProxyError;
 use meridian_core::config::IpSource;
 
-pub struct IpRules {
-    pub scope: Arc<str>,
+/// Networks allowed and denied, and which address they judge.
+pub struct IpMatcher {
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
     pub source: IpSource,
-    pub metrics: Arc<crate::telemetry::GatewayMetrics>,
 }
 
-impl IpRules {
+impl IpMatcher {
+    pub fn of(cfg: &meridian_core::config::IpRulesConfig) -> Self {
+        Self { allow: cfg.allow.clone(), deny: cfg.deny.clone(), source: cfg.source }
+    }
+
     pub fn admits(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         if self.deny.iter().any(|n| n.contains(&ip)) {
@@ -31,12 +34,19 @@ impl IpRules {
     }
 }
 
+/// A route's IP rules.
+pub struct IpRules {
+    pub scope: Arc<str>,
+    pub rules: IpMatcher,
+    pub metrics: Arc<crate::telemetry::GatewayMetrics>,
+}
+
 pub(super) fn on_request(r: &IpRules, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
-    let ip = match r.source {
+    let ip = match r.rules.source {
         IpSource::Client => ctx.client.ip,
         IpSource::Peer => ctx.conn.peer.ip(),
     };
-    if r.admits(ip) {
+    if r.rules.admits(ip) {
         r.metrics.ip_decisions.with_label_values(&[&r.scope, "allowed"]).inc();
         return Ok(Flow::Next);
     }
@@ -51,12 +61,10 @@ mod tests {
 
     #[test]
     fn deny_wins_and_mapped_addresses_match_their_ipv4_network() {
-        let r = IpRules {
-            scope: "r".into(),
+        let r = IpMatcher {
             allow: vec!["10.0.0.0/8".parse().unwrap()],
             deny: vec!["10.9.0.0/16".parse().unwrap()],
             source: IpSource::Client,
-            metrics: Arc::new(crate::telemetry::GatewayMetrics::new("n", "r")),
         };
         assert!(r.admits("10.1.2.3".parse().unwrap()));
         assert!(r.admits("::ffff:10.1.2.3".parse().unwrap()));

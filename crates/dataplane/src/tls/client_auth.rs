@@ -1,0 +1,127 @@
+//! Mutual TLS: the verifier that asks clients for a certificate (per
+//! listener, or per SNI name), the handshake setup that picks it from the
+//! ClientHello, and what a verified certificate says ([`PeerCert`]).
+
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+use rustls::server::{Acceptor, WebPkiClientVerifier};
+use rustls::RootCertStore;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
+
+use super::{file_error, install_crypto_provider, CertStore, TlsFileError};
+use meridian_core::config::ClientAuthConfig;
+use meridian_core::pattern::HostPattern;
+
+/// The verifier of `cfg`: its CA bundle and CRLs; optional unless `required`.
+pub fn client_verifier(cfg: &ClientAuthConfig) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsFileError> {
+    install_crypto_provider();
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&cfg.ca).map_err(|e| file_error(&cfg.ca, e))? {
+        roots.add(cert.map_err(|e| file_error(&cfg.ca, e))?).map_err(|e| file_error(&cfg.ca, e))?;
+    }
+    if roots.is_empty() {
+        return Err(file_error(&cfg.ca, "no CA certificate found"));
+    }
+    let mut crls = Vec::new();
+    for path in &cfg.crls {
+        for crl in CertificateRevocationListDer::pem_file_iter(path).map_err(|e| file_error(path, e))? {
+            crls.push(crl.map_err(|e| file_error(path, e))?);
+        }
+    }
+    let mut builder = WebPkiClientVerifier::builder(Arc::new(roots)).with_crls(crls);
+    if !cfg.required {
+        builder = builder.allow_unauthenticated();
+    }
+    builder.build().map_err(|e| file_error(&cfg.ca, e))
+}
+
+/// How a TLS listener does its handshakes: one config, or one per SNI name
+/// when certificates ask for client certificates differently.
+#[derive(Clone)]
+pub struct TlsSetup {
+    default: TlsAcceptor,
+    default_config: Arc<rustls::ServerConfig>,
+    by_name: Arc<Vec<(HostPattern, Arc<rustls::ServerConfig>)>>,
+}
+
+impl TlsSetup {
+    pub fn new(store: &Arc<CertStore>, alpn: &[&[u8]]) -> Result<Self, TlsFileError> {
+        let cfg = store.config();
+        let default_config = store.server_config_with(alpn, cfg.client_auth.as_ref())?;
+        let mut by_name = Vec::new();
+        for c in &cfg.certificates {
+            let Some(auth) = &c.client_auth else { continue };
+            let config = store.server_config_with(alpn, Some(auth))?;
+            for n in &c.server_names {
+                by_name.push((HostPattern::parse(n).map_err(|e| file_error(&c.cert, e))?, config.clone()));
+            }
+        }
+        Ok(Self { default: TlsAcceptor::from(default_config.clone()), default_config, by_name: Arc::new(by_name) })
+    }
+
+    /// The server side of a handshake on `stream`.
+    pub async fn accept(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+        if self.by_name.is_empty() {
+            return self.default.accept(stream).await;
+        }
+        let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+        let name = start.client_hello().server_name().map(str::to_ascii_lowercase);
+        let config = name
+            .and_then(|n| self.by_name.iter().find(|(p, _)| p.matches(&n)).map(|(_, c)| c.clone()))
+            .unwrap_or_else(|| self.default_config.clone());
+        start.into_stream(config).await
+    }
+}
+
+/// A verified client certificate, as routes map it to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCert {
+    /// The subject DN, e.g. `CN=client, O=Example`.
+    pub subject: String,
+    /// Subject alternative names: URIs, DNS names and e-mail addresses, as written.
+    pub sans: Vec<String>,
+}
+
+impl PeerCert {
+    /// The leaf of a chain the handshake verified; `None` if it cannot be read.
+    pub fn of(der: &[u8]) -> Option<Self> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let mut sans = Vec::new();
+        if let Ok(Some(ext)) = cert.subject_alternative_name() {
+            for n in &ext.value.general_names {
+                match n {
+                    GeneralName::URI(s) | GeneralName::DNSName(s) | GeneralName::RFC822Name(s) => {
+                        sans.push(s.to_string())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Some(Self { subject: cert.subject().to_string(), sans })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_and_alternative_names_are_read_whole() {
+        let mut params = rcgen::CertificateParams::new(vec!["svc.example.test".to_string()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "client-1");
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "Example");
+        params.subject_alt_names.push(rcgen::SanType::URI("spiffe://example.test/svc".try_into().unwrap()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let p = PeerCert::of(cert.der()).unwrap();
+        assert_eq!(p.subject, "CN=client-1, O=Example");
+        assert_eq!(p.sans, ["svc.example.test", "spiffe://example.test/svc"]);
+        assert_eq!(PeerCert::of(b"not a certificate"), None);
+    }
+}
