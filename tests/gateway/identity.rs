@@ -9,6 +9,7 @@ use meridian_core::apikey::Pepper;
 const PEPPER: &str = "test-pepper-0123456789abcdef";
 const ALICE_KEY: &str = "mk_alice-key-0123456789abcdefghij";
 const BOB_KEY: &str = "mk_bob-key-0123456789abcdefghijkl";
+const CAROL_KEY: &str = "mk_carol-key-0123456789abcdefghij";
 
 /// A node-file fragment naming a pepper file (kept for the test's life).
 pub fn pepper_node() -> (tempfile::NamedTempFile, String) {
@@ -234,6 +235,12 @@ api_keys = [{{ id = "alice-1", hash = "{}", prefix = "mk_alice" }}]
 [[consumers]]
 name = "bob"
 api_keys = [{{ id = "bob-1", hash = "{}", prefix = "mk_bob-k" }}]
+[[consumers]]
+name = "carol"
+groups = ["partners"]
+api_keys = [{{ id = "carol-1", hash = "{}", prefix = "mk_carol" }}]
+[group_limits]
+partners = [{{ requests = 3, per = "1m" }}]
 [[routes]]
 name = "api"
 upstream = "u"
@@ -242,7 +249,8 @@ rate_limit = {{ key = "consumer", limits = [{{ requests = 5, per = "1m" }}] }}
 "#,
         b.addr,
         p.hash_hex(ALICE_KEY.as_bytes()),
-        p.hash_hex(BOB_KEY.as_bytes())
+        p.hash_hex(BOB_KEY.as_bytes()),
+        p.hash_hex(CAROL_KEY.as_bytes())
     );
     let (_f, node) = pepper_node();
     // The first lines of the extra text land in the node file's [telemetry].
@@ -257,6 +265,7 @@ rate_limit = {{ key = "consumer", limits = [{{ requests = 5, per = "1m" }}] }}
     };
     assert_eq!(statuses(ALICE_KEY, 3).await, [200, 200, 429], "alice's own limit");
     assert_eq!(statuses(BOB_KEY, 6).await, [200, 200, 200, 200, 200, 429], "the route's limit, bob's own budget");
+    assert_eq!(statuses(CAROL_KEY, 4).await, [200, 200, 200, 429], "her group's limit");
     let m = metrics(gw.admin_addr).await;
     let c = |consumer: &str, class: &str| {
         metric_value(
@@ -267,7 +276,7 @@ rate_limit = {{ key = "consumer", limits = [{{ requests = 5, per = "1m" }}] }}
     };
     // One label (the first consumer by name); bob is `_other`.
     assert_eq!((c("alice", "2xx"), c("alice", "4xx")), (2.0, 1.0));
-    assert_eq!((c("_other", "2xx"), c("_other", "4xx")), (5.0, 1.0));
+    assert_eq!((c("_other", "2xx"), c("_other", "4xx")), (8.0, 2.0));
     assert!(!m.contains("consumer=\"bob\""));
     gw.shutdown().await;
 }

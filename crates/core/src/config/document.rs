@@ -21,6 +21,11 @@ pub struct GatewayDocument {
     /// Who calls the APIs, with their credentials.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<super::ConsumerConfig>,
+    /// Limits of a group's members on routes that count by consumer (each
+    /// member its own budget), for consumers without limits of their own;
+    /// a consumer in several such groups gets the first by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_limits: BTreeMap<String, Vec<LimitConfig>>,
     /// Issuers of JWTs, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub jwt_providers: BTreeMap<String, super::JwtProviderConfig>,

@@ -152,6 +152,12 @@ pub(super) fn check_identity(errors: &mut ConfigErrors, doc: &GatewayDocument) -
         }
         super::validate::check_limits(errors, &format!("{p}.limits"), &c.limits, false);
     }
+    for (group, limits) in &doc.group_limits {
+        if !name_ok(group) {
+            errors.push(format!("group_limits.{group}"), bad(group, "1 to 128 of A-Z a-z 0-9 - _ . @ :"));
+        }
+        super::validate::check_limits(errors, &format!("group_limits.{group}"), limits, true);
+    }
     for (name, i) in &doc.introspection {
         check_introspection(errors, &format!("introspection.{name}"), i);
     }

@@ -127,17 +127,31 @@ pub(super) fn compile(
                 let id = format!("{}#{}", r.name, c.name);
                 let own = meridian_core::config::RateLimitConfig { limits: c.limits.clone(), ..cfg.clone() };
                 let reused = registry.limiters.get(&id).filter(|l| l.config == own).cloned();
-                let l = reused.unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, &id, &own, key.clone(), HashMap::new())));
+                let l = reused.unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, &id, &own, key.clone(), HashMap::new(), Vec::new())));
                 limiters.insert(id, l.clone());
                 overrides.insert(Arc::<str>::from(c.name.as_str()), l);
             }
-            let reused = registry
-                .limiters
-                .get(&r.name)
-                .filter(|l| l.config == *cfg && l.overrides.len() == overrides.len())
-                .filter(|l| overrides.iter().all(|(c, o)| l.overrides.get(c).is_some_and(|x| Arc::ptr_eq(x, o))))
-                .cloned();
-            let l = reused.unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, &r.name, cfg, key, overrides)));
+            let mut group_overrides = Vec::new();
+            for (group, limits) in doc.group_limits.iter().filter(|_| by_consumer) {
+                let id = format!("{}@{group}", r.name);
+                let own = meridian_core::config::RateLimitConfig { limits: limits.clone(), ..cfg.clone() };
+                let reused = registry.limiters.get(&id).filter(|l| l.config == own).cloned();
+                let l = reused.unwrap_or_else(|| {
+                    Arc::new(route_limit(gw, &r.name, &id, &own, key.clone(), HashMap::new(), Vec::new()))
+                });
+                limiters.insert(id, l.clone());
+                group_overrides.push((Arc::<str>::from(group.as_str()), l));
+            }
+            let same = |l: &RouteLimit| {
+                l.config == *cfg
+                    && l.overrides.len() == overrides.len()
+                    && overrides.iter().all(|(c, o)| l.overrides.get(c).is_some_and(|x| Arc::ptr_eq(x, o)))
+                    && l.group_overrides.len() == group_overrides.len()
+                    && l.group_overrides.iter().zip(&group_overrides).all(|(a, b)| a.0 == b.0 && Arc::ptr_eq(&a.1, &b.1))
+            };
+            let reused = registry.limiters.get(&r.name).filter(|l| same(l)).cloned();
+            let l = reused
+                .unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, &r.name, cfg, key, overrides, group_overrides)));
             limiters.insert(r.name.clone(), l.clone());
             route.policies.push(Policy::RateLimit(l));
         }
@@ -289,6 +303,7 @@ fn route_limit(
     cfg: &meridian_core::config::RateLimitConfig,
     key: RateLimitKey,
     overrides: HashMap<Arc<str>, Arc<RouteLimit>>,
+    group_overrides: Vec<(Arc<str>, Arc<RouteLimit>)>,
 ) -> RouteLimit {
     let names: Vec<String> = cfg.limits.iter().map(|l| format!("{}s", l.per.as_secs().max(1))).collect();
     let policy = cfg
@@ -307,6 +322,7 @@ fn route_limit(
         decisions: ["allowed", "limited", "allowed_fallback", "limited_fallback", "unavailable"]
             .map(|d| gw.metrics.ratelimit_decisions.with_label_values(&[route, d])),
         overrides,
+        group_overrides,
     }
 }
 

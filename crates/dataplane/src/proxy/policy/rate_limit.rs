@@ -27,6 +27,8 @@ pub struct RouteLimit {
     pub decisions: [prometheus::IntCounter; 5],
     /// Consumers with limits of their own (routes counting by consumer).
     pub overrides: std::collections::HashMap<std::sync::Arc<str>, std::sync::Arc<RouteLimit>>,
+    /// Groups with limits, by name: for consumers without their own.
+    pub group_overrides: Vec<(std::sync::Arc<str>, std::sync::Arc<RouteLimit>)>,
 }
 
 impl RouteLimit {
@@ -40,9 +42,10 @@ impl RouteLimit {
 
 pub(super) async fn on_request(route: &RouteLimit, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
     let rl = match (&route.key, &ctx.caller) {
-        (RateLimitKey::Consumer | RateLimitKey::Credential, Some(c)) => {
-            route.overrides.get(&c.consumer).map_or(route, |o| &**o)
-        }
+        (RateLimitKey::Consumer | RateLimitKey::Credential, Some(c)) => match route.overrides.get(&c.consumer) {
+            Some(own) => own,
+            None => route.group_overrides.iter().find(|(g, _)| c.in_group(g)).map_or(route, |(_, l)| &**l),
+        },
         _ => route,
     };
     // Each kind of key has its own prefix, so a header value can never name
