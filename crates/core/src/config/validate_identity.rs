@@ -600,3 +600,20 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod corpus {
+    use super::normalise_origin;
+
+    #[test]
+    fn the_fuzz_corpus_normalises_to_fixed_points() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/origin");
+        for entry in std::fs::read_dir(dir).expect("the corpus is in the repository") {
+            let bytes = std::fs::read(entry.expect("a corpus entry").path()).expect("readable");
+            let Ok(text) = std::str::from_utf8(&bytes) else { continue };
+            if let Some(n) = normalise_origin(text) {
+                assert_eq!(normalise_origin(&n).as_deref(), Some(n.as_str()), "{text:?}");
+            }
+        }
+    }
+}

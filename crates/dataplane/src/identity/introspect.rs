@@ -137,7 +137,7 @@ impl Introspector {
 
     /// An answer, judged: `active` must be `true`, `exp` (when given) in the
     /// future, and the consumer claim present; anything else is inactive.
-    fn interpret(&self, body: &[u8]) -> Result<Introspected, IntrospectionError> {
+    pub fn interpret(&self, body: &[u8]) -> Result<Introspected, IntrospectionError> {
         let claims: Map<String, Value> =
             serde_json::from_slice(body).map_err(|e| IntrospectionError::Malformed(e.to_string()))?;
         let inactive = Introspected::Inactive { ttl: self.config.negative_ttl };
@@ -179,27 +179,19 @@ fn form_encode(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn introspector(ttl: u64) -> Arc<Introspector> {
-        let cfg = IntrospectionConfig {
-            endpoint: "http://127.0.0.1:9/introspect".into(),
-            client_id: "gw".into(),
-            client_secret: Some("s e/cret".into()),
-            client_secret_env: None,
-            token_type_hint: "access_token".into(),
-            ttl: Duration::from_secs(ttl),
-            negative_ttl: Duration::from_secs(5),
-            timeout: Duration::from_secs(1),
-            max_answer_bytes: 4096,
-            ca_file: None,
-            consumer_claim: "sub".into(),
-            groups_claim: Some("groups".into()),
-        };
-        Introspector::new("idp", &cfg, Arc::new(GatewayMetrics::new("n", "r"))).unwrap()
+    #[test]
+    fn the_fuzz_corpus_is_judged_without_a_panic() {
+        let i = fuzz_introspector();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/introspection_answer");
+        for entry in std::fs::read_dir(dir).expect("the corpus is in the repository") {
+            let bytes = std::fs::read(entry.expect("a corpus entry").path()).expect("readable");
+            let _ = i.interpret(&bytes);
+        }
     }
 
     #[test]
     fn answers_are_judged_strictly_and_bounded_by_exp() {
-        let i = introspector(60);
+        let i = fuzz_introspector();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         let active = format!(r#"{{"active": true, "sub": "alice", "groups": "a b", "exp": {}}}"#, now + 10);
         match i.interpret(active.as_bytes()).unwrap() {
@@ -219,7 +211,28 @@ mod tests {
             assert!(matches!(i.interpret(inactive.as_bytes()).unwrap(), Introspected::Inactive { .. }), "{inactive}");
         }
         assert!(i.interpret(b"[]").is_err());
-        assert_eq!(i.authorization, "Basic Z3c6cytlJTJGY3JldA==");
+        assert_eq!(i.authorization, "Basic ZnV6ejpmdXp6LXNlY3JldA==");
         assert_eq!(form_encode("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
     }
+}
+
+/// An introspector for the `introspection_answer` fuzz target (it is never
+/// asked anything: only its judgement of answers is exercised).
+#[cfg(any(test, fuzzing))]
+pub fn fuzz_introspector() -> Arc<Introspector> {
+    let cfg = IntrospectionConfig {
+        endpoint: "http://127.0.0.1:9/introspect".into(),
+        client_id: "fuzz".into(),
+        client_secret: Some("fuzz-secret".into()),
+        client_secret_env: None,
+        token_type_hint: "access_token".into(),
+        ttl: Duration::from_secs(60),
+        negative_ttl: Duration::from_secs(5),
+        timeout: Duration::from_secs(1),
+        max_answer_bytes: 4096,
+        ca_file: None,
+        consumer_claim: "sub".into(),
+        groups_claim: Some("groups".into()),
+    };
+    Introspector::new("fuzz", &cfg, Arc::new(GatewayMetrics::new("fuzz", "fuzz"))).unwrap_or_else(|e| panic!("{e}"))
 }

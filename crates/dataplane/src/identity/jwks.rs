@@ -107,4 +107,13 @@ mod tests {
         assert!(matches!(parse(b"[]"), Err(JwksError::Malformed(_))));
         assert!(matches!(parse(b"{\"keys\": 5}"), Err(JwksError::Malformed(_))));
     }
+
+    #[test]
+    fn the_fuzz_corpus_parses_or_is_refused() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/jwks");
+        for entry in std::fs::read_dir(dir).expect("the corpus is in the repository") {
+            let bytes = std::fs::read(entry.expect("a corpus entry").path()).expect("readable");
+            let _ = parse(&bytes);
+        }
+    }
 }

@@ -407,3 +407,50 @@ fn classify(kind: &jsonwebtoken::errors::ErrorKind) -> TokenError {
 fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+/// A provider with fixed keys (an EC public key whose private half is
+/// nowhere, and an HMAC secret nothing signs with), for the `jwt` fuzz
+/// target and the replay of its corpus.
+#[cfg(any(test, fuzzing))]
+pub fn fuzz_provider() -> Arc<Provider> {
+    let doc = r#"
+[jwt_providers.fuzz]
+issuer = "https://fuzz.test"
+algorithms = ["ES256"]
+keys = [{ kid = "ec", pem = """
+-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE/UgSLu9uirtNDx1fUXpz59Jl0mG4
+giFk8dOK1pi9vgoCWpOteHGUyfoh9KE9JqWSWLWkUHXfNYtire7/fZ9+4w==
+-----END PUBLIC KEY-----
+""" }]
+[jwt_providers.hmac]
+issuer = "https://fuzz.test"
+algorithms = ["HS256"]
+keys = [{ secret = "c2VjcmV0LW5vYm9keS1zaWducy13aXRoLTAxMjM0NTY3ODk=" }]
+"#;
+    let checked = meridian_core::config::parse_document(doc, meridian_core::config::Format::Toml)
+        .unwrap_or_else(|e| panic!("the fuzz document: {e}"))
+        .into_inner();
+    let (doc, values) = checked.into_parts();
+    let name = "fuzz";
+    let (cfg, v) = (&doc.jwt_providers[name], &values.jwt_providers[name]);
+    let metrics = Arc::new(GatewayMetrics::new("fuzz", "fuzz"));
+    Provider::new(name, cfg, v, metrics, CancellationToken::new()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_fuzz_corpus_admits_no_token() {
+        let p = fuzz_provider();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/jwt");
+        for entry in std::fs::read_dir(dir).expect("the corpus is in the repository") {
+            let bytes = std::fs::read(entry.expect("a corpus entry").path()).expect("readable");
+            if let Ok(token) = std::str::from_utf8(&bytes) {
+                assert!(p.verify(token).await.is_err(), "{token:?}");
+            }
+        }
+    }
+}
