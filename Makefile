@@ -100,7 +100,7 @@ demo-down:
 	@$(MERIDIAN) cluster down --topology $(TOPOLOGY) 2>/dev/null || true
 
 # Every drill, full length, against a cluster each starts and removes.
-DRILLS := node-kill process-kill process-hang node-partition leader-kill-during-writes region-down redis-down gslb-down
+DRILLS := node-kill process-kill process-hang node-partition leader-kill-during-writes region-down region-down-authenticated redis-down gslb-down
 drill: deps build
 	@fail=0; for d in $(DRILLS); do \
 	  $(MERIDIAN) chaos run chaos/$$d.toml --topology $(TOPOLOGY) --name drill || fail=1; \

@@ -261,3 +261,24 @@ fn terraform_module_and_example_tests_pass() {
     }
     assert!(root().join("terraform/examples/local/out").read_dir().is_err(), "the example wrote into the repository");
 }
+
+#[test]
+fn drill_region_down_authenticated_keeps_keys_and_tokens_working_in_the_other_region() {
+    let Some((cluster, _down, out)) = drill_cluster() else { return };
+    let r = drill("region-down-authenticated", &cluster, out.path());
+    let f = &r["figures"];
+    assert!(figure(f, "recovery_ms") <= 4000, "{f}");
+    // Every request carried a credential (a key or a token, in turn) on a
+    // route that refuses requests without one: successes after the fault
+    // are authenticated requests served by us.
+    let served_after_fault: u64 = r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["at_ms"].as_u64().unwrap() > r["fault_at_ms"].as_u64().unwrap() + 4000)
+        .map(|b| b["by_region"]["us"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(served_after_fault > 20, "us served {served_after_fault} authenticated requests after the fault: {f}");
+    assert!(f["success_ratio"].as_f64().unwrap() > 0.8, "{f}");
+    assert!(namespaces(&cluster).is_empty(), "the drill left namespaces behind");
+}

@@ -128,6 +128,11 @@ pub struct Load {
     pub writes: bool,
     #[serde(default = "default_write_interval", with = "humantime_serde")]
     pub write_interval: Duration,
+    /// Clients authenticate, half of their requests with an API key and
+    /// half with a JWT, on a route that requires one (`chaos::identity`);
+    /// `path` is then under `/auth`.
+    #[serde(default)]
+    pub auth: bool,
 }
 
 impl Default for Load {
@@ -138,6 +143,7 @@ impl Default for Load {
             path: default_path(),
             writes: false,
             write_interval: default_write_interval(),
+            auth: false,
         }
     }
 }
@@ -200,6 +206,10 @@ impl Drill {
         }
         if !self.load.path.starts_with('/') {
             e.push("load.path", K::InvalidPath { value: self.load.path.clone(), reason: "must start with '/'".into() });
+        }
+        if self.load.auth && !self.load.path.starts_with("/auth/") {
+            let reason = "authenticated load requests the route under /auth/".into();
+            e.push("load.path", K::InvalidPath { value: self.load.path.clone(), reason });
         }
         if let Some(r) = self.bounds.min_success_ratio {
             if !(0.0..=1.0).contains(&r) {

@@ -4,6 +4,7 @@
 //! clients saw; check the drill's bounds; write a JSON and an HTML report.
 
 pub mod drill;
+pub mod identity;
 pub mod observe;
 pub mod report;
 
@@ -129,11 +130,16 @@ fn execute(c: &mut Cluster, d: &Drill) -> anyhow::Result<report::Report> {
         Some(r) => roles(c, r)?,
         None => (None, None),
     };
+    let credentials = if d.load.auth { identity::setup(c)? } else { Vec::new() };
+    if d.load.auth {
+        // Every node serves the route and the keys before load starts.
+        cluster::wait_healthy(c, Duration::from_secs(30)).context("the cluster after the drill's credentials")?;
+    }
     let t = d.timing;
     let start = Instant::now();
     let until = start + t.total();
     let mut events: Vec<(u64, String)> = vec![(0, "load starts".into())];
-    let load = start_load(c, d, region.as_deref(), start, until)?;
+    let load = start_load(c, d, region.as_deref(), &credentials, start, until)?;
 
     std::thread::sleep(t.warmup.saturating_sub(start.elapsed()));
     let fault_at_ms = start.elapsed().as_millis() as u64;
@@ -184,7 +190,14 @@ fn region_nodes(c: &Cluster, region: Option<&str>) -> Vec<String> {
 
 /// Clients in every client namespace, VIP sampling on the fault's region's
 /// nodes (namespaces only), and config writes when the drill asks for them.
-fn start_load(c: &Cluster, d: &Drill, region: Option<&str>, start: Instant, until: Instant) -> anyhow::Result<Load> {
+fn start_load(
+    c: &Cluster,
+    d: &Drill,
+    region: Option<&str>,
+    credentials: &identity::Credentials,
+    start: Instant,
+    until: Instant,
+) -> anyhow::Result<Load> {
     let nameservers: Vec<(String, std::net::SocketAddr)> =
         c.hosts(Role::Gslb).map(|g| g.label.clone()).zip(c.dns_servers()).collect();
     let clients = c
@@ -197,6 +210,7 @@ fn start_load(c: &Cluster, d: &Drill, region: Option<&str>, start: Instant, unti
                 fqdn: c.topo.fqdn(),
                 http_port: HTTP_PORT,
                 path: d.load.path.clone(),
+                headers: credentials.clone(),
                 interval: d.load.interval,
                 timeout: d.load.timeout,
                 start,

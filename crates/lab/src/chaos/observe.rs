@@ -51,6 +51,8 @@ pub struct ClientPlan {
     pub fqdn: String,
     pub http_port: u16,
     pub path: String,
+    /// Headers requests take turns with (credentials); none when empty.
+    pub headers: Vec<(String, String)>,
     pub interval: Duration,
     pub timeout: Duration,
     pub start: Instant,
@@ -150,7 +152,8 @@ async fn attempt(plan: &ClientPlan, resolver: &hickory_resolver::TokioResolver, 
     let addrs: Vec<IpAddr> = lookup.iter().collect();
     let Some(ip) = addrs.get(n % addrs.len().max(1)) else { return failed(true, "empty answer".into()) };
     let addr = SocketAddr::new(*ip, plan.http_port);
-    match tokio::time::timeout(plan.timeout, one_request(addr, &plan.path)).await {
+    let header = plan.headers.get(n % plan.headers.len().max(1)).map(|(k, v)| (k.as_str(), v.as_str()));
+    match tokio::time::timeout(plan.timeout, one_request_with(addr, &plan.path, header)).await {
         Ok(Ok(backend)) => Request {
             client: plan.name.clone(),
             at_ms,
@@ -183,12 +186,20 @@ async fn sample_dns(
 
 /// GET `path` on a new connection; the answering backend's name.
 pub async fn one_request(addr: SocketAddr, path: &str) -> Result<String, String> {
+    one_request_with(addr, path, None).await
+}
+
+/// [`one_request`] with one more request header.
+pub async fn one_request_with(addr: SocketAddr, path: &str, header: Option<(&str, &str)>) -> Result<String, String> {
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header("host", "api")
+    let mut req = http::Request::get(path).header("host", "api");
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    let req = req
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;

@@ -494,6 +494,9 @@ fn build(c: &mut Cluster) -> anyhow::Result<()> {
             render::write_private(&c.dir.join(format!("{}.{kind}", r.name)), secret.as_bytes())?;
         }
     }
+    // One API-key pepper for every region: identity is global.
+    let pepper = meridian_core::secret::random_hex_secret()?;
+    render::write_private(&c.dir.join("identity-pepper"), pepper.as_bytes())?;
     c.render().write_admin_pki()?;
     for r in c.topo.regions.clone() {
         for i in 1..=r.nodes {

@@ -140,6 +140,9 @@ log_format = "json"
 log_level = "info"
 access_log = false
 
+[identity]
+pepper_file = "{dir}/identity-pepper"
+
 [cluster]
 node_id = {i}
 listen = "{me}:{RAFT_PORT}"
