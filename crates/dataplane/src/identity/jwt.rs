@@ -90,8 +90,8 @@ pub struct Verified {
 #[derive(Default)]
 struct KeySet {
     generation: u64,
-    by_kid: HashMap<String, DecodingKey>,
-    unkeyed: Vec<DecodingKey>,
+    by_kid: HashMap<String, Arc<DecodingKey>>,
+    unkeyed: Vec<Arc<DecodingKey>>,
     /// Fingerprints, sorted: equal sets are the same generation.
     fingerprints: Vec<String>,
 }
@@ -100,7 +100,9 @@ pub struct Provider {
     pub name: Arc<str>,
     pub config: JwtProviderConfig,
     algorithms: Vec<Algorithm>,
-    inline: Vec<(Option<String>, DecodingKey)>,
+    /// The claim checks for each accepted algorithm, built once.
+    validations: Vec<(Algorithm, Validation)>,
+    inline: Vec<(Option<String>, Arc<DecodingKey>)>,
     jwks_uri: Option<http::Uri>,
     client: Option<AdminClient>,
     fetched: ArcSwap<KeySet>,
@@ -150,7 +152,8 @@ impl Provider {
             name: name.into(),
             config: config.clone(),
             algorithms: values.algorithms.clone(),
-            inline: values.keys.iter().map(|k| (k.kid.clone(), k.key.clone())).collect(),
+            validations: values.algorithms.iter().map(|a| (*a, validation(config, *a))).collect(),
+            inline: values.keys.iter().map(|k| (k.kid.clone(), Arc::new(k.key.clone()))).collect(),
             jwks_uri,
             client,
             fetched: ArcSwap::from_pointee(KeySet::default()),
@@ -228,9 +231,9 @@ impl Provider {
                     for k in keys {
                         match k.kid {
                             Some(kid) => {
-                                set.by_kid.insert(kid, k.key);
+                                set.by_kid.insert(kid, Arc::new(k.key));
                             }
-                            None => set.unkeyed.push(k.key),
+                            None => set.unkeyed.push(Arc::new(k.key)),
                         }
                     }
                     let count = (set.by_kid.len() + set.unkeyed.len()) as i64;
@@ -317,10 +320,12 @@ impl Provider {
         if keys.is_empty() {
             return Err(TokenError::UnknownKey);
         }
-        let validation = self.validation(header.alg);
+        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
+            return Err(TokenError::Algorithm);
+        };
         let mut last = TokenError::Signature;
         for key in &keys {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, key, validation) {
                 Ok(data) => return self.accept(data.claims, now, generation),
                 Err(e) => {
                     last = classify(e.kind());
@@ -334,11 +339,11 @@ impl Provider {
     }
 
     /// Keys of the token's family: by `kid` when it has one (else all of them).
-    fn keys_for(&self, kid: Option<&str>, alg: Algorithm) -> Vec<DecodingKey> {
+    fn keys_for(&self, kid: Option<&str>, alg: Algorithm) -> Vec<Arc<DecodingKey>> {
         let family = alg.family();
         let set = self.fetched.load();
-        let mut out: Vec<DecodingKey> = Vec::new();
-        let fits = |k: &DecodingKey| k.family() == family;
+        let mut out: Vec<Arc<DecodingKey>> = Vec::new();
+        let fits = |k: &Arc<DecodingKey>| k.family() == family;
         for (k_kid, k) in &self.inline {
             if fits(k) && (k_kid.is_none() || kid.is_none() || k_kid.as_deref() == kid) {
                 out.push(k.clone());
@@ -350,23 +355,6 @@ impl Provider {
         }
         out.extend(set.unkeyed.iter().filter(|k| fits(k)).cloned());
         out
-    }
-
-    fn validation(&self, alg: Algorithm) -> Validation {
-        let mut v = Validation::new(alg);
-        v.leeway = self.config.leeway.as_secs();
-        v.validate_exp = true;
-        v.validate_nbf = true;
-        v.set_issuer(&[&self.config.issuer]);
-        let mut required = vec!["exp", "iss"];
-        if self.config.audiences.is_empty() {
-            v.validate_aud = false;
-        } else {
-            v.set_audience(&self.config.audiences);
-            required.push("aud");
-        }
-        v.set_required_spec_claims(&required);
-        v
     }
 
     /// Checks the library does not make, and the caller's identity.
@@ -388,6 +376,24 @@ impl Provider {
                 .ok_or(TokenError::NoConsumer)?;
         Ok(Verified { claims: Arc::new(claims), consumer, groups, exp, generation })
     }
+}
+
+/// The claim checks of `config` for tokens signed with `alg`.
+fn validation(config: &JwtProviderConfig, alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = config.leeway.as_secs();
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.set_issuer(&[&config.issuer]);
+    let mut required = vec!["exp", "iss"];
+    if config.audiences.is_empty() {
+        v.validate_aud = false;
+    } else {
+        v.set_audience(&config.audiences);
+        required.push("aud");
+    }
+    v.set_required_spec_claims(&required);
+    v
 }
 
 fn classify(kind: &jsonwebtoken::errors::ErrorKind) -> TokenError {

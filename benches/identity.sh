@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Proxy CPU per request with each authentication method, next to nginx (no
+# auth) in the same run: the gateway pinned to CPU 1, wrk (one thread, 20
+# connections) and the upstream on CPU 0; CPU is the gateway process's
+# utime + stime from /proc over the measured run, divided by its requests.
+# Cache-miss variants send every request a token never seen before (tokens
+# signed beforehand by `cargo bench --bench identity -- sign`).
+# Usage: benches/identity.sh [reps] [seconds] [json out]
+set -euo pipefail
+reps="${1:-2}"; secs="${2:-5}"; out="${3:-docs/bench/identity.json}"
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$here/.."
+work="$(mktemp -d "${TMPDIR:-/tmp}/meridian-identity.XXXXXX")"
+upstream_bin="${TMPDIR:-/tmp}/meridian-bench/target/release/upstream"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+[ -x "$upstream_bin" ] || { echo "build the upstream first: ../shared/bench/proxy_compare.py builds it" >&2; exit 2; }
+command -v wrk >/dev/null || { echo "needs wrk (make bench-deps)" >&2; exit 2; }
+taskset -c 0 "$upstream_bin" 127.0.0.1:9001 >/dev/null 2>&1 & pids+=($!)
+
+# Keys, and tokens for the cache-miss runs (more than a run can use).
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/rsa.pem" 2>/dev/null
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/ec.pem" 2>/dev/null
+openssl pkey -pubout -in "$work/rsa.pem" -out "$work/rsa.pub"
+openssl pkey -pubout -in "$work/ec.pem" -out "$work/ec.pub"
+sign() { (cd "$root" && cargo bench -q --bench identity -- sign "$1" "$2" "$3" "$4" >/dev/null 2>&1); }
+sign RS256 "$work/rsa.pem" "${RS256_TOKENS:-60000}" "$work/rs256.tokens"
+sign ES256 "$work/ec.pem" "${ES256_TOKENS:-60000}" "$work/es256.tokens"
+rs_token="$(head -1 "$work/rs256.tokens")"; es_token="$(head -1 "$work/es256.tokens")"
+
+# An introspection endpoint: every token is active (the gateway asks once).
+cat > "$work/introspect.py" <<'PY'
+import http.server, json, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = json.dumps({"active": True, "sub": "bench", "exp": int(time.time()) + 3600}).encode()
+        self.send_response(200); self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", 9102), H).serve_forever()
+PY
+taskset -c 0 python3 "$work/introspect.py" & pids+=($!)
+
+pepper="bench-pepper-0123456789abcdef"
+echo -n "$pepper" > "$work/pepper"
+key="mk_bench-key-0123456789abcdefghijklmnopqrstu"
+hash="$(printf '%s' "$key" | openssl dgst -sha256 -hmac "$pepper" -r | cut -d' ' -f1)"
+
+config() { # variant → a node file
+  local auth="" extra=""
+  case "$1" in
+    off) ;;
+    api_key) auth='auth = { api_key = {} }' ;;
+    jwt_rs256*) auth='auth = { jwt = { providers = ["p"] } }'; extra="$(provider RS256 "$work/rsa.pub")" ;;
+    jwt_es256*) auth='auth = { jwt = { providers = ["p"] } }'; extra="$(provider ES256 "$work/ec.pub")" ;;
+    introspection) auth='auth = { introspection = { provider = "idp" } }'
+      extra=$'[gateway.introspection.idp]\nendpoint = "http://127.0.0.1:9102/introspect"\nclient_id = "gw"\nclient_secret = "bench-secret"\nttl = "600s"' ;;
+  esac
+  sed -e "s|# @ROUTE@|$auth|" "$here/proxy.toml"
+  printf '\n[identity]\npepper_file = "%s"\n' "$work/pepper"
+  printf '\n[[gateway.consumers]]\nname = "bench"\napi_keys = [{ id = "k", hash = "%s", prefix = "mk_bench" }]\n' "$hash"
+  printf '%s\n' "$extra"
+}
+provider() {
+  printf '[gateway.jwt_providers.p]\nissuer = "https://bench.test"\naudiences = ["api"]\nalgorithms = ["%s"]\nkeys = [{ pem = """\n%s\n""" }]\n' "$1" "$(cat "$2")"
+}
+lua_tokens() { # a wrk script sending each token of $1 once
+  cat > "$work/tokens.lua" <<LUA
+local tokens, i = {}, 0
+for line in io.lines("$1") do tokens[#tokens + 1] = line end
+request = function()
+  i = i + 1
+  if i > #tokens then i = 1 end
+  return wrk.format("GET", "/", { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+  echo "$work/tokens.lua"
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+measure() { # name, pid, then wrk arguments after the URL
+  local name="$1" pid="$2"; shift 2
+  taskset -c 0 wrk -t1 -c20 -d2s "$@" http://127.0.0.1:8080/ >/dev/null
+  local before after text reqs
+  before="$(cpu_ticks "$pid")"
+  text="$(taskset -c 0 wrk -t1 -c20 -d"${secs}"s --latency "$@" http://127.0.0.1:8080/)"
+  after="$(cpu_ticks "$pid")"
+  reqs="$(awk '/requests in/ {print $1}' <<<"$text")"
+  local non2xx; non2xx="$(awk '/Non-2xx/ {print $4}' <<<"$text")"
+  local p99; p99="$(awk '$1=="99%" {print $2}' <<<"$text")"
+  local us; us="$(awk -v t=$((after - before)) -v r="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t * 1e6 / hz / r}')"
+  printf '%-18s %9d requests %8.0f req/s  p99 %-8s  %6s µs CPU/request  non-2xx %s\n' \
+    "$name" "$reqs" "$(awk -v r="$reqs" -v s="$secs" 'BEGIN {print r / s}')" "$p99" "$us" "${non2xx:-0}"
+  printf '{"variant":"%s","requests":%d,"seconds":%d,"cpu_us_per_request":%s,"p99":"%s","non_2xx":%d}\n' \
+    "$name" "$reqs" "$secs" "$us" "$p99" "${non2xx:-0}" >> "$work/results.jsonl"
+}
+
+cat > "$work/nginx.conf" <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx.error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/nb; proxy_temp_path $work/np; fastcgi_temp_path $work/nf;
+    uwsgi_temp_path $work/nu; scgi_temp_path $work/ns;
+    keepalive_requests 1000000;
+    upstream backend { server 127.0.0.1:9001; keepalive 64; keepalive_requests 1000000; }
+    server { listen 127.0.0.1:8080; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+NGINX
+
+start() { # command...; waits for the port, prints the pid
+  taskset -c 1 "$@" >/dev/null 2>&1 &
+  local p=$!
+  for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.1; done
+  echo "$p"
+}
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; sleep 0.3; }
+
+for rep in $(seq "$reps"); do
+  echo "== run $rep"
+  p="$(start /usr/sbin/nginx -c "$work/nginx.conf")"; measure nginx "$p"; stop "$p"
+  for v in off api_key jwt_rs256 jwt_es256 introspection jwt_rs256_miss jwt_es256_miss; do
+    config "$v" > "$work/$v.toml"
+    p="$(start "$root/target/release/meridian" gateway --config "$work/$v.toml")"
+    case "$v" in
+      off) measure "$v" "$p" ;;
+      api_key) measure "$v" "$p" -H "x-api-key: $key" ;;
+      jwt_rs256) measure "$v" "$p" -H "authorization: Bearer $rs_token" ;;
+      jwt_es256) measure "$v" "$p" -H "authorization: Bearer $es_token" ;;
+      introspection) measure "$v" "$p" -H "authorization: Bearer opaque-bench-token" ;;
+      jwt_rs256_miss) measure "$v" "$p" -s "$(lua_tokens "$work/rs256.tokens")" ;;
+      jwt_es256_miss) measure "$v" "$p" -s "$(lua_tokens "$work/es256.tokens")" ;;
+    esac
+    stop "$p"
+  done
+done
+mkdir -p "$(dirname "$out")"
+python3 - "$work/results.jsonl" "$out" <<'PY'
+import json, sys, statistics
+runs = [json.loads(l) for l in open(sys.argv[1])]
+by = {}
+for r in runs:
+    by.setdefault(r["variant"], []).append(r)
+summary = {v: {"median_cpu_us_per_request": statistics.median(x["cpu_us_per_request"] for x in rs),
+               "median_req_per_s": statistics.median(x["requests"] / x["seconds"] for x in rs)} for v, rs in by.items()}
+off = summary["off"]["median_cpu_us_per_request"]
+for v in summary:
+    summary[v]["ratio_to_off"] = round(summary[v]["median_cpu_us_per_request"] / off, 3)
+json.dump({"runs": runs, "summary": summary}, open(sys.argv[2], "w"), indent=2)
+for v, s in summary.items():
+    print(f"{v:<18} {s['median_cpu_us_per_request']:7.2f} µs/request  {s['median_req_per_s']:9.0f} req/s  ×{s['ratio_to_off']:.2f} of off")
+PY
+echo "raw: $out"
