@@ -130,3 +130,9 @@ variable "bind_all" {
   type        = bool
   default     = true
 }
+
+variable "identity_pepper_file" {
+  description = "Path, on the nodes, of the API-key pepper shared by every region (empty: no [identity] section; documents with API keys are then refused)."
+  type        = string
+  default     = ""
+}

@@ -94,3 +94,25 @@ run "refuses_an_unknown_vip_backend_and_a_short_token" {
   }
   expect_failures = [var.vip_backend, var.admin_token]
 }
+
+run "names_the_identity_pepper_when_given" {
+  command = plan
+
+  variables {
+    identity_pepper_file = "/etc/meridian/identity-pepper"
+  }
+
+  assert {
+    condition     = alltrue([for n, c in output.node_configs : strcontains(c, "[identity]\npepper_file = \"/etc/meridian/identity-pepper\"")])
+    error_message = "every node must name the shared pepper"
+  }
+}
+
+run "has_no_identity_section_without_a_pepper" {
+  command = plan
+
+  assert {
+    condition     = !strcontains(output.node_configs["eu-n1"], "[identity]")
+    error_message = "no pepper, no [identity] section"
+  }
+}
