@@ -5,8 +5,12 @@
 # utime + stime from /proc over the measured run, divided by its requests.
 # Cache-miss variants send every request a token never seen before (tokens
 # signed beforehand by `cargo bench --bench identity -- sign`).
-# Usage: benches/identity.sh [reps] [seconds] [json out]
+# With --callgrind, user-space instructions per request instead (valgrind's
+# callgrind, one run per variant; repeatable where CPU time is not).
+# Usage: benches/identity.sh [--callgrind] [reps] [seconds] [json out]
 set -euo pipefail
+callgrind=0
+if [ "${1:-}" = --callgrind ]; then callgrind=1; shift; fi
 reps="${1:-2}"; secs="${2:-5}"; out="${3:-docs/bench/identity.json}"
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/.."
@@ -80,6 +84,25 @@ LUA
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+instructions() { # name, config, then wrk arguments after the URL
+  local name="$1" conf="$2"; shift 2
+  taskset -c 1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/$name.cg" \
+    "$root/target/release/meridian" gateway --config "$conf" >/dev/null 2>&1 &
+  local vg=$!
+  for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.2; done
+  taskset -c 0 wrk -t1 -c20 -d2s "$@" http://127.0.0.1:8080/ >/dev/null
+  callgrind_control -i on "$vg" >/dev/null
+  local text; text="$(taskset -c 0 wrk -t1 -c20 -d"${secs}"s "$@" http://127.0.0.1:8080/)"
+  callgrind_control -i off "$vg" >/dev/null
+  callgrind_control -d "$vg" >/dev/null
+  sleep 1
+  local reqs ir
+  reqs="$(awk '/requests in/ {print $1}' <<<"$text")"
+  ir="$(callgrind_annotate "$work/$name.cg".* 2>/dev/null | awk '/PROGRAM TOTALS/ && !seen {gsub(",","",$1); print $1; seen=1}')"
+  printf '%-18s %8d requests  %8d instructions/request\n' "$name" "$reqs" "$((ir / reqs))"
+  printf '{"variant":"%s","requests":%d,"instructions_per_request":%d}\n' "$name" "$reqs" "$((ir / reqs))" >> "$work/results.jsonl"
+  kill "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true
+}
 measure() { # name, pid, then wrk arguments after the URL
   local name="$1" pid="$2"; shift 2
   taskset -c 0 wrk -t1 -c20 -d2s "$@" http://127.0.0.1:8080/ >/dev/null
@@ -121,6 +144,31 @@ start() { # command...; waits for the port, prints the pid
   echo "$p"
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; sleep 0.3; }
+
+if [ "$callgrind" = 1 ]; then
+  for v in off api_key jwt_rs256 jwt_es256 introspection; do
+    config "$v" > "$work/$v.toml"
+    case "$v" in
+      off) instructions "$v" "$work/$v.toml" ;;
+      api_key) instructions "$v" "$work/$v.toml" -H "x-api-key: $key" ;;
+      jwt_rs256) instructions "$v" "$work/$v.toml" -H "authorization: Bearer $rs_token" ;;
+      jwt_es256) instructions "$v" "$work/$v.toml" -H "authorization: Bearer $es_token" ;;
+      introspection) instructions "$v" "$work/$v.toml" -H "authorization: Bearer opaque-bench-token" ;;
+    esac
+  done
+  mkdir -p "$(dirname "$out")"
+  python3 - "$work/results.jsonl" "$out" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+off = next(r["instructions_per_request"] for r in runs if r["variant"] == "off")
+for r in runs:
+    r["ratio_to_off"] = round(r["instructions_per_request"] / off, 3)
+    print(f"{r['variant']:<18} {r['instructions_per_request']:8d} instructions/request  ×{r['ratio_to_off']:.3f} of off")
+json.dump({"runs": runs}, open(sys.argv[2], "w"), indent=2)
+PY
+  echo "raw: $out"
+  exit 0
+fi
 
 for rep in $(seq "$reps"); do
   echo "== run $rep"

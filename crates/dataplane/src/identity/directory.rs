@@ -4,12 +4,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use meridian_core::apikey::{same_hash, unhex32, Pepper};
+use super::Credential;
 use meridian_core::config::{ConsumerConfig, LimitConfig};
 
 /// A configured consumer.
 #[derive(Debug)]
 pub struct Consumer {
     pub name: Arc<str>,
+    /// `name` as the `X-Consumer-Name` value.
+    pub header: http::HeaderValue,
     pub groups: Vec<Arc<str>>,
     /// Its own limits on routes that count by consumer (empty: the route's).
     pub limits: Vec<LimitConfig>,
@@ -19,9 +22,9 @@ pub struct Consumer {
 #[derive(Debug, Default)]
 pub struct Directory {
     by_name: HashMap<Arc<str>, Arc<Consumer>>,
-    by_hash: HashMap<[u8; 32], (Arc<Consumer>, Arc<str>)>,
+    by_hash: HashMap<[u8; 32], (Arc<Consumer>, Arc<Credential>)>,
     /// `san:<name>` / `subject:<dn>` → consumer and credential id.
-    by_cert: HashMap<String, (Arc<Consumer>, Arc<str>)>,
+    by_cert: HashMap<String, (Arc<Consumer>, Arc<Credential>)>,
     pepper: Option<Arc<Pepper>>,
 }
 
@@ -33,13 +36,14 @@ impl Directory {
         for c in consumers {
             let consumer = Arc::new(Consumer {
                 name: c.name.as_str().into(),
+                header: super::header_value(&c.name),
                 groups: c.groups.iter().map(|g| Arc::from(g.as_str())).collect(),
                 limits: c.limits.clone(),
             });
             for k in &c.api_keys {
                 // Validation checked the form of every hash.
                 if let Some(h) = unhex32(&k.hash) {
-                    by_hash.insert(h, (consumer.clone(), Arc::from(k.id.as_str())));
+                    by_hash.insert(h, (consumer.clone(), Credential::new(&k.id)));
                 }
             }
             for k in &c.certificates {
@@ -48,7 +52,7 @@ impl Directory {
                     (None, Some(dn)) => format!("subject:{dn}"),
                     (None, None) => continue,
                 };
-                by_cert.insert(key, (consumer.clone(), Arc::from(k.id.as_str())));
+                by_cert.insert(key, (consumer.clone(), Credential::new(&k.id)));
             }
             by_name.insert(consumer.name.clone(), consumer);
         }
@@ -74,7 +78,7 @@ impl Directory {
 
     /// The consumer a verified client certificate names: by one of its
     /// subject alternative names, else by its whole subject DN.
-    pub fn find_certificate(&self, cert: &crate::tls::client_auth::PeerCert) -> Option<&(Arc<Consumer>, Arc<str>)> {
+    pub fn find_certificate(&self, cert: &crate::tls::client_auth::PeerCert) -> Option<&(Arc<Consumer>, Arc<Credential>)> {
         cert.sans
             .iter()
             .find_map(|san| self.by_cert.get(&format!("san:{san}")))
@@ -84,7 +88,7 @@ impl Directory {
     /// The consumer and credential id of a presented key. The lookup is by
     /// the key's HMAC (so a lookup's timing tells nothing of stored keys),
     /// confirmed by a constant-time comparison.
-    pub fn find_key(&self, key: &[u8]) -> Option<(&Arc<Consumer>, &Arc<str>)> {
+    pub fn find_key(&self, key: &[u8]) -> Option<(&Arc<Consumer>, &Arc<Credential>)> {
         let pepper = self.pepper.as_ref()?;
         let h = pepper.hash(key);
         let (stored, (consumer, id)) = self.by_hash.get_key_value(&h)?;

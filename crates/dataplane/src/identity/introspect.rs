@@ -26,7 +26,13 @@ const CACHE_ENTRIES: u64 = 50_000;
 /// What the authorization server said of a token.
 #[derive(Debug)]
 pub enum Introspected {
-    Active { claims: Arc<Map<String, Value>>, consumer: Arc<str>, groups: Vec<Arc<str>>, ttl: Duration },
+    Active {
+        claims: Arc<Map<String, Value>>,
+        consumer: Arc<str>,
+        consumer_header: http::HeaderValue,
+        groups: Vec<Arc<str>>,
+        ttl: Duration,
+    },
     Inactive { ttl: Duration },
 }
 
@@ -54,6 +60,8 @@ impl moka::Expiry<[u8; 32], Arc<Introspected>> for PerAnswer {
 
 pub struct Introspector {
     pub name: Arc<str>,
+    /// `introspection:<name>`, the credential of its tokens.
+    pub credential: Arc<super::Credential>,
     pub config: IntrospectionConfig,
     endpoint: http::Uri,
     /// `Basic base64(client_id:client_secret)`.
@@ -82,6 +90,7 @@ impl Introspector {
             .map_err(|e| format!("ca_file: {e}"))?;
         Ok(Arc::new(Self {
             name: name.into(),
+            credential: super::Credential::new(&format!("introspection:{name}")),
             config: config.clone(),
             endpoint,
             authorization,
@@ -158,7 +167,8 @@ impl Introspector {
         else {
             return Ok(inactive);
         };
-        Ok(Introspected::Active { claims: Arc::new(claims), consumer, groups, ttl })
+        let consumer_header = super::header_value(&consumer);
+        Ok(Introspected::Active { claims: Arc::new(claims), consumer, consumer_header, groups, ttl })
     }
 }
 

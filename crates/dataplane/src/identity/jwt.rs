@@ -79,6 +79,8 @@ pub struct Verified {
     pub claims: Arc<Map<String, Value>>,
     /// The consumer claim's value.
     pub consumer: Arc<str>,
+    /// ...as the `X-Consumer-Name` value.
+    pub consumer_header: http::HeaderValue,
     /// Groups granted by the groups claim.
     pub groups: Vec<Arc<str>>,
     /// `exp`, seconds since the epoch.
@@ -98,6 +100,8 @@ struct KeySet {
 
 pub struct Provider {
     pub name: Arc<str>,
+    /// `jwt:<name>`, the credential of its tokens.
+    pub credential: Arc<super::Credential>,
     pub config: JwtProviderConfig,
     algorithms: Vec<Algorithm>,
     /// The claim checks for each accepted algorithm, built once.
@@ -150,6 +154,7 @@ impl Provider {
         let initial = if jwks_uri.is_some() { FetchState::Pending } else { FetchState::Ready };
         Ok(Arc::new(Self {
             name: name.into(),
+            credential: super::Credential::new(&format!("jwt:{name}")),
             config: config.clone(),
             algorithms: values.algorithms.clone(),
             validations: values.algorithms.iter().map(|a| (*a, validation(config, *a))).collect(),
@@ -374,7 +379,8 @@ impl Provider {
         let (consumer, groups) =
             super::identity_of(&claims, &self.config.consumer_claim, self.config.groups_claim.as_deref())
                 .ok_or(TokenError::NoConsumer)?;
-        Ok(Verified { claims: Arc::new(claims), consumer, groups, exp, generation })
+        let consumer_header = super::header_value(&consumer);
+        Ok(Verified { claims: Arc::new(claims), consumer, consumer_header, groups, exp, generation })
     }
 }
 

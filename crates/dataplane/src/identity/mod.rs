@@ -22,13 +22,45 @@ pub struct Caller {
     pub known: Option<Arc<Consumer>>,
     /// Groups of the consumer plus those a token grants.
     pub groups: Vec<Arc<str>>,
+    /// The consumer's name as the `X-Consumer-Name` value.
+    pub consumer_header: http::HeaderValue,
     /// Which credential proved it: an API key's id, `jwt:<provider>`, `anonymous`.
-    pub credential: Arc<str>,
+    pub credential: Arc<Credential>,
     /// A verified token's claims.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
+/// A credential's id, with its `X-Credential-Id` value made once.
+#[derive(Debug)]
+pub struct Credential {
+    pub id: Arc<str>,
+    pub header: http::HeaderValue,
+}
+
+impl Credential {
+    pub fn new(id: &str) -> Arc<Self> {
+        Arc::new(Self { id: id.into(), header: header_value(id) })
+    }
+}
+
+/// `text` as a header value (names are checked to be visible ASCII; `-` otherwise).
+pub fn header_value(text: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(text).unwrap_or_else(|_| http::HeaderValue::from_static("-"))
+}
+
 impl Caller {
+    /// A configured consumer, proven by `credential`.
+    pub fn of(consumer: &Arc<Consumer>, credential: &Arc<Credential>) -> Self {
+        Self {
+            consumer: consumer.name.clone(),
+            consumer_header: consumer.header.clone(),
+            known: Some(consumer.clone()),
+            groups: consumer.groups.clone(),
+            credential: credential.clone(),
+            claims: None,
+        }
+    }
+
     pub fn in_group(&self, group: &str) -> bool {
         self.groups.iter().any(|g| &**g == group)
     }

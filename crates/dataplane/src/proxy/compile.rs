@@ -8,14 +8,14 @@ use http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 
 use super::policy::access::RouteAccess;
-use super::policy::auth::{ApiKeyMethod, IntrospectionMethod, JwtMethod, RouteAuth};
+use super::policy::auth::{ApiKeyMethod, IntrospectionMethod, JwtMethod, RouteAuth, METHODS};
 use super::policy::cors::RouteCors;
 use super::policy::ip_rules::{IpMatcher, IpRules};
 use super::policy::rate_limit::RouteLimit;
 use super::policy::Policy;
 use crate::identity::introspect::Introspector;
 use crate::identity::jwt::Provider;
-use crate::identity::Directory;
+use crate::identity::{Credential, Directory};
 use super::upstream::{Breaker, ConnPool, RetryBudget, Sticky, Upstream};
 use super::{Gateway, Registry, Route, Snapshot};
 use crate::balance::{Endpoint, EndpointHealth, Pool};
@@ -282,6 +282,8 @@ fn identity_policies(
             directory: found.directory.clone(),
             forward_groups: r.access.as_ref().is_some_and(|a| a.forward_groups),
             metrics: metrics.clone(),
+            ok: METHODS.map(|m| gw.metrics.auth_decisions.with_label_values(&[&r.name, m, "ok"])),
+            anonymous_credential: Credential::new("anonymous"),
             consumer_metrics: labelled
                 .iter()
                 .map(|name| (Arc::<str>::from(*name), gw.metrics.consumer(name, &r.name)))

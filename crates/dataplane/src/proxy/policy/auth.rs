@@ -15,7 +15,7 @@ use http::header::{HeaderName, HeaderValue};
 use super::Flow;
 use crate::identity::introspect::{Introspected, Introspector};
 use crate::identity::jwt::{Provider, TokenError};
-use crate::identity::{Caller, Consumer, Directory};
+use crate::identity::{Caller, Consumer, Credential, Directory};
 use crate::proxy::context::RequestCtx;
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers;
@@ -74,11 +74,28 @@ pub struct RouteAuth {
     pub directory: Arc<Directory>,
     pub forward_groups: bool,
     pub metrics: Arc<crate::telemetry::GatewayMetrics>,
+    /// `auth_decisions_total{result="ok"}` of each method, resolved once.
+    pub ok: [prometheus::IntCounter; 5],
+    /// `X-Credential-Id: anonymous`.
+    pub anonymous_credential: Arc<Credential>,
     /// Request counters of the labelled consumers on this route...
     pub consumer_metrics: std::collections::HashMap<Arc<str>, Arc<[prometheus::IntCounter; 6]>>,
     /// ...and of all others.
     pub other_consumers: Arc<[prometheus::IntCounter; 6]>,
 }
+
+/// The methods, in the order of [`RouteAuth::ok`].
+#[derive(Clone, Copy)]
+pub enum Ok {
+    Mtls,
+    ApiKey,
+    Jwt,
+    Introspection,
+    Anonymous,
+}
+
+/// The `method` label of each of [`Ok`].
+pub const METHODS: [&str; 5] = ["mtls", "api_key", "jwt", "introspection", "anonymous"];
 
 impl RouteAuth {
     fn count(&self, method: &str, result: &str) {
@@ -112,14 +129,8 @@ pub(super) async fn on_request(a: &RouteAuth, ctx: &mut RequestCtx<'_>) -> Resul
         Some(c) => c,
         None => match &a.anonymous {
             Some(anon) => {
-                a.count("anonymous", "ok");
-                Caller {
-                    consumer: anon.name.clone(),
-                    known: Some(anon.clone()),
-                    groups: anon.groups.clone(),
-                    credential: Arc::from("anonymous"),
-                    claims: None,
-                }
+                a.ok[Ok::Anonymous as usize].inc();
+                Caller::of(anon, &a.anonymous_credential)
             }
             None => {
                 a.count("none", "missing");
@@ -131,12 +142,8 @@ pub(super) async fn on_request(a: &RouteAuth, ctx: &mut RequestCtx<'_>) -> Resul
         },
     };
     let h = &mut ctx.head.headers;
-    if let Ok(v) = HeaderValue::from_str(&caller.consumer) {
-        h.insert(&X_CONSUMER_NAME, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&caller.credential) {
-        h.insert(&X_CREDENTIAL_ID, v);
-    }
+    h.insert(&X_CONSUMER_NAME, caller.consumer_header.clone());
+    h.insert(&X_CREDENTIAL_ID, caller.credential.header.clone());
     if a.forward_groups && !caller.groups.is_empty() {
         let groups = caller.groups.iter().map(|g| &**g).collect::<Vec<_>>().join(", ");
         if let Ok(v) = HeaderValue::from_str(&groups) {
@@ -161,14 +168,8 @@ async fn authenticate(a: &RouteAuth, ctx: &mut RequestCtx<'_>) -> Result<Option<
             Some(cert) => {
                 return match a.directory.find_certificate(cert) {
                     Some((consumer, id)) => {
-                        a.count("mtls", "ok");
-                        Ok(Some(Caller {
-                            consumer: consumer.name.clone(),
-                            known: Some(consumer.clone()),
-                            groups: consumer.groups.clone(),
-                            credential: id.clone(),
-                            claims: None,
-                        }))
+                        a.ok[Ok::Mtls as usize].inc();
+                        Ok(Some(Caller::of(consumer, id)))
                     }
                     None => {
                         a.count("mtls", "invalid");
@@ -194,14 +195,8 @@ async fn authenticate(a: &RouteAuth, ctx: &mut RequestCtx<'_>) -> Result<Option<
         if let Some(key) = take(&k.source, ctx, k.hide) {
             return match a.directory.find_key(key.as_bytes()) {
                 Some((consumer, id)) => {
-                    a.count("api_key", "ok");
-                    Ok(Some(Caller {
-                        consumer: consumer.name.clone(),
-                        known: Some(consumer.clone()),
-                        groups: consumer.groups.clone(),
-                        credential: id.clone(),
-                        claims: None,
-                    }))
+                    a.ok[Ok::ApiKey as usize].inc();
+                    Ok(Some(Caller::of(consumer, id)))
                 }
                 None => {
                     a.count("api_key", "invalid");
@@ -231,18 +226,9 @@ async fn introspect(a: &RouteAuth, m: &IntrospectionMethod, token: &str) -> Resu
     }
     match m.introspector.check(token).await {
         Ok(answer) => match &*answer {
-            Introspected::Active { claims, consumer, groups: granted, .. } => {
-                a.count("introspection", "ok");
-                let known = a.directory.consumer(consumer).cloned();
-                let mut groups = known.as_ref().map(|c| c.groups.clone()).unwrap_or_default();
-                groups.extend(granted.iter().cloned());
-                Ok(Caller {
-                    consumer: consumer.clone(),
-                    known,
-                    groups,
-                    credential: Arc::from(format!("introspection:{}", m.introspector.name)),
-                    claims: Some(claims.clone()),
-                })
+            Introspected::Active { claims, consumer, consumer_header, groups: granted, .. } => {
+                a.ok[Ok::Introspection as usize].inc();
+                Ok(external(a, consumer, consumer_header, granted, &m.introspector.credential, claims))
             }
             Introspected::Inactive { .. } => {
                 a.count("introspection", "invalid");
@@ -279,10 +265,7 @@ async fn jwt(a: &RouteAuth, j: &JwtMethod, ctx: &mut RequestCtx<'_>, token: &str
         }
     };
     let v = provider.verify(token).await.map_err(refuse)?;
-    a.count("jwt", "ok");
-    let known = a.directory.consumer(&v.consumer).cloned();
-    let mut groups = known.as_ref().map(|c| c.groups.clone()).unwrap_or_default();
-    groups.extend(v.groups.iter().cloned());
+    a.ok[Ok::Jwt as usize].inc();
     let h = &mut ctx.head.headers;
     for (claim, name) in &j.claims_to_headers {
         let text = match v.claims.get(claim) {
@@ -299,13 +282,30 @@ async fn jwt(a: &RouteAuth, j: &JwtMethod, ctx: &mut RequestCtx<'_>, token: &str
             h.insert(name, value);
         }
     }
-    Ok(Caller {
-        consumer: v.consumer.clone(),
+    Ok(external(a, &v.consumer, &v.consumer_header, &v.groups, &provider.credential, &v.claims))
+}
+
+/// A caller a token names: a configured consumer of that name lends its
+/// groups (and limits), the token adds its own groups.
+fn external(
+    a: &RouteAuth,
+    consumer: &Arc<str>,
+    consumer_header: &HeaderValue,
+    granted: &[Arc<str>],
+    credential: &Arc<Credential>,
+    claims: &Arc<serde_json::Map<String, serde_json::Value>>,
+) -> Caller {
+    let known = a.directory.consumer(consumer).cloned();
+    let mut groups = known.as_ref().map(|c| c.groups.clone()).unwrap_or_default();
+    groups.extend(granted.iter().cloned());
+    Caller {
+        consumer: consumer.clone(),
+        consumer_header: consumer_header.clone(),
         known,
         groups,
-        credential: Arc::from(format!("jwt:{}", provider.name)),
-        claims: Some(v.claims.clone()),
-    })
+        credential: credential.clone(),
+        claims: Some(claims.clone()),
+    }
 }
 
 /// What the client is told about a refused token (never the token).

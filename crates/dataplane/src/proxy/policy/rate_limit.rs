@@ -67,7 +67,11 @@ pub(super) async fn on_request(route: &RouteLimit, ctx: &mut RequestCtx<'_>) -> 
             None => key_digest_of(&client),
         },
         RateLimitKey::Credential => match &ctx.caller {
-            Some(c) => key_digest_of(&[b"credential:", c.credential.as_bytes(), b":", c.consumer.as_bytes()]),
+            Some(c) => {
+                // Length-prefixed: an id may hold any character a name may.
+                let len = (c.credential.id.len() as u32).to_be_bytes();
+                key_digest_of(&[b"credential:", &len, c.credential.id.as_bytes(), c.consumer.as_bytes()])
+            },
             None => key_digest_of(&client),
         },
     };
