@@ -19,7 +19,8 @@ fn openssl(args: &[&str], dir: &Path, name: &str) -> (String, String) {
     let key = dir.join(format!("{name}.pem"));
     let ok = std::process::Command::new("openssl").arg("genpkey").args(args).arg("-out").arg(&key).status();
     assert!(ok.is_ok_and(|s| s.success()), "openssl genpkey {args:?}");
-    let public = std::process::Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).output().expect("openssl");
+    let public =
+        std::process::Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).output().expect("openssl");
     (std::fs::read_to_string(&key).expect("key"), String::from_utf8(public.stdout).expect("PEM"))
 }
 
@@ -107,7 +108,10 @@ fn main() {
         println!(
             "{name:<6} jsonwebtoken::decode {bare:>8.2} µs   meridian verify (cache miss) {miss:>8.2} µs   cache hit {hit:>6.2} µs   ({n} tokens)"
         );
-        results.insert(name.into(), serde_json::json!({ "crate_decode_us": bare, "miss_us": miss, "hit_us": hit, "tokens": n }));
+        results.insert(
+            name.into(),
+            serde_json::json!({ "crate_decode_us": bare, "miss_us": miss, "hit_us": hit, "tokens": n }),
+        );
     }
     // An API key: the peppered hash and the lookup.
     let pepper = meridian_core::apikey::Pepper::new(b"bench-pepper-0123456789");

@@ -384,7 +384,8 @@ async fn consumers(ctl: &Ctl, op: &ConsumersOp, region: Option<&String>, attempt
                     println!("{:<10} {:<20} {:<24} KEYS", "REGION", "CONSUMER", "GROUPS");
                     for (r, view) in &all {
                         for c in &view.consumers {
-                            let keys: Vec<String> = c.keys.iter().map(|k| format!("{} ({}…)", k.id, k.prefix)).collect();
+                            let keys: Vec<String> =
+                                c.keys.iter().map(|k| format!("{} ({}…)", k.id, k.prefix)).collect();
                             println!("{:<10} {:<20} {:<24} {}", r, c.name, c.groups.join(","), keys.join(" "));
                         }
                     }
@@ -424,7 +425,9 @@ async fn keys(ctl: &Ctl, op: &KeysOp, region: Option<&String>, attempts: u32) ->
                 None => meridian_core::apikey::generate_id()?,
             };
             let body = serde_json::to_string(&KeyIssue { id: Some(id.clone()), key: Some(key.clone()) })?;
-            let failed = write_everywhere(ctl, &regions, attempts, "POST", &format!("/consumers/{consumer}/keys"), Some(body)).await;
+            let failed =
+                write_everywhere(ctl, &regions, attempts, "POST", &format!("/consumers/{consumer}/keys"), Some(body))
+                    .await;
             if *key_stdin {
                 println!("key {id} for {consumer} stored");
             } else {
@@ -436,7 +439,8 @@ async fn keys(ctl: &Ctl, op: &KeysOp, region: Option<&String>, attempts: u32) ->
             Ok(failed)
         }
         KeysOp::Revoke { consumer, id } => {
-            Ok(write_everywhere(ctl, &regions, attempts, "DELETE", &format!("/consumers/{consumer}/keys/{id}"), None).await)
+            Ok(write_everywhere(ctl, &regions, attempts, "DELETE", &format!("/consumers/{consumer}/keys/{id}"), None)
+                .await)
         }
     }
 }

@@ -2,9 +2,9 @@
 //! each region enforces a change on every member at the same version, and a
 //! region that cannot be reached is retried and reported, never skipped.
 
-use std::io::Write;
 use crate::harness::{doc, Region};
 use crate::support::*;
+use std::io::Write;
 
 fn ctl(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
@@ -47,16 +47,21 @@ async fn consumers_and_keys_reach_every_region_and_every_member() {
     let mut us = Region::start_with(1, "", &node_extra).await;
     eu.converged(1).await;
     us.converged(1).await;
-    let endpoints = |r: &Region| r.running().map(|(_, n)| format!("\"http://{}\"", n.admin_addr)).collect::<Vec<_>>().join(", ");
+    let endpoints =
+        |r: &Region| r.running().map(|(_, n)| format!("\"http://{}\"", n.admin_addr)).collect::<Vec<_>>().join(", ");
     let cfg = eu.dir.path().join("ctl.toml");
-    std::fs::write(&cfg, format!("[regions.eu]\nadmin = [{}]\n[regions.us]\nadmin = [{}]\n", endpoints(&eu), endpoints(&us)))
-        .unwrap();
+    std::fs::write(
+        &cfg,
+        format!("[regions.eu]\nadmin = [{}]\n[regions.us]\nadmin = [{}]\n", endpoints(&eu), endpoints(&us)),
+    )
+    .unwrap();
     let file = eu.dir.path().join("doc.toml");
     std::fs::write(&file, format!("{}auth = {{ api_key = {{}} }}\n", doc(eu.backend.addr, "keyed"))).unwrap();
     let (ok, out, err) = ctl_async(&cfg, &["apply", "-f", file.to_str().unwrap(), "--all-regions"]).await;
     assert!(ok, "{out}{err}");
 
-    let (ok, out, err) = ctl_async(&cfg, &["consumers", "add", "alice", "--group", "staff", "--meta", "tier=gold"]).await;
+    let (ok, out, err) =
+        ctl_async(&cfg, &["consumers", "add", "alice", "--group", "staff", "--meta", "tier=gold"]).await;
     assert!(ok, "{out}{err}");
     assert!(out.contains("eu: done (version 3)") && out.contains("us: done (version 3)"), "{out}");
     // Said twice, it is already so (a retried write changes nothing).

@@ -8,7 +8,9 @@ use http_body_util::Full;
 use crate::identity::{consumers, pepper_node};
 use crate::support::*;
 
-async fn cors_gateway(route: &str) -> (meridian_lab::backend::Backend, meridian_region::gateway::RunningGateway, tempfile::NamedTempFile) {
+async fn cors_gateway(
+    route: &str,
+) -> (meridian_lab::backend::Backend, meridian_region::gateway::RunningGateway, tempfile::NamedTempFile) {
     let b = backend("b").await;
     let doc = format!(
         "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n{}\n[[routes]]\nname = \"api\"\nupstream = \"u\"\n{route}",
@@ -67,21 +69,30 @@ async fn a_preflight_from_an_allowed_origin_is_answered_without_credentials() {
 async fn refused_origins_get_no_cors_headers() {
     let (_b, gw, _f) = cors_gateway(ROUTE).await;
     let addr = gw.http_addr();
-    for origin in
-        ["https://evil.test", "null", "https://partner.test", "https://app.example.test.evil.test", "http://app.example.test"]
-    {
+    for origin in [
+        "https://evil.test",
+        "null",
+        "https://partner.test",
+        "https://app.example.test.evil.test",
+        "http://app.example.test",
+    ] {
         let r = preflight(addr, origin, "GET").await;
         assert_eq!(r.status, 403, "{origin}");
         assert!(r.headers.get("access-control-allow-origin").is_none(), "{origin}");
     }
     // A simple request from a refused origin is served (the browser keeps
     // the answer from the page) but carries nothing that would let it read it.
-    let r = get_with(addr, "/x", &[("origin", "https://evil.test"), ("x-api-key", "mk_alice-key-0123456789abcdefghij")]).await;
+    let r =
+        get_with(addr, "/x", &[("origin", "https://evil.test"), ("x-api-key", "mk_alice-key-0123456789abcdefghij")])
+            .await;
     assert_eq!(r.status, 200);
     assert!(r.headers.get("access-control-allow-origin").is_none());
     assert!(r.headers["vary"].to_str().unwrap().contains("Origin"));
     let m = metrics(gw.admin_addr).await;
-    assert_eq!(metric_value(&m, "meridian_cors_decisions_total", &[("route", "api"), ("result", "preflight_refused")]), 5.0);
+    assert_eq!(
+        metric_value(&m, "meridian_cors_decisions_total", &[("route", "api"), ("result", "preflight_refused")]),
+        5.0
+    );
     gw.shutdown().await;
 }
 
@@ -107,7 +118,11 @@ async fn answers_to_allowed_origins_carry_the_cors_headers_and_vary_even_on_401(
 #[tokio::test]
 async fn a_wildcard_with_credentials_is_refused_by_validation() {
     let b = backend("b").await;
-    let gw = gateway(&format!("[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n", b.addr)).await;
+    let gw = gateway(&format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
+        b.addr
+    ))
+    .await;
     let doc = format!(
         "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\ncors = {{ origins = [\"*\"], allow_credentials = true, origin_patterns = [\"https://*.\"] }}\n",
         b.addr

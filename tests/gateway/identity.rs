@@ -71,8 +71,8 @@ async fn an_api_key_names_its_consumer_and_never_reaches_the_upstream() {
     assert!(!r.text().contains(wrong), "the body echoes the key: {}", r.text());
 
     // Client-sent identity headers are not believed.
-    let r = get_with(addr, "/x", &[("x-api-key", ALICE_KEY), ("x-consumer-name", "root"), ("x-credential-id", "x")])
-        .await;
+    let r =
+        get_with(addr, "/x", &[("x-api-key", ALICE_KEY), ("x-consumer-name", "root"), ("x-credential-id", "x")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let echo = r.json();
     assert_eq!(echo["headers"]["x-consumer-name"], "alice");
@@ -163,7 +163,10 @@ async fn a_consumer_outside_allow_gets_403() {
 #[tokio::test]
 async fn api_keys_without_a_pepper_are_refused_and_the_old_document_keeps_serving() {
     let b = backend("b").await;
-    let plain = format!("[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n", b.addr);
+    let plain = format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
+        b.addr
+    );
     let gw = gateway(&plain).await;
     let with_keys = format!("{plain}{}", consumers());
     let r = admin(gw.admin_addr, "PUT", "/config", &with_keys).await;
@@ -284,13 +287,19 @@ rate_limit = {{ key = "consumer", limits = [{{ requests = 5, per = "1m" }}] }}
 #[tokio::test]
 async fn a_listener_closes_connections_from_addresses_it_does_not_serve() {
     let b = backend("b").await;
-    let doc = format!("[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n", b.addr);
+    let doc = format!(
+        "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
+        b.addr
+    );
     let gw = gateway_listener(&doc, "ip_rules = { allow = [\"10.0.0.0/8\"] }").await;
     let answer = raw(gw.http_addr(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
     assert!(answer.is_empty(), "served: {answer}");
     assert_eq!(b.control.requests(), 0);
     let m = metrics(gw.admin_addr).await;
-    assert_eq!(metric_value(&m, "meridian_ip_rule_decisions_total", &[("scope", "listener:http"), ("result", "denied")]), 1.0);
+    assert_eq!(
+        metric_value(&m, "meridian_ip_rule_decisions_total", &[("scope", "listener:http"), ("result", "denied")]),
+        1.0
+    );
     gw.shutdown().await;
     let open = gateway_listener(&doc, "ip_rules = { allow = [\"127.0.0.0/8\", \"::1/128\"] }").await;
     assert_eq!(get(open.http_addr(), "/").await.status, 200);

@@ -29,7 +29,8 @@ impl AuthServer {
     /// others inactive. Each answer takes 100 ms.
     async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let s = Self { addr: listener.local_addr().unwrap(), calls: Arc::default(), up: Arc::new(AtomicBool::new(true)) };
+        let s =
+            Self { addr: listener.local_addr().unwrap(), calls: Arc::default(), up: Arc::new(AtomicBool::new(true)) };
         let (calls, up) = (s.calls.clone(), s.up.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -40,16 +41,24 @@ impl AuthServer {
                         async move {
                             calls.fetch_add(1, Ordering::SeqCst);
                             let authorized = req.headers().get("authorization").is_some_and(|v| v == BASIC);
-                            let form = String::from_utf8(req.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+                            let form = String::from_utf8(req.into_body().collect().await.unwrap().to_bytes().to_vec())
+                                .unwrap();
                             tokio::time::sleep(Duration::from_millis(100)).await;
-                            let token = form.split('&').find_map(|p| p.strip_prefix("token=")).unwrap_or("").to_string();
+                            let token =
+                                form.split('&').find_map(|p| p.strip_prefix("token=")).unwrap_or("").to_string();
                             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
                             let (status, body) = if !up.load(Ordering::SeqCst) {
                                 (503, String::new())
                             } else if !authorized {
                                 (401, "{\"error\":\"invalid_client\"}".to_string())
                             } else if let Some(sub) = token.strip_prefix("good-") {
-                                (200, format!("{{\"active\":true,\"sub\":\"{sub}\",\"scope\":\"read\",\"exp\":{}}}", now + 300))
+                                (
+                                    200,
+                                    format!(
+                                        "{{\"active\":true,\"sub\":\"{sub}\",\"scope\":\"read\",\"exp\":{}}}",
+                                        now + 300
+                                    ),
+                                )
                             } else if let Some(sub) = token.strip_prefix("brief-") {
                                 (200, format!("{{\"active\":true,\"sub\":\"{sub}\",\"exp\":{}}}", now + 1))
                             } else {
@@ -60,7 +69,8 @@ impl AuthServer {
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
@@ -72,7 +82,10 @@ impl AuthServer {
     }
 }
 
-async fn gateway_for(server: &AuthServer, route_extra: &str) -> (meridian_lab::backend::Backend, meridian_region::gateway::RunningGateway) {
+async fn gateway_for(
+    server: &AuthServer,
+    route_extra: &str,
+) -> (meridian_lab::backend::Backend, meridian_region::gateway::RunningGateway) {
     let b = backend("b").await;
     let doc = format!(
         r#"

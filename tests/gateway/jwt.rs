@@ -115,14 +115,16 @@ impl JwksServer {
                         hits.fetch_add(1, Ordering::SeqCst);
                         let body = set.lock().unwrap().clone();
                         async move {
-                            let mut resp = http::Response::new(Full::new(Bytes::from(body.clone().unwrap_or_default())));
+                            let mut resp =
+                                http::Response::new(Full::new(Bytes::from(body.clone().unwrap_or_default())));
                             if body.is_none() {
                                 *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
                             }
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
@@ -140,7 +142,11 @@ impl JwksServer {
 
 /// A gateway whose route `/` needs a token of provider `idp` (JWKS at
 /// `jwks`) and, when `hs_secret` is set, of provider `hs` too.
-async fn jwt_gateway(jwks: SocketAddr, provider_extra: &str, route_extra: &str) -> (meridian_lab::backend::Backend, meridian_region::gateway::RunningGateway) {
+async fn jwt_gateway(
+    jwks: SocketAddr,
+    provider_extra: &str,
+    route_extra: &str,
+) -> (meridian_lab::backend::Backend, meridian_region::gateway::RunningGateway) {
     let b = backend("b").await;
     let doc = format!(
         r#"
@@ -178,9 +184,12 @@ async fn every_algorithm_verifies_and_claims_reach_the_upstream() {
     let jwks = JwksServer::start(Some(keys)).await;
     let (_b, gw) = jwt_gateway(jwks.addr, "", "").await;
     let addr = gw.http_addr();
-    for (pair, alg, kid) in
-        [(&r, Algorithm::RS256, "rsa"), (&r, Algorithm::PS256, "rsa"), (&e, Algorithm::ES256, "ec"), (&d, Algorithm::EdDSA, "ed")]
-    {
+    for (pair, alg, kid) in [
+        (&r, Algorithm::RS256, "rsa"),
+        (&r, Algorithm::PS256, "rsa"),
+        (&e, Algorithm::ES256, "ec"),
+        (&d, Algorithm::EdDSA, "ed"),
+    ] {
         let token = sign(pair, alg, Some(kid), &claims("alice"));
         let reply = call(addr, &token).await;
         assert_eq!(reply.status, 200, "{alg:?}: {}", reply.text());
@@ -229,7 +238,8 @@ auth = {{ jwt = {{ providers = ["other", "hs"] }} }}
     let r = call(gw.http_addr(), &token).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["headers"]["x-consumer-name"], "svc");
-    let wrong = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &EncodingKey::from_secret(&[8u8; 32])).unwrap();
+    let wrong =
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &EncodingKey::from_secret(&[8u8; 32])).unwrap();
     assert_eq!(call(gw.http_addr(), &wrong).await.status, 401);
     gw.shutdown().await;
 }
@@ -258,17 +268,38 @@ async fn hostile_tokens_are_refused_with_401() {
     let mut hs = Header::new(Algorithm::HS256);
     hs.kid = Some("rsa".into());
     let confused_pem = jsonwebtoken::encode(&hs, &claims("alice"), &pem_secret).unwrap();
-    let confused_jwk = jsonwebtoken::encode(&hs, &claims("alice"), &EncodingKey::from_secret(jwk_n.as_bytes())).unwrap();
+    let confused_jwk =
+        jsonwebtoken::encode(&hs, &claims("alice"), &EncodingKey::from_secret(jwk_n.as_bytes())).unwrap();
     let mut crit = Header::new(Algorithm::RS256);
     crit.kid = Some("rsa".into());
     crit.crit = Some(vec!["x-unknown".into()]);
     crit.extras.insert("x-unknown".into(), "1".into());
     let critical = jsonwebtoken::encode(&crit, &claims("alice"), &r.private).unwrap();
-    let expired = sign(&r, Algorithm::RS256, Some("rsa"), &json!({ "iss": ISS, "aud": "api", "sub": "a", "exp": now() - 120, "iat": now() - 600 }));
+    let expired = sign(
+        &r,
+        Algorithm::RS256,
+        Some("rsa"),
+        &json!({ "iss": ISS, "aud": "api", "sub": "a", "exp": now() - 120, "iat": now() - 600 }),
+    );
     let no_exp = sign(&r, Algorithm::RS256, Some("rsa"), &json!({ "iss": ISS, "aud": "api", "sub": "a" }));
-    let wrong_iss = sign(&r, Algorithm::RS256, Some("rsa"), &json!({ "iss": "https://evil.test", "aud": "api", "sub": "a", "exp": now() + 60 }));
-    let wrong_aud = sign(&r, Algorithm::RS256, Some("rsa"), &json!({ "iss": ISS, "aud": ["web", "other"], "sub": "a", "exp": now() + 60 }));
-    let too_long = sign(&r, Algorithm::RS256, Some("rsa"), &json!({ "iss": ISS, "aud": "api", "sub": "a", "exp": now() + 7200, "iat": now() }));
+    let wrong_iss = sign(
+        &r,
+        Algorithm::RS256,
+        Some("rsa"),
+        &json!({ "iss": "https://evil.test", "aud": "api", "sub": "a", "exp": now() + 60 }),
+    );
+    let wrong_aud = sign(
+        &r,
+        Algorithm::RS256,
+        Some("rsa"),
+        &json!({ "iss": ISS, "aud": ["web", "other"], "sub": "a", "exp": now() + 60 }),
+    );
+    let too_long = sign(
+        &r,
+        Algorithm::RS256,
+        Some("rsa"),
+        &json!({ "iss": ISS, "aud": "api", "sub": "a", "exp": now() + 7200, "iat": now() }),
+    );
     let zero_sig = format!("{}.{payload}.{}", header(json!({ "alg": "ES256", "kid": "ec" })), b64(&[0u8; 64]));
     let hostile: Vec<(&str, String)> = vec![
         ("alg none", format!("{}.{payload}.", header(json!({ "alg": "none" })))),
@@ -287,7 +318,14 @@ async fn hostile_tokens_are_refused_with_401() {
         ("unknown crit", critical),
         ("ES256 r = s = 0", zero_sig),
         ("garbage", "a.b.c".into()),
-        ("payload swapped", format!("{h}.{}.{}", b64(json!({"iss": ISS, "aud": "api", "sub": "root", "exp": now() + 60}).to_string().as_bytes()), good.rsplit('.').next().unwrap())),
+        (
+            "payload swapped",
+            format!(
+                "{h}.{}.{}",
+                b64(json!({"iss": ISS, "aud": "api", "sub": "root", "exp": now() + 60}).to_string().as_bytes()),
+                good.rsplit('.').next().unwrap()
+            ),
+        ),
     ];
     for (what, token) in &hostile {
         let reply = call(addr, token).await;

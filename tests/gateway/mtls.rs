@@ -26,7 +26,13 @@ fn ca(name: &str) -> Ca {
 }
 
 /// A client certificate: subject `CN=<cn>, O=<org>`, optional URI SAN, serial.
-fn client_cert(issuer: &Ca, cn: &str, org: &str, uri: Option<&str>, serial: u64) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+fn client_cert(
+    issuer: &Ca,
+    cn: &str,
+    org: &str,
+    uri: Option<&str>,
+    serial: u64,
+) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, cn);
@@ -63,7 +69,11 @@ fn setup() -> Setup {
     Setup { dir, server_ca, client_ca }
 }
 
-fn tls_client(s: &Setup, cert: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+fn tls_client(
+    s: &Setup,
+    cert: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::TlsConnector {
     meridian_dataplane::tls::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(s.server_ca.cert.der().clone()).unwrap();
@@ -76,7 +86,10 @@ fn tls_client(s: &Setup, cert: Option<(CertificateDer<'static>, PrivateKeyDer<'s
     tokio_rustls::TlsConnector::from(Arc::new(c))
 }
 
-async fn mtls_gateway(s: &Setup, crl: Option<&str>) -> (meridian_lab::backend::Backend, meridian_region::gateway::RunningGateway) {
+async fn mtls_gateway(
+    s: &Setup,
+    crl: Option<&str>,
+) -> (meridian_lab::backend::Backend, meridian_region::gateway::RunningGateway) {
     let b = backend("b").await;
     let d = s.dir.path().display();
     let crls = crl.map(|c| format!("crls = [\"{c}\"]")).unwrap_or_default();
@@ -121,7 +134,12 @@ client_auth = {{ ca = "{d}/client-ca.pem", required = true }}
 
 /// One HTTP/1.1 GET over TLS with SNI `host`; the status, or `None` when
 /// the handshake failed.
-async fn get_tls(gw: &meridian_region::gateway::RunningGateway, connector: &tokio_rustls::TlsConnector, host: &str, extra: &str) -> Option<(u16, String)> {
+async fn get_tls(
+    gw: &meridian_region::gateway::RunningGateway,
+    connector: &tokio_rustls::TlsConnector,
+    host: &str,
+    extra: &str,
+) -> Option<(u16, String)> {
     let addr = gw.addr("https").unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
     let mut tls = connector.connect(ServerName::try_from(host.to_string()).unwrap(), tcp).await.ok()?;
@@ -140,9 +158,10 @@ async fn certificates_name_consumers_by_san_or_exact_subject() {
     let s = setup();
     let (_b, gw) = mtls_gateway(&s, None).await;
     let alice = client_cert(&s.client_ca, "alice", "Example", Some("spiffe://example.test/alice"), 1);
-    let (status, text) = get_tls(&gw, &tls_client(&s, Some(alice), &[b"http/1.1"]), "api.test", "X-Forwarded-Client-Cert: By=spoof\r\n")
-        .await
-        .expect("handshake");
+    let (status, text) =
+        get_tls(&gw, &tls_client(&s, Some(alice), &[b"http/1.1"]), "api.test", "X-Forwarded-Client-Cert: By=spoof\r\n")
+            .await
+            .expect("handshake");
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("\"x-consumer-name\":\"alice\""), "{text}");
     assert!(text.contains("\"x-credential-id\":\"alice-cert\""), "{text}");

@@ -15,16 +15,16 @@ mod values;
 use std::path::Path;
 
 pub use document::*;
-pub use identity::*;
-pub use validate_identity::{
-    normalise_origin, CorsValues, CredentialSource, JwtAuthValues, JwtKey, JwtProviderValues, OriginPattern, Principal,
-    RouteAccessValues,
-};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
+pub use identity::*;
 pub use node::*;
 pub use validate::check_address;
 pub use validate::route_path as validate_route_path;
 pub use validate::{validate_document, validate_node, CheckedDocument, Validated, MAX_RETRIES};
+pub use validate_identity::{
+    normalise_origin, CorsValues, CredentialSource, JwtAuthValues, JwtKey, JwtProviderValues, OriginPattern, Principal,
+    RouteAccessValues,
+};
 pub use values::{is_cookie_name_byte, DocumentValues, HashOn, RateLimitKey, RouteValues, UpstreamValues, VipAddr};
 
 /// Encodings the admin API accepts for a document.

@@ -108,7 +108,8 @@ pub(super) fn check_identity(errors: &mut ConfigErrors, doc: &GatewayDocument) -
             errors.push(format!("{p}.name"), bad(&c.name, "1 to 128 of A-Z a-z 0-9 - _ . @ :"));
         }
         if let Some(first) = names.insert(&c.name, i) {
-            errors.push(format!("{p}.name"), K::Duplicate { name: c.name.clone(), first: format!("consumers[{first}]") });
+            errors
+                .push(format!("{p}.name"), K::Duplicate { name: c.name.clone(), first: format!("consumers[{first}]") });
         }
         for (j, g) in c.groups.iter().enumerate() {
             if !name_ok(g) {
@@ -382,7 +383,8 @@ pub(super) fn check_route_access(
             }
             for (i, name) in j.providers.iter().enumerate() {
                 if !doc.jwt_providers.contains_key(name) {
-                    errors.push(format!("{jp}.providers[{i}]"), K::Unknown { what: "JWT provider", name: name.clone() });
+                    errors
+                        .push(format!("{jp}.providers[{i}]"), K::Unknown { what: "JWT provider", name: name.clone() });
                 }
             }
             let mut s = source(errors, &jp, &j.header, &j.query, &j.cookie);
@@ -460,9 +462,12 @@ fn source(
     cookie: &Option<String>,
 ) -> CredentialSource {
     let header = header.as_ref().and_then(|h| {
-        HeaderName::from_bytes(h.as_bytes()).map_err(|_| errors.push(format!("{p}.header"), K::InvalidHeaderName(h.clone()))).ok()
+        HeaderName::from_bytes(h.as_bytes())
+            .map_err(|_| errors.push(format!("{p}.header"), K::InvalidHeaderName(h.clone())))
+            .ok()
     });
-    let param_ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let param_ok =
+        |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if let Some(q) = query.as_ref().filter(|q| !param_ok(q)) {
         errors.push(format!("{p}.query"), bad(q, "a parameter name of A-Z a-z 0-9 - _ ."));
     }
@@ -529,7 +534,10 @@ fn check_cors(errors: &mut ConfigErrors, p: &str, c: &CorsConfig) -> CorsValues 
                 errors.push(format!("{p}.origins[{j}]"), bad(o, "\"*\" cannot be used with allow_credentials"));
             }
         } else if o == "null" {
-            errors.push(format!("{p}.origins[{j}]"), bad(o, "the null origin is never allowed (sandboxed and file pages share it)"));
+            errors.push(
+                format!("{p}.origins[{j}]"),
+                bad(o, "the null origin is never allowed (sandboxed and file pages share it)"),
+            );
         } else {
             match normalise_origin(o) {
                 Some(n) => origins.push(n),
@@ -595,7 +603,18 @@ mod tests {
         assert_eq!(normalise_origin("HTTPS://App.Example.TEST:443").as_deref(), Some("https://app.example.test"));
         assert_eq!(normalise_origin("http://a.test:8080").as_deref(), Some("http://a.test:8080"));
         assert_eq!(normalise_origin("http://[::1]:80").as_deref(), Some("http://[::1]"));
-        for bad in ["null", "a.test", "https://a.", "https://.a", "https://a..b", "ftp://a.test", "https://", "https://a.test/", "https://a.test:x", "https://u@a.test"] {
+        for bad in [
+            "null",
+            "a.test",
+            "https://a.",
+            "https://.a",
+            "https://a..b",
+            "ftp://a.test",
+            "https://",
+            "https://a.test/",
+            "https://a.test:x",
+            "https://u@a.test",
+        ] {
             assert_eq!(normalise_origin(bad), None, "{bad}");
         }
     }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use meridian_core::apikey::{same_hash, unhex32, Pepper};
 use super::Credential;
+use meridian_core::apikey::{same_hash, unhex32, Pepper};
 use meridian_core::config::{ConsumerConfig, LimitConfig};
 
 /// A configured consumer.
@@ -78,7 +78,10 @@ impl Directory {
 
     /// The consumer a verified client certificate names: by one of its
     /// subject alternative names, else by its whole subject DN.
-    pub fn find_certificate(&self, cert: &crate::tls::client_auth::PeerCert) -> Option<&(Arc<Consumer>, Arc<Credential>)> {
+    pub fn find_certificate(
+        &self,
+        cert: &crate::tls::client_auth::PeerCert,
+    ) -> Option<&(Arc<Consumer>, Arc<Credential>)> {
         cert.sans
             .iter()
             .find_map(|san| self.by_cert.get(&format!("san:{san}")))

@@ -33,7 +33,9 @@ pub enum Introspected {
         groups: Vec<Arc<str>>,
         ttl: Duration,
     },
-    Inactive { ttl: Duration },
+    Inactive {
+        ttl: Duration,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +83,9 @@ impl Introspector {
         };
         // RFC 6749 §2.3.1: both form-encoded before they are joined.
         let basic = format!("{}:{}", form_encode(&config.client_id), form_encode(&secret));
-        let authorization = http::HeaderValue::from_str(&format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(basic)
-        ))
-        .map_err(|e| format!("client credentials: {e}"))?;
+        let authorization =
+            http::HeaderValue::from_str(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(basic)))
+                .map_err(|e| format!("client credentials: {e}"))?;
         let client = meridian_core::client::admin_client(config.ca_file.as_deref().map(std::path::Path::new))
             .map_err(|e| format!("ca_file: {e}"))?;
         Ok(Arc::new(Self {
@@ -121,7 +121,8 @@ impl Introspector {
     }
 
     async fn ask(&self, token: &str) -> Result<Introspected, IntrospectionError> {
-        let body = format!("token={}&token_type_hint={}", form_encode(token), form_encode(&self.config.token_type_hint));
+        let body =
+            format!("token={}&token_type_hint={}", form_encode(token), form_encode(&self.config.token_type_hint));
         let req = Request::post(self.endpoint.clone())
             .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(http::header::ACCEPT, "application/json")
@@ -140,7 +141,8 @@ impl Introspector {
                 .map(|b| b.to_bytes())
                 .map_err(|e| IntrospectionError::Malformed(e.to_string()))
         };
-        let bytes = tokio::time::timeout(timeout, exchange).await.map_err(|_| IntrospectionError::Timeout(timeout))??;
+        let bytes =
+            tokio::time::timeout(timeout, exchange).await.map_err(|_| IntrospectionError::Timeout(timeout))??;
         self.interpret(&bytes)
     }
 

@@ -13,14 +13,14 @@ use super::policy::cors::RouteCors;
 use super::policy::ip_rules::{IpMatcher, IpRules};
 use super::policy::rate_limit::RouteLimit;
 use super::policy::Policy;
-use crate::identity::introspect::Introspector;
-use crate::identity::jwt::Provider;
-use crate::identity::{Credential, Directory};
 use super::upstream::{Breaker, ConnPool, RetryBudget, Sticky, Upstream};
 use super::{Gateway, Registry, Route, Snapshot};
 use crate::balance::{Endpoint, EndpointHealth, Pool};
 use crate::health::active::{ActiveCheck, ProbeSink};
 use crate::health::PassivePolicy;
+use crate::identity::introspect::Introspector;
+use crate::identity::jwt::Provider;
+use crate::identity::{Credential, Directory};
 use crate::routing::{RouteSpec, RouteTable};
 use meridian_core::config::{
     CheckedDocument, ConfigErrorKind as K, ConfigErrors, HashOn, RateLimitKey, RouteAccessValues, RouteConfig,
@@ -127,7 +127,9 @@ pub(super) fn compile(
                 let id = format!("{}#{}", r.name, c.name);
                 let own = meridian_core::config::RateLimitConfig { limits: c.limits.clone(), ..cfg.clone() };
                 let reused = registry.limiters.get(&id).filter(|l| l.config == own).cloned();
-                let l = reused.unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, &id, &own, key.clone(), HashMap::new(), Vec::new())));
+                let l = reused.unwrap_or_else(|| {
+                    Arc::new(route_limit(gw, &r.name, &id, &own, key.clone(), HashMap::new(), Vec::new()))
+                });
                 limiters.insert(id, l.clone());
                 overrides.insert(Arc::<str>::from(c.name.as_str()), l);
             }
@@ -147,7 +149,10 @@ pub(super) fn compile(
                     && l.overrides.len() == overrides.len()
                     && overrides.iter().all(|(c, o)| l.overrides.get(c).is_some_and(|x| Arc::ptr_eq(x, o)))
                     && l.group_overrides.len() == group_overrides.len()
-                    && l.group_overrides.iter().zip(&group_overrides).all(|(a, b)| a.0 == b.0 && Arc::ptr_eq(&a.1, &b.1))
+                    && l.group_overrides
+                        .iter()
+                        .zip(&group_overrides)
+                        .all(|(a, b)| a.0 == b.0 && Arc::ptr_eq(&a.1, &b.1))
             };
             let reused = registry.limiters.get(&r.name).filter(|l| same(l)).cloned();
             let l = reused
@@ -180,13 +185,7 @@ pub(super) fn compile(
     }
     registry.jwt_providers = providers;
     registry.introspectors = introspectors;
-    Ok(Snapshot {
-        version: doc.version,
-        document: Arc::new(doc),
-        table: RouteTable::new(routes),
-        upstreams,
-        directory,
-    })
+    Ok(Snapshot { version: doc.version, document: Arc::new(doc), table: RouteTable::new(routes), upstreams, directory })
 }
 
 /// What a document's identity parts compiled to.
@@ -230,7 +229,8 @@ fn identity_policies(
         let callable = access.as_ref().and_then(|a| a.callable_methods());
         let methods: Vec<http::Method> =
             cv.methods.iter().filter(|m| callable.as_ref().is_none_or(|c| c.contains(m))).cloned().collect();
-        let join = |items: Vec<&str>| (!items.is_empty()).then(|| HeaderValue::from_str(&items.join(", ")).ok()).flatten();
+        let join =
+            |items: Vec<&str>| (!items.is_empty()).then(|| HeaderValue::from_str(&items.join(", ")).ok()).flatten();
         policies.push(Policy::Cors(Arc::new(RouteCors {
             route: route.clone(),
             any_origin: cv.any_origin,

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::tls::client_auth::TlsSetup;
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use crate::tls::client_auth::TlsSetup;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

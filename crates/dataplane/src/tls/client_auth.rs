@@ -17,7 +17,9 @@ use meridian_core::config::ClientAuthConfig;
 use meridian_core::pattern::HostPattern;
 
 /// The verifier of `cfg`: its CA bundle and CRLs; optional unless `required`.
-pub fn client_verifier(cfg: &ClientAuthConfig) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsFileError> {
+pub fn client_verifier(
+    cfg: &ClientAuthConfig,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsFileError> {
     install_crypto_provider();
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&cfg.ca).map_err(|e| file_error(&cfg.ca, e))? {

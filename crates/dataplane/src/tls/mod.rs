@@ -208,7 +208,8 @@ impl CertStore {
     ) -> Result<Arc<rustls::ServerConfig>, TlsFileError> {
         let Some(auth) = client_auth else { return Ok(self.server_config(alpn)) };
         let verifier = client_auth::client_verifier(auth)?;
-        let mut config = rustls::ServerConfig::builder().with_client_cert_verifier(verifier).with_cert_resolver(self.clone());
+        let mut config =
+            rustls::ServerConfig::builder().with_client_cert_verifier(verifier).with_cert_resolver(self.clone());
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }

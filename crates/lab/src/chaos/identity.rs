@@ -24,7 +24,8 @@ pub fn setup(c: &Cluster) -> anyhow::Result<Credentials> {
     let key = meridian_core::apikey::generate_key()?;
     let secret: [u8; 32] = meridian_core::secret::random_bytes()?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let claims = serde_json::json!({ "iss": "https://drill.meridian.test", "sub": CONSUMER, "exp": now + 3600, "iat": now });
+    let claims =
+        serde_json::json!({ "iss": "https://drill.meridian.test", "sub": CONSUMER, "exp": now + 3600, "iat": now });
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,

@@ -199,9 +199,7 @@ pub async fn one_request_with(addr: SocketAddr, path: &str, header: Option<(&str
     if let Some((k, v)) = header {
         req = req.header(k, v);
     }
-    let req = req
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| e.to_string())?;
+    let req = req.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
         return Err(format!("status {}", resp.status()));

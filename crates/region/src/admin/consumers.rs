@@ -145,7 +145,12 @@ impl AdminState {
             if answer.status() != StatusCode::OK {
                 return answer;
             }
-            tracing::info!(consumer, key = key.as_ref().map(|k| k.id.as_str()), version = version + 1, "consumers changed");
+            tracing::info!(
+                consumer,
+                key = key.as_ref().map(|k| k.id.as_str()),
+                version = version + 1,
+                "consumers changed"
+            );
             let answer =
                 IdentityChange { version: version + 1, consumer: consumer.into(), key, secret, unchanged: false };
             return json_response(StatusCode::OK, &answer);

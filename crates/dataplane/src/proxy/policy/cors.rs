@@ -47,7 +47,8 @@ impl RouteCors {
             return Some(ANY.clone());
         }
         let o = normalise_origin(origin.to_str().ok()?)?;
-        let allowed = self.any_origin || self.origins.contains(&o) || self.patterns.iter().any(|p| pattern_matches(p, &o));
+        let allowed =
+            self.any_origin || self.origins.contains(&o) || self.patterns.iter().any(|p| pattern_matches(p, &o));
         allowed.then(|| origin.clone())
     }
 
@@ -85,9 +86,7 @@ pub(super) fn on_request(c: &RouteCors, ctx: &mut RequestCtx<'_>) -> Result<Flow
         }
         return Ok(Flow::Next);
     }
-    let method = h
-        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+    let method = h.get(header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok());
     let (mut head, _) = http::Response::new(()).into_parts();
     head.headers.insert(header::VARY, PREFLIGHT_VARY.clone());
     let ok = match (allowed, method) {

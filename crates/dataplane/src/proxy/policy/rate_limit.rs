@@ -71,7 +71,7 @@ pub(super) async fn on_request(route: &RouteLimit, ctx: &mut RequestCtx<'_>) -> 
                 // Length-prefixed: an id may hold any character a name may.
                 let len = (c.credential.id.len() as u32).to_be_bytes();
                 key_digest_of(&[b"credential:", &len, c.credential.id.as_bytes(), c.consumer.as_bytes()])
-            },
+            }
             None => key_digest_of(&client),
         },
     };
