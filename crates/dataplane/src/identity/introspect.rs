@@ -187,6 +187,27 @@ fn form_encode(s: &str) -> String {
     out
 }
 
+/// An introspector for the `introspection_answer` fuzz target (it is never
+/// asked anything: only its judgement of answers is exercised).
+#[cfg(any(test, fuzzing))]
+pub fn fuzz_introspector() -> Arc<Introspector> {
+    let cfg = IntrospectionConfig {
+        endpoint: "http://127.0.0.1:9/introspect".into(),
+        client_id: "fuzz".into(),
+        client_secret: Some("fuzz-secret".into()),
+        client_secret_env: None,
+        token_type_hint: "access_token".into(),
+        ttl: Duration::from_secs(60),
+        negative_ttl: Duration::from_secs(5),
+        timeout: Duration::from_secs(1),
+        max_answer_bytes: 4096,
+        ca_file: None,
+        consumer_claim: "sub".into(),
+        groups_claim: Some("groups".into()),
+    };
+    Introspector::new("fuzz", &cfg, Arc::new(GatewayMetrics::new("fuzz", "fuzz"))).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,25 +247,4 @@ mod tests {
         assert_eq!(i.authorization, "Basic ZnV6ejpmdXp6LXNlY3JldA==");
         assert_eq!(form_encode("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
     }
-}
-
-/// An introspector for the `introspection_answer` fuzz target (it is never
-/// asked anything: only its judgement of answers is exercised).
-#[cfg(any(test, fuzzing))]
-pub fn fuzz_introspector() -> Arc<Introspector> {
-    let cfg = IntrospectionConfig {
-        endpoint: "http://127.0.0.1:9/introspect".into(),
-        client_id: "fuzz".into(),
-        client_secret: Some("fuzz-secret".into()),
-        client_secret_env: None,
-        token_type_hint: "access_token".into(),
-        ttl: Duration::from_secs(60),
-        negative_ttl: Duration::from_secs(5),
-        timeout: Duration::from_secs(1),
-        max_answer_bytes: 4096,
-        ca_file: None,
-        consumer_claim: "sub".into(),
-        groups_claim: Some("groups".into()),
-    };
-    Introspector::new("fuzz", &cfg, Arc::new(GatewayMetrics::new("fuzz", "fuzz"))).unwrap_or_else(|e| panic!("{e}"))
 }

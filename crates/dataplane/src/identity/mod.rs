@@ -81,7 +81,10 @@ impl Caller {
         let Some(v) = self.claims.as_ref().and_then(|c| c.get(claim)) else { return false };
         let matches = |v: &serde_json::Value| match v {
             serde_json::Value::String(s) => accepted.iter().any(|a| a == s),
-            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => accepted.iter().any(|a| *a == v.to_string()),
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+                let text = v.to_string();
+                accepted.contains(&text)
+            }
             _ => false,
         };
         match v {

@@ -22,6 +22,21 @@ use meridian_core::http_server::json_response;
 /// Attempts of a change when other writes keep getting there first.
 const ATTEMPTS: usize = 5;
 
+/// Why a change cannot be made.
+enum Refusal {
+    NotFound(String),
+    Conflict(String),
+}
+
+impl Refusal {
+    fn response(&self) -> AdminResponse {
+        match self {
+            Refusal::NotFound(m) => error(StatusCode::NOT_FOUND, m),
+            Refusal::Conflict(m) => error(StatusCode::CONFLICT, m),
+        }
+    }
+}
+
 /// What a change did to a document.
 enum Edit {
     Changed { key: Option<KeyView> },
@@ -117,12 +132,12 @@ impl AdminState {
         &self,
         consumer: &str,
         secret: Option<String>,
-        change: impl Fn(&mut GatewayDocument) -> Result<Edit, AdminResponse>,
+        change: impl Fn(&mut GatewayDocument) -> Result<Edit, Refusal>,
     ) -> AdminResponse {
         for _ in 0..ATTEMPTS {
             let (mut doc, version) = self.current().await;
             let key = match change(&mut doc) {
-                Err(r) => return r,
+                Err(r) => return r.response(),
                 Ok(Edit::Unchanged { key }) => {
                     let answer = IdentityChange { version, consumer: consumer.into(), key, secret, unchanged: true };
                     return json_response(StatusCode::OK, &answer);
@@ -159,14 +174,14 @@ impl AdminState {
     }
 }
 
-fn find<'a>(doc: &'a mut GatewayDocument, name: &str) -> Result<&'a mut ConsumerConfig, AdminResponse> {
+fn find<'a>(doc: &'a mut GatewayDocument, name: &str) -> Result<&'a mut ConsumerConfig, Refusal> {
     doc.consumers
         .iter_mut()
         .find(|c| c.name == name)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("no consumer \"{name}\"")))
+        .ok_or_else(|| Refusal::NotFound(format!("no consumer \"{name}\"")))
 }
 
-fn put_consumer(doc: &mut GatewayDocument, name: &str, put: &ConsumerPut) -> Result<Edit, AdminResponse> {
+fn put_consumer(doc: &mut GatewayDocument, name: &str, put: &ConsumerPut) -> Result<Edit, Refusal> {
     match doc.consumers.iter_mut().find(|c| c.name == name) {
         Some(c) if c.groups == put.groups && c.metadata == put.metadata && c.limits == put.limits => {
             Ok(Edit::Unchanged { key: None })
@@ -191,27 +206,27 @@ fn put_consumer(doc: &mut GatewayDocument, name: &str, put: &ConsumerPut) -> Res
     }
 }
 
-fn remove_consumer(doc: &mut GatewayDocument, name: &str) -> Result<Edit, AdminResponse> {
+fn remove_consumer(doc: &mut GatewayDocument, name: &str) -> Result<Edit, Refusal> {
     let before = doc.consumers.len();
     doc.consumers.retain(|c| c.name != name);
     Ok(if doc.consumers.len() == before { Edit::Unchanged { key: None } } else { Edit::Changed { key: None } })
 }
 
-fn add_key(doc: &mut GatewayDocument, name: &str, cred: &ApiKeyCredential) -> Result<Edit, AdminResponse> {
+fn add_key(doc: &mut GatewayDocument, name: &str, cred: &ApiKeyCredential) -> Result<Edit, Refusal> {
     let view = Some(KeyView { id: cred.id.clone(), prefix: cred.prefix.clone() });
     if let Some(owner) = doc.consumers.iter().find(|c| c.api_keys.iter().any(|k| k.id == cred.id)) {
         let same = owner.name == name && owner.api_keys.iter().any(|k| k.id == cred.id && k.hash == cred.hash);
         return if same {
             Ok(Edit::Unchanged { key: view })
         } else {
-            Err(error(StatusCode::CONFLICT, &format!("another key has the id \"{}\"", cred.id)))
+            Err(Refusal::Conflict(format!("another key has the id \"{}\"", cred.id)))
         };
     }
     find(doc, name)?.api_keys.push(cred.clone());
     Ok(Edit::Changed { key: view })
 }
 
-fn revoke_key(doc: &mut GatewayDocument, name: &str, id: &str) -> Result<Edit, AdminResponse> {
+fn revoke_key(doc: &mut GatewayDocument, name: &str, id: &str) -> Result<Edit, Refusal> {
     let c = find(doc, name)?;
     let before = c.api_keys.len();
     c.api_keys.retain(|k| k.id != id);
