@@ -21,6 +21,7 @@ deps:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v nft >/dev/null || missing="$$missing nftables"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || \
@@ -65,6 +66,8 @@ bench: bench-deps release
 	  --gateway-cmd 'benches/run-gateway.sh' --json docs/bench/proxy.json
 	$(CARGO) bench --bench raft -- 300 15
 	benches/dns.sh 10
+	$(CARGO) bench --bench identity -- 2000 docs/bench/identity-micro.json
+	benches/identity.sh 3 5 docs/bench/identity.json
 	@if [ "$$(id -u)" = 0 ]; then $(CARGO) bench --bench vip -- 20 10; else echo "vip benchmark skipped: needs root"; fi
 
 # The whole system: two regions of three nodes, Redis, two DNS balancers,
