@@ -408,3 +408,68 @@ async fn a_key_removed_from_the_set_stops_admitting_its_cached_tokens() {
     assert!(eventually(Duration::from_secs(5), || async { call(addr, &token).await.status == 401 }).await);
     gw.shutdown().await;
 }
+
+/// A JWK Set served over TLS by a certificate of a CA of the test's own.
+async fn https_jwks(set: String) -> (SocketAddr, tempfile::TempDir) {
+    meridian_dataplane::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, set) = (acceptor.clone(), set.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let svc = service_fn(move |_req| {
+                    let body = set.clone();
+                    async move { Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body)))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+            });
+        }
+    });
+    (addr, dir)
+}
+
+#[tokio::test]
+async fn a_jwk_set_over_https_is_verified_against_the_configured_ca() {
+    let k = ec();
+    let set = serde_json::to_string(&JwkSet { keys: vec![jwk(&k, Algorithm::ES256, "k")] }).unwrap();
+    let (addr, dir) = https_jwks(set).await;
+    let b = backend("b").await;
+    let doc = |ca: &str| {
+        format!(
+            "[upstreams.u]\ntargets = [{{ address = \"{}\" }}]\n[jwt_providers.idp]\nissuer = \"{ISS}\"\n\
+             algorithms = [\"ES256\"]\njwks_uri = \"https://{addr}/jwks\"\n{ca}\n[[routes]]\nname = \"api\"\n\
+             upstream = \"u\"\nauth = {{ jwt = {{ providers = [\"idp\"] }} }}\n",
+            b.addr
+        )
+    };
+    let token = sign(&k, Algorithm::ES256, Some("k"), &claims("alice"));
+    // The test CA named: fetched and used.
+    let gw = gateway(&doc(&format!("jwks_ca_file = \"{}\"", dir.path().join("ca.pem").display()))).await;
+    assert_eq!(call(gw.http_addr(), &token).await.status, 200);
+    gw.shutdown().await;
+    // The system's roots do not know it: no key, 503, never a blind accept.
+    let gw = gateway(&doc("")).await;
+    assert_eq!(call(gw.http_addr(), &token).await.status, 503);
+    let m = metrics(gw.admin_addr).await;
+    assert!(metric_value(&m, "meridian_jwks_fetches_total", &[("provider", "idp"), ("result", "failed")]) >= 1.0);
+    gw.shutdown().await;
+}
