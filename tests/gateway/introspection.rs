@@ -25,7 +25,7 @@ struct AuthServer {
 }
 
 impl AuthServer {
-    /// Tokens `good-<sub>` are active for 5 minutes, `brief-<sub>` for 1 s;
+    /// Tokens `good-<sub>` are active for 5 minutes, `brief-<sub>` for 2 s;
     /// others inactive. Each answer takes 100 ms.
     async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -60,7 +60,7 @@ impl AuthServer {
                                     ),
                                 )
                             } else if let Some(sub) = token.strip_prefix("brief-") {
-                                (200, format!("{{\"active\":true,\"sub\":\"{sub}\",\"exp\":{}}}", now + 1))
+                                (200, format!("{{\"active\":true,\"sub\":\"{sub}\",\"exp\":{}}}", now + 2))
                             } else {
                                 (200, "{\"active\":false}".to_string())
                             };
@@ -159,7 +159,7 @@ async fn a_token_is_not_believed_past_its_exp() {
     let (_b, gw) = gateway_for(&server, "").await;
     let addr = gw.http_addr();
     assert_eq!(call(addr, "brief-carol").await.status, 200);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let _ = call(addr, "brief-carol").await;
     assert_eq!(server.calls(), 2, "the cached answer outlived the token's exp");
     gw.shutdown().await;
