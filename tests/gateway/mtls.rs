@@ -112,6 +112,9 @@ auth = {{ mtls = {{}} }}
     );
     let node = format!(
         r#"
+[limits]
+certificate_check_interval = "100ms"
+
 [[listeners]]
 name = "https"
 address = "127.0.0.1:0"
@@ -215,6 +218,52 @@ async fn a_name_that_requires_a_certificate_refuses_the_handshake_without_one() 
     let alice = client_cert(&s.client_ca, "alice", "Example", Some("spiffe://example.test/alice"), 1);
     let (status, _) = get_tls(&gw, &tls_client(&s, Some(alice), &[b"http/1.1"]), "strict.test", "").await.unwrap();
     assert_eq!(status, 200);
+    gw.shutdown().await;
+}
+
+fn crl(s: &Setup, revoked: &[u64]) -> String {
+    rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2025, 1, 1),
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: rcgen::SerialNumber::from(revoked.len() as u64 + 1),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|serial| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(*serial),
+                revocation_time: rcgen::date_time_ymd(2025, 6, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&s.client_ca.cert, &s.client_ca.key)
+    .unwrap()
+    .pem()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_new_crl_takes_effect_without_a_restart() {
+    let s = setup();
+    let path = s.dir.path().join("client.crl");
+    std::fs::write(&path, crl(&s, &[])).unwrap();
+    let (_b, gw) = mtls_gateway(&s, Some(path.to_str().unwrap())).await;
+    let cert = client_cert(&s.client_ca, "alice", "Example", Some("spiffe://example.test/alice"), 9);
+    let connector = tls_client(&s, Some(cert), &[b"http/1.1"]);
+    assert_eq!(get_tls(&gw, &connector, "api.test", "").await.unwrap().0, 200);
+    // Written whole, as a deployment tool does.
+    let tmp = s.dir.path().join("client.crl.tmp");
+    std::fs::write(&tmp, crl(&s, &[9])).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            get_tls(&gw, &connector, "api.test", "").await.is_none()
+        })
+        .await,
+        "the revoked certificate is still accepted"
+    );
     gw.shutdown().await;
 }
 

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use rustls::server::{Acceptor, WebPkiClientVerifier};
@@ -42,16 +44,28 @@ pub fn client_verifier(
 }
 
 /// How a TLS listener does its handshakes: one config, or one per SNI name
-/// when certificates ask for client certificates differently.
+/// when certificates ask for client certificates differently. Client CA
+/// bundles and CRLs are read again after the store reloads (a CRL update
+/// takes effect without a restart): the first handshake after a reload
+/// builds the new configs, and a set that fails to build leaves the old one.
 #[derive(Clone)]
 pub struct TlsSetup {
-    default: TlsAcceptor,
-    default_config: Arc<rustls::ServerConfig>,
-    by_name: Arc<Vec<(HostPattern, Arc<rustls::ServerConfig>)>>,
+    store: Arc<CertStore>,
+    alpn: Arc<Vec<Vec<u8>>>,
+    current: Arc<ArcSwap<Configs>>,
 }
 
-impl TlsSetup {
-    pub fn new(store: &Arc<CertStore>, alpn: &[&[u8]]) -> Result<Self, TlsFileError> {
+/// The configs of one reload generation of the store.
+struct Configs {
+    generation: u64,
+    default: TlsAcceptor,
+    default_config: Arc<rustls::ServerConfig>,
+    by_name: Vec<(HostPattern, Arc<rustls::ServerConfig>)>,
+}
+
+impl Configs {
+    fn build(store: &Arc<CertStore>, alpn: &[&[u8]]) -> Result<Self, TlsFileError> {
+        let generation = store.generation();
         let cfg = store.config();
         let default_config = store.server_config_with(alpn, cfg.client_auth.as_ref())?;
         let mut by_name = Vec::new();
@@ -62,19 +76,52 @@ impl TlsSetup {
                 by_name.push((HostPattern::parse(n).map_err(|e| file_error(&c.cert, e))?, config.clone()));
             }
         }
-        Ok(Self { default: TlsAcceptor::from(default_config.clone()), default_config, by_name: Arc::new(by_name) })
+        Ok(Self { generation, default: TlsAcceptor::from(default_config.clone()), default_config, by_name })
+    }
+}
+
+impl TlsSetup {
+    pub fn new(store: &Arc<CertStore>, alpn: &[&[u8]]) -> Result<Self, TlsFileError> {
+        let configs = Configs::build(store, alpn)?;
+        Ok(Self {
+            store: store.clone(),
+            alpn: Arc::new(alpn.iter().map(|p| p.to_vec()).collect()),
+            current: Arc::new(ArcSwap::from_pointee(configs)),
+        })
+    }
+
+    /// The configs for the store's current files.
+    fn configs(&self) -> Arc<Configs> {
+        let c = self.current.load_full();
+        if c.generation == self.store.generation() {
+            return c;
+        }
+        let alpn: Vec<&[u8]> = self.alpn.iter().map(Vec::as_slice).collect();
+        match Configs::build(&self.store, &alpn) {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                self.current.store(fresh.clone());
+                fresh
+            }
+            Err(e) => {
+                // The reload checked these files a moment ago; keep serving.
+                tracing::error!(listener = %self.store.name, error = %e, "client CAs not reloaded; the previous ones stay");
+                c
+            }
+        }
     }
 
     /// The server side of a handshake on `stream`.
     pub async fn accept(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
-        if self.by_name.is_empty() {
-            return self.default.accept(stream).await;
+        let c = self.configs();
+        if c.by_name.is_empty() {
+            return c.default.accept(stream).await;
         }
         let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
         let name = start.client_hello().server_name().map(str::to_ascii_lowercase);
         let config = name
-            .and_then(|n| self.by_name.iter().find(|(p, _)| p.matches(&n)).map(|(_, c)| c.clone()))
-            .unwrap_or_else(|| self.default_config.clone());
+            .and_then(|n| c.by_name.iter().find(|(p, _)| p.matches(&n)).map(|(_, c)| c.clone()))
+            .unwrap_or_else(|| c.default_config.clone());
         start.into_stream(config).await
     }
 }

@@ -150,6 +150,8 @@ pub struct CertStore {
     config: TlsConfig,
     current: ArcSwap<SniResolver>,
     stamps: Mutex<Vec<Option<FileStamp>>>,
+    /// Bumped by every successful reload (handshake setups rebuild on it).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// How a reload went.
@@ -168,11 +170,28 @@ impl CertStore {
             config: config.clone(),
             current: ArcSwap::from_pointee(resolver),
             stamps: Mutex::new(stamps),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
     fn stamps_of(config: &TlsConfig) -> Vec<Option<FileStamp>> {
-        config.certificates.iter().flat_map(|c| [stamp(&c.cert), stamp(&c.key)]).collect()
+        let mut out: Vec<Option<FileStamp>> =
+            config.certificates.iter().flat_map(|c| [stamp(&c.cert), stamp(&c.key)]).collect();
+        for auth in Self::client_auths(config) {
+            out.push(stamp(&auth.ca));
+            out.extend(auth.crls.iter().map(|c| stamp(c)));
+        }
+        out
+    }
+
+    /// Every client-certificate setting of `config`: the listener's and the certificates'.
+    fn client_auths(config: &TlsConfig) -> impl Iterator<Item = &meridian_core::config::ClientAuthConfig> {
+        config.client_auth.iter().chain(config.certificates.iter().filter_map(|c| c.client_auth.as_ref()))
+    }
+
+    /// How many times the files were reloaded.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Read the files again if any changed (always with `force`); on an
@@ -186,7 +205,12 @@ impl CertStore {
         // Remember what was tried, so a broken file is reported once, not on every check.
         *seen = now;
         let resolver = SniResolver::new(&self.config)?;
+        // Client CAs and CRLs must load too before anything changes.
+        for auth in Self::client_auths(&self.config) {
+            client_auth::client_verifier(auth)?;
+        }
         self.current.store(Arc::new(resolver));
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(Reload::Reloaded)
     }
 
