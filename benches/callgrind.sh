@@ -7,6 +7,8 @@
 set -euo pipefail
 secs="${1:-5}"
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=benches/lib.sh
+. "$here/lib.sh"
 work="$(mktemp -d "${TMPDIR:-/tmp}/meridian-callgrind.XXXXXX")"
 upstream_bin="${TMPDIR:-/tmp}/meridian-bench/target/release/upstream"
 pids=()
@@ -28,26 +30,11 @@ measure() { # name, then the command to run under callgrind
   sleep 1
   local reqs ir
   reqs="$(awk '/requests in/ {print $1}' <<<"$out")"
-  ir="$(callgrind_annotate "$work/$name.out".* 2>/dev/null | awk '/PROGRAM TOTALS/ && !seen {gsub(",","",$1); print $1; seen=1}')"
+  ir="$(callgrind_total "$work/$name.out")"
   printf '%-8s %8d requests  %8d instructions/request\n' "$name" "$reqs" "$((ir / reqs))"
   kill "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true
 }
 
-cat > "$work/nginx.conf" <<NGINX
-master_process off;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx.error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/nb; proxy_temp_path $work/np; fastcgi_temp_path $work/nf;
-    uwsgi_temp_path $work/nu; scgi_temp_path $work/ns;
-    keepalive_requests 1000000;
-    upstream backend { server 127.0.0.1:9001; keepalive 64; keepalive_requests 1000000; }
-    server { listen 127.0.0.1:8080; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-NGINX
-echo "daemon off;" | cat - "$work/nginx.conf" > "$work/nginx2.conf"
+write_nginx_conf "$work"
 measure meridian "$here/../target/release/meridian" gateway --config "$here/proxy.toml"
-measure nginx /usr/sbin/nginx -c "$work/nginx2.conf"
+measure nginx /usr/sbin/nginx -c "$work/nginx.conf"

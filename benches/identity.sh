@@ -14,6 +14,8 @@ if [ "${1:-}" = --callgrind ]; then callgrind=1; shift; fi
 reps="${1:-2}"; secs="${2:-5}"; out="${3:-docs/bench/identity.json}"
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/.."
+# shellcheck source=benches/lib.sh
+. "$here/lib.sh"
 work="$(mktemp -d "${TMPDIR:-/tmp}/meridian-identity.XXXXXX")"
 upstream_bin="${TMPDIR:-/tmp}/meridian-bench/target/release/upstream"
 pids=()
@@ -98,7 +100,7 @@ instructions() { # name, config, then wrk arguments after the URL
   sleep 1
   local reqs ir
   reqs="$(awk '/requests in/ {print $1}' <<<"$text")"
-  ir="$(callgrind_annotate "$work/$name.cg".* 2>/dev/null | awk '/PROGRAM TOTALS/ && !seen {gsub(",","",$1); print $1; seen=1}')"
+  ir="$(callgrind_total "$work/$name.cg")"
   printf '%-18s %8d requests  %8d instructions/request\n' "$name" "$reqs" "$((ir / reqs))"
   printf '{"variant":"%s","requests":%d,"instructions_per_request":%d}\n' "$name" "$reqs" "$((ir / reqs))" >> "$work/results.jsonl"
   kill "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true
@@ -120,22 +122,7 @@ measure() { # name, pid, then wrk arguments after the URL
     "$name" "$reqs" "$secs" "$us" "$p99" "${non2xx:-0}" >> "$work/results.jsonl"
 }
 
-cat > "$work/nginx.conf" <<NGINX
-daemon off;
-master_process off;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx.error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/nb; proxy_temp_path $work/np; fastcgi_temp_path $work/nf;
-    uwsgi_temp_path $work/nu; scgi_temp_path $work/ns;
-    keepalive_requests 1000000;
-    upstream backend { server 127.0.0.1:9001; keepalive 64; keepalive_requests 1000000; }
-    server { listen 127.0.0.1:8080; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-NGINX
+write_nginx_conf "$work"
 
 start() { # command...; waits for the port, prints the pid
   taskset -c 1 "$@" >/dev/null 2>&1 &

@@ -1,20 +1,5 @@
-use crate::harness::{doc, Region};
+use crate::harness::{ctl, doc, Region};
 use crate::support::*;
-
-fn ctl(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .arg("ctl")
-        .args(args)
-        .env("MERIDIAN_CTL_CONFIG", config)
-        .env("MERIDIAN_ADMIN_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn ctl_applies_reads_and_reports_status() {

@@ -168,3 +168,28 @@ upstream = "u"
         }
     }
 }
+
+/// `meridian ctl ARGS` with `config` and the test token: (success, stdout, stderr).
+pub fn ctl(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .arg("ctl")
+        .args(args)
+        .env("MERIDIAN_CTL_CONFIG", config)
+        .env("MERIDIAN_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`ctl`] off the async runtime's threads.
+pub async fn ctl_async(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let config = config.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || ctl(&config, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap()
+}

@@ -2,32 +2,9 @@
 //! each region enforces a change on every member at the same version, and a
 //! region that cannot be reached is retried and reported, never skipped.
 
-use crate::harness::{doc, Region};
+use crate::harness::{ctl_async, doc, Region};
 use crate::support::*;
 use std::io::Write;
-
-fn ctl(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .arg("ctl")
-        .args(args)
-        .env("MERIDIAN_CTL_CONFIG", config)
-        .env("MERIDIAN_ADMIN_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn ctl_async(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let config = config.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || ctl(&config, &args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .unwrap()
-}
 
 /// Every running member of `r` answers `path` with `key` as `status`, at `version`.
 async fn enforced(r: &Region, version: u64, key: &str, status: u16) {

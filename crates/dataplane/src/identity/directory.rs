@@ -13,7 +13,8 @@ pub struct Consumer {
     pub name: Arc<str>,
     /// `name` as the `X-Consumer-Name` value.
     pub header: http::HeaderValue,
-    pub groups: Vec<Arc<str>>,
+    /// Shared by every caller it names (no copy per request).
+    pub groups: Arc<[Arc<str>]>,
     /// Its own limits on routes that count by consumer (empty: the route's).
     pub limits: Vec<LimitConfig>,
 }

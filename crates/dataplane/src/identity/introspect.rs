@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::Request;
+use http_body_util::Full;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::fetch::{exchange, FetchError};
 use crate::telemetry::GatewayMetrics;
 use meridian_core::client::AdminClient;
 use meridian_core::config::IntrospectionConfig;
@@ -40,12 +41,8 @@ pub enum Introspected {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntrospectionError {
-    #[error("request failed: {0}")]
-    Request(String),
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("answered {0}")]
-    Status(StatusCode),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     #[error("malformed answer: {0}")]
     Malformed(String),
 }
@@ -128,21 +125,8 @@ impl Introspector {
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::AUTHORIZATION, self.authorization.clone())
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| IntrospectionError::Request(e.to_string()))?;
-        let timeout = self.config.timeout;
-        let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| IntrospectionError::Request(e.to_string()))?;
-            if resp.status() != StatusCode::OK {
-                return Err(IntrospectionError::Status(resp.status()));
-            }
-            Limited::new(resp.into_body(), self.config.max_answer_bytes)
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .map_err(|e| IntrospectionError::Malformed(e.to_string()))
-        };
-        let bytes =
-            tokio::time::timeout(timeout, exchange).await.map_err(|_| IntrospectionError::Timeout(timeout))??;
+            .map_err(|e| FetchError::Request(e.to_string()))?;
+        let bytes = exchange(&self.client, req, self.config.timeout, self.config.max_answer_bytes).await?;
         self.interpret(&bytes)
     }
 

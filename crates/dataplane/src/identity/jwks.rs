@@ -5,23 +5,18 @@
 
 use std::time::Duration;
 
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::Request;
+use http_body_util::Full;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::DecodingKey;
 
+use super::fetch::{exchange, FetchError};
 use meridian_core::client::AdminClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
-    #[error("request failed: {0}")]
-    Request(String),
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("answered {0}")]
-    Status(StatusCode),
-    #[error("larger than {0} bytes")]
-    TooLarge(usize),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     #[error("not a JWK Set: {0}")]
     Malformed(String),
     #[error("no usable key in the set ({skipped} skipped)")]
@@ -51,23 +46,8 @@ pub async fn fetch(
     let req = Request::get(uri.clone())
         .header(http::header::ACCEPT, "application/jwk-set+json, application/json")
         .body(Full::default())
-        .map_err(|e| JwksError::Request(e.to_string()))?;
-    let exchange = async {
-        let resp = client.request(req).await.map_err(|e| JwksError::Request(e.to_string()))?;
-        if resp.status() != StatusCode::OK {
-            return Err(JwksError::Status(resp.status()));
-        }
-        let body = Limited::new(resp.into_body(), max_bytes).collect().await.map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                JwksError::TooLarge(max_bytes)
-            } else {
-                JwksError::Request(e.to_string())
-            }
-        })?;
-        Ok(body.to_bytes())
-    };
-    let body = tokio::time::timeout(timeout, exchange).await.map_err(|_| JwksError::Timeout(timeout))??;
-    parse(&body)
+        .map_err(|e| FetchError::Request(e.to_string()))?;
+    parse(&exchange(client, req, timeout, max_bytes).await?)
 }
 
 /// The usable signature keys of a JWK Set document.

@@ -4,6 +4,7 @@
 //! `proxy::policy` (`auth`, `access`).
 
 pub mod directory;
+pub mod fetch;
 pub mod introspect;
 pub mod jwks;
 pub mod jwt;
@@ -21,7 +22,7 @@ pub struct Caller {
     /// The configured consumer, when there is one (its groups and limits).
     pub known: Option<Arc<Consumer>>,
     /// Groups of the consumer plus those a token grants.
-    pub groups: Vec<Arc<str>>,
+    pub groups: Arc<[Arc<str>]>,
     /// The consumer's name as the `X-Consumer-Name` value.
     pub consumer_header: http::HeaderValue,
     /// Which credential proved it: an API key's id, `jwt:<provider>`, `anonymous`.

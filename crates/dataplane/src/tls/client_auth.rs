@@ -58,7 +58,6 @@ pub struct TlsSetup {
 /// The configs of one reload generation of the store.
 struct Configs {
     generation: u64,
-    default: TlsAcceptor,
     default_config: Arc<rustls::ServerConfig>,
     by_name: Vec<(HostPattern, Arc<rustls::ServerConfig>)>,
 }
@@ -76,7 +75,7 @@ impl Configs {
                 by_name.push((HostPattern::parse(n).map_err(|e| file_error(&c.cert, e))?, config.clone()));
             }
         }
-        Ok(Self { generation, default: TlsAcceptor::from(default_config.clone()), default_config, by_name })
+        Ok(Self { generation, default_config, by_name })
     }
 }
 
@@ -115,7 +114,7 @@ impl TlsSetup {
     pub async fn accept(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         let c = self.configs();
         if c.by_name.is_empty() {
-            return c.default.accept(stream).await;
+            return TlsAcceptor::from(c.default_config.clone()).accept(stream).await;
         }
         let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
         let name = start.client_hello().server_name().map(str::to_ascii_lowercase);

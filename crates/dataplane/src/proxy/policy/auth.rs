@@ -86,7 +86,7 @@ pub struct RouteAuth {
 
 /// The methods, in the order of [`RouteAuth::ok`].
 #[derive(Clone, Copy)]
-pub enum Ok {
+pub enum AuthMethod {
     Mtls,
     ApiKey,
     Jwt,
@@ -94,7 +94,7 @@ pub enum Ok {
     Anonymous,
 }
 
-/// The `method` label of each of [`Ok`].
+/// The `method` label of each of [`AuthMethod`].
 pub const METHODS: [&str; 5] = ["mtls", "api_key", "jwt", "introspection", "anonymous"];
 
 impl RouteAuth {
@@ -129,7 +129,7 @@ pub(super) async fn on_request(a: &RouteAuth, ctx: &mut RequestCtx<'_>) -> Resul
         Some(c) => c,
         None => match &a.anonymous {
             Some(anon) => {
-                a.ok[Ok::Anonymous as usize].inc();
+                a.ok[AuthMethod::Anonymous as usize].inc();
                 Caller::of(anon, &a.anonymous_credential)
             }
             None => {
@@ -168,7 +168,7 @@ async fn authenticate(a: &RouteAuth, ctx: &mut RequestCtx<'_>) -> Result<Option<
             Some(cert) => {
                 return match a.directory.find_certificate(cert) {
                     Some((consumer, id)) => {
-                        a.ok[Ok::Mtls as usize].inc();
+                        a.ok[AuthMethod::Mtls as usize].inc();
                         Ok(Some(Caller::of(consumer, id)))
                     }
                     None => {
@@ -195,7 +195,7 @@ async fn authenticate(a: &RouteAuth, ctx: &mut RequestCtx<'_>) -> Result<Option<
         if let Some(key) = take(&k.source, ctx, k.hide) {
             return match a.directory.find_key(key.as_bytes()) {
                 Some((consumer, id)) => {
-                    a.ok[Ok::ApiKey as usize].inc();
+                    a.ok[AuthMethod::ApiKey as usize].inc();
                     Ok(Some(Caller::of(consumer, id)))
                 }
                 None => {
@@ -227,7 +227,7 @@ async fn introspect(a: &RouteAuth, m: &IntrospectionMethod, token: &str) -> Resu
     match m.introspector.check(token).await {
         Ok(answer) => match &*answer {
             Introspected::Active { claims, consumer, consumer_header, groups: granted, .. } => {
-                a.ok[Ok::Introspection as usize].inc();
+                a.ok[AuthMethod::Introspection as usize].inc();
                 Ok(external(a, consumer, consumer_header, granted, &m.introspector.credential, claims))
             }
             Introspected::Inactive { .. } => {
@@ -265,7 +265,7 @@ async fn jwt(a: &RouteAuth, j: &JwtMethod, ctx: &mut RequestCtx<'_>, token: &str
         }
     };
     let v = provider.verify(token).await.map_err(refuse)?;
-    a.ok[Ok::Jwt as usize].inc();
+    a.ok[AuthMethod::Jwt as usize].inc();
     let h = &mut ctx.head.headers;
     for (claim, name) in &j.claims_to_headers {
         let text = match v.claims.get(claim) {
@@ -296,8 +296,11 @@ fn external(
     claims: &Arc<serde_json::Map<String, serde_json::Value>>,
 ) -> Caller {
     let known = a.directory.consumer(consumer).cloned();
-    let mut groups = known.as_ref().map(|c| c.groups.clone()).unwrap_or_default();
-    groups.extend(granted.iter().cloned());
+    // The consumer's groups as they are when the token grants none.
+    let groups = match (&known, granted.is_empty()) {
+        (Some(c), true) => c.groups.clone(),
+        (known, _) => known.iter().flat_map(|c| c.groups.iter()).chain(granted).cloned().collect(),
+    };
     Caller {
         consumer: consumer.clone(),
         consumer_header: consumer_header.clone(),
