@@ -22,3 +22,4 @@ mod protocols;
 mod reload;
 mod routing;
 mod tls;
+mod transform;

@@ -15,6 +15,7 @@
 //! - [`http_server`]: the one HTTP server helper of the admin API, the
 //!   balancer API and the sample backend (header timeout, connection cap,
 //!   accept backoff, drain), and the one JSON answer.
+//! - [`template`]: `$(source.name)` templates of transforms, compiled once.
 //! - [`apikey`]: API keys: generation, the peppered hash the document keeps.
 //! - [`keys`]: the injective encoding of keys built from client input.
 //! - [`metrics`]: the one way a Prometheus metric is built and registered.
@@ -35,3 +36,4 @@ pub mod metrics;
 pub mod pattern;
 pub mod report;
 pub mod secret;
+pub mod template;

@@ -226,6 +226,9 @@ pub struct RouteConfig {
     /// Who may call, once authenticated (needs `auth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<super::AccessConfig>,
+    /// Header and query edits of the request and the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<super::TransformConfig>,
 }
 
 fn default_upgrades() -> Vec<String> {

@@ -8,8 +8,10 @@ mod document;
 mod error;
 mod identity;
 mod node;
+mod transform;
 mod validate;
 mod validate_identity;
+mod validate_transform;
 mod values;
 
 use std::path::Path;
@@ -18,6 +20,7 @@ pub use document::*;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use identity::*;
 pub use node::*;
+pub use transform::*;
 pub use validate::check_address;
 pub use validate::route_path as validate_route_path;
 pub use validate::{validate_document, validate_node, CheckedDocument, Validated, MAX_RETRIES};
@@ -25,6 +28,7 @@ pub use validate_identity::{
     normalise_origin, CorsValues, CredentialSource, JwtAuthValues, JwtKey, JwtProviderValues, OriginPattern, Principal,
     RouteAccessValues,
 };
+pub use validate_transform::{Edits, TransformValues};
 pub use values::{is_cookie_name_byte, DocumentValues, HashOn, RateLimitKey, RouteValues, UpstreamValues, VipAddr};
 
 /// Encodings the admin API accepts for a document.

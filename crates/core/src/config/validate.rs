@@ -354,6 +354,8 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
         range(errors, format!("{p}.retries"), n, 0, MAX_RETRIES, "between 0 and 10");
     }
     let access = super::validate_identity::check_route_access(errors, &p, r, doc);
+    let captures = path.as_ref().map_or(&[][..], |p| p.param_names());
+    let transform = super::validate_transform::check_route_transform(errors, &p, r, captures);
     // Values only for a route without a broken rule: nothing is dropped silently.
     (errors.len() == before).then_some(RouteValues {
         hosts,
@@ -365,6 +367,7 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
         cache_key_headers,
         upgrades,
         access,
+        transform,
     })
 }
 

@@ -76,6 +76,8 @@ pub struct RouteValues {
     pub upgrades: Vec<String>,
     /// Authentication, authorization and CORS.
     pub access: super::RouteAccessValues,
+    /// Header and query edits, templates compiled.
+    pub transform: super::TransformValues,
 }
 
 /// The typed values of one upstream of a validated document.

@@ -12,6 +12,7 @@ use super::policy::auth::{ApiKeyMethod, IntrospectionMethod, JwtMethod, RouteAut
 use super::policy::cors::RouteCors;
 use super::policy::ip_rules::{IpMatcher, IpRules};
 use super::policy::rate_limit::RouteLimit;
+use super::policy::transform::RouteTransform;
 use super::policy::Policy;
 use super::upstream::{Breaker, ConnPool, RetryBudget, Sticky, Upstream};
 use super::{Gateway, Registry, Route, Snapshot};
@@ -160,9 +161,16 @@ pub(super) fn compile(
             limiters.insert(r.name.clone(), l.clone());
             route.policies.push(Policy::RateLimit(l));
         }
+        let transform = Arc::new(RouteTransform::new(&r.name, v.transform, &gw.metrics));
+        if transform.edits_response() {
+            route.policies.push(Policy::ResponseHeaders(transform.clone()));
+        }
         if let Some(c) = &r.cache {
             let cache = crate::cache::RouteCache::new(&r.name, c, v.cache_key_headers, gw.cache.clone());
             route.policies.push(Policy::Cache(Arc::new(cache)));
+        }
+        if transform.edits_request() {
+            route.policies.push(Policy::Transform(transform));
         }
         routes.push((spec, Arc::new(route)));
     }

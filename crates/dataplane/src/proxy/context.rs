@@ -63,6 +63,8 @@ pub(crate) struct RequestCtx<'a> {
     pub caller: Option<crate::identity::Caller>,
     /// The cache policy's request, between lookup and store.
     pub cache: Option<PendingStore>,
+    /// Response header values a transform rendered from the request.
+    pub response_values: Option<Box<[Option<HeaderValue>]>>,
     /// Metrics and the access-log record of the exchange.
     pub fin: &'a mut Finish,
 }

@@ -136,11 +136,13 @@ async fn run(
         response_headers,
         caller: None,
         cache: None,
+        response_values: None,
         fin,
     };
     upgrade.allow(gw, route);
-    for policy in &route.policies {
+    for (i, policy) in route.policies.iter().enumerate() {
         if let Flow::Answer(answer) = policy.on_request(&mut ctx).await? {
+            let answer = answer_back(&route.policies[..i], &mut ctx, answer).await?;
             return Ok(decorate(&ctx, answer));
         }
     }
@@ -148,18 +150,32 @@ async fn run(
     let sent = match forward(gw, route, upstream_req, pick, &mut *ctx.fin).await {
         Ok(sent) => sent,
         Err(err) => {
-            let fallback = route.policies.iter().rev().find_map(|p| p.on_error(&mut ctx, &err));
+            let fallback =
+                route.policies.iter().enumerate().rev().find_map(|(i, p)| Some((i, p.on_error(&mut ctx, &err)?)));
             return match fallback {
-                Some(answer) => Ok(decorate(&ctx, answer)),
+                Some((i, answer)) => {
+                    let answer = answer_back(&route.policies[..i], &mut ctx, answer).await?;
+                    Ok(decorate(&ctx, answer))
+                }
                 None => Err(err),
             };
         }
     };
-    let mut answer = respond(gw, &ctx, sent, upgrade)?;
-    for policy in route.policies.iter().rev() {
-        answer = policy.on_response(&mut ctx, answer).await?;
-    }
+    let answer = respond(gw, &ctx, sent, upgrade)?;
+    let answer = answer_back(&route.policies, &mut ctx, answer).await?;
     Ok(decorate(&ctx, answer))
+}
+
+/// An answer on its way back through `policies`, last to first.
+async fn answer_back(
+    policies: &[super::policy::Policy],
+    ctx: &mut RequestCtx<'_>,
+    mut answer: Answer,
+) -> Result<Answer, ProxyError> {
+    for policy in policies.iter().rev() {
+        answer = policy.on_response(ctx, answer).await?;
+    }
+    Ok(answer)
 }
 
 /// accept: a request head the later phases can trust.

@@ -50,6 +50,7 @@ pub struct GatewayMetrics {
     pub jwks_keys: IntGaugeVec,
     pub jwt_cache: IntCounterVec,
     pub introspection: IntCounterVec,
+    pub transforms: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -198,6 +199,13 @@ impl GatewayMetrics {
                 "cache_events_total",
                 "Response cache events, by route and event (hit, miss, stale, store, coalesced, evicted).",
                 &["route", "event"],
+            ),
+            transforms: counter_vec(
+                &r,
+                "transforms_total",
+                "Transformations, by route, stage (request, response, xml_to_json, soap, graphql, aggregate, \
+                 validation) and result (applied, skipped, refused, failed, partial).",
+                &["route", "stage", "result"],
             ),
             auth_decisions: counter_vec(
                 &r,

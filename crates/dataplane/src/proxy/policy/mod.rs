@@ -3,7 +3,8 @@
 //! into an ordered list, in the order the design fixes (IP rules → CORS →
 //! authentication → authorization → rate limit → validation → cache →
 //! transforms); requests go through it front to back, answers back to
-//! front. A policy is a module of its own; adding one is a variant here and
+//! front — also an answer a policy gives itself (a cache hit, a preflight)
+//! goes back through the policies before it. A policy is a module of its own; adding one is a variant here and
 //! a file beside this one, and the driver (`service`) does not change.
 
 pub(crate) mod access;
@@ -12,6 +13,7 @@ pub(crate) mod cache;
 pub(crate) mod cors;
 pub(crate) mod ip_rules;
 pub(crate) mod rate_limit;
+pub(crate) mod transform;
 
 use std::sync::Arc;
 
@@ -26,6 +28,11 @@ pub(crate) enum Policy {
     Access(Arc<access::RouteAccess>),
     RateLimit(Arc<rate_limit::RouteLimit>),
     Cache(Arc<crate::cache::RouteCache>),
+    /// Response header edits: before the cache, so that hits and answers of
+    /// later policies get them, with templates rendered from this request.
+    ResponseHeaders(Arc<transform::RouteTransform>),
+    /// Request header and query edits.
+    Transform(Arc<transform::RouteTransform>),
 }
 
 /// What a request policy decided.
@@ -46,6 +53,8 @@ impl Policy {
             Policy::Access(a) => access::on_request(a, ctx),
             Policy::RateLimit(limit) => rate_limit::on_request(limit, ctx).await,
             Policy::Cache(cache) => cache::on_request(cache, ctx).await,
+            Policy::ResponseHeaders(t) => transform::on_request_response(t, ctx),
+            Policy::Transform(t) => transform::on_request(t, ctx),
         }
     }
 
@@ -61,6 +70,7 @@ impl Policy {
     pub async fn on_response(&self, ctx: &mut RequestCtx<'_>, answer: Answer) -> Result<Answer, ProxyError> {
         match self {
             Policy::Cache(cache) => cache::on_response(cache, ctx, answer).await,
+            Policy::ResponseHeaders(t) => Ok(transform::on_response(t, ctx, answer)),
             _ => Ok(answer),
         }
     }

@@ -1,0 +1,354 @@
+//! Header and query edits (`docs/transform.md`): on the request after the
+//! cache lookup, on the answer before it reaches the client. Each kind of
+//! name is edited in a fixed order — remove → rename → replace → add →
+//! append — with values rendered from templates before any edit applies,
+//! so every template reads the request as it reached this phase.
+//!
+//! `replace` sets a name only when it is present, `add` only when it is
+//! absent (a client's header is never overridden by `add`), `append` always.
+//! An edit whose template needs a value the request does not have (a
+//! missing header, no consumer, a value that cannot be a header) is skipped
+//! and counted (`result="skipped"`).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Uri};
+use prometheus::IntCounter;
+
+use super::Flow;
+use crate::proxy::context::{Answer, RequestCtx};
+use crate::proxy::error::ProxyError;
+use meridian_core::config::Edits;
+use meridian_core::template::{Template, Values, Var};
+
+/// A value of an edit: fixed when the template has no variable.
+enum Value {
+    Fixed(HeaderValue),
+    Template(Template),
+}
+
+impl Value {
+    fn of(t: &Template) -> Self {
+        match t.literal().map(HeaderValue::from_str) {
+            Some(Ok(v)) => Value::Fixed(v),
+            _ => Value::Template(t.clone()),
+        }
+    }
+}
+
+/// Compiled edits of one kind of name.
+struct Compiled<N> {
+    edits: Edits<N>,
+    /// The values of `replace`, `add`, `append`, in that order.
+    values: Vec<Value>,
+    /// Whether a value needs the request.
+    templated: bool,
+}
+
+impl<N> Compiled<N> {
+    fn new(edits: Edits<N>) -> Self {
+        let values: Vec<Value> = edits.templates().map(Value::of).collect();
+        let templated = values.iter().any(|v| matches!(v, Value::Template(_)));
+        Self { edits, values, templated }
+    }
+}
+
+/// Counters of one stage.
+struct Counted {
+    applied: IntCounter,
+    skipped: IntCounter,
+}
+
+impl Counted {
+    fn new(gw_metrics: &crate::telemetry::GatewayMetrics, route: &str, stage: &str) -> Self {
+        Self {
+            applied: gw_metrics.transforms.with_label_values(&[route, stage, "applied"]),
+            skipped: gw_metrics.transforms.with_label_values(&[route, stage, "skipped"]),
+        }
+    }
+}
+
+/// A route's header and query edits.
+pub(crate) struct RouteTransform {
+    route: Arc<str>,
+    request_headers: Compiled<HeaderName>,
+    query: Compiled<Box<str>>,
+    response_headers: Compiled<HeaderName>,
+    request: Counted,
+    response: Counted,
+}
+
+impl RouteTransform {
+    pub fn new(
+        route: &str,
+        v: meridian_core::config::TransformValues,
+        metrics: &crate::telemetry::GatewayMetrics,
+    ) -> Self {
+        Self {
+            route: route.into(),
+            request_headers: Compiled::new(v.request_headers),
+            query: Compiled::new(v.request_query),
+            response_headers: Compiled::new(v.response_headers),
+            request: Counted::new(metrics, route, "request"),
+            response: Counted::new(metrics, route, "response"),
+        }
+    }
+
+    pub fn edits_request(&self) -> bool {
+        !self.request_headers.edits.is_empty() || !self.query.edits.is_empty()
+    }
+
+    pub fn edits_response(&self) -> bool {
+        !self.response_headers.edits.is_empty()
+    }
+}
+
+/// What a request has for template variables.
+pub(crate) struct RequestValues<'c, 'a>(pub &'c RequestCtx<'a>);
+
+impl Values for RequestValues<'_, '_> {
+    fn value(&self, var: &Var) -> Option<Cow<'_, str>> {
+        let ctx = self.0;
+        match var {
+            Var::Header(h) => ctx.head.headers.get(h)?.to_str().ok().map(Cow::Borrowed),
+            Var::Query(name) => query_value(ctx.head.uri.query()?, name),
+            Var::Path(i, _) => ctx.params.get(ctx.head.path(), *i).map(Cow::Borrowed),
+            Var::Consumer => ctx.caller.as_ref().map(|c| Cow::Borrowed(&*c.consumer)),
+            Var::Claim(name) => match ctx.caller.as_ref()?.claims.as_ref()?.get(&**name)? {
+                serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
+                other => Some(Cow::Owned(other.to_string())),
+            },
+            Var::RequestId => ctx.request_id.to_str().ok().map(Cow::Borrowed),
+            // Only protocol translations read the body; they answer it themselves.
+            Var::Body(_) => None,
+        }
+    }
+}
+
+/// The first value of parameter `name` in a query string, decoded.
+pub(crate) fn query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+/// Render every value of `c` for the request; `None` where a value is missing.
+fn render<N>(c: &Compiled<N>, values: &RequestValues<'_, '_>, route: &str) -> Vec<Option<HeaderValue>> {
+    c.values
+        .iter()
+        .map(|v| match v {
+            Value::Fixed(h) => Some(h.clone()),
+            Value::Template(t) => match t.render(values) {
+                Ok(s) => HeaderValue::from_str(&s).ok(),
+                Err(var) => {
+                    tracing::debug!(route, variable = %var, "transform skipped: the request has no value for it");
+                    None
+                }
+            },
+        })
+        .collect()
+}
+
+pub(super) fn on_request(t: &RouteTransform, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
+    let (headers, query) = {
+        let values = RequestValues(ctx);
+        (render(&t.request_headers, &values, &t.route), render(&t.query, &values, &t.route))
+    };
+    let mut skipped = 0;
+    skipped += edit_headers(&mut ctx.head.headers, &t.request_headers.edits, headers);
+    if !t.query.edits.is_empty() {
+        skipped += edit_query(&mut ctx.head.uri, &t.query.edits, query)?;
+    }
+    count(&t.request, skipped);
+    Ok(Flow::Next)
+}
+
+/// Before the cache: the answer's values rendered while the request is at hand.
+pub(super) fn on_request_response(t: &RouteTransform, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
+    if t.response_headers.templated {
+        let rendered = render(&t.response_headers, &RequestValues(ctx), &t.route);
+        ctx.response_values = Some(rendered.into_boxed_slice());
+    }
+    Ok(Flow::Next)
+}
+
+pub(super) fn on_response(t: &RouteTransform, ctx: &mut RequestCtx<'_>, mut answer: Answer) -> Answer {
+    let values = match ctx.response_values.take() {
+        Some(v) => v.into_vec(),
+        None => t
+            .response_headers
+            .values
+            .iter()
+            .map(|v| match v {
+                Value::Fixed(h) => Some(h.clone()),
+                Value::Template(_) => None,
+            })
+            .collect(),
+    };
+    let skipped = edit_headers(&mut answer.head_mut().headers, &t.response_headers.edits, values);
+    count(&t.response, skipped);
+    answer
+}
+
+fn count(c: &Counted, skipped: u64) {
+    if skipped > 0 {
+        c.skipped.inc_by(skipped);
+    } else {
+        c.applied.inc();
+    }
+}
+
+/// Apply `e` to a header map; the number of edits skipped for a missing value.
+fn edit_headers(h: &mut HeaderMap, e: &Edits<HeaderName>, values: Vec<Option<HeaderValue>>) -> u64 {
+    for name in &e.remove {
+        h.remove(name);
+    }
+    for (from, to) in &e.rename {
+        if h.contains_key(from) {
+            let moved: Vec<HeaderValue> = h.get_all(from).iter().cloned().collect();
+            h.remove(from);
+            for v in moved {
+                h.append(to, v);
+            }
+        }
+    }
+    let mut values = values.into_iter();
+    let mut skipped = 0;
+    for (name, _) in &e.replace {
+        match values.next().flatten() {
+            Some(v) if h.contains_key(name) => {
+                h.insert(name, v);
+            }
+            Some(_) => {}
+            None => skipped += 1,
+        }
+    }
+    for (name, _) in &e.add {
+        match values.next().flatten() {
+            Some(v) if !h.contains_key(name) => {
+                h.insert(name, v);
+            }
+            Some(_) => {}
+            None => skipped += 1,
+        }
+    }
+    for (name, _) in &e.append {
+        match values.next().flatten() {
+            Some(v) => {
+                h.append(name, v);
+            }
+            None => skipped += 1,
+        }
+    }
+    skipped
+}
+
+/// One `name=value` of a query string: its decoded name and its text as sent.
+struct Param {
+    name: String,
+    raw: String,
+}
+
+fn encoded(name: &str, value: &str) -> String {
+    form_urlencoded::Serializer::new(String::new()).append_pair(name, value).finish()
+}
+
+/// Apply `e` to the query of `uri`. Parameters no edit names keep their
+/// encoding as sent; names and values an edit writes are form-encoded.
+fn edit_query(uri: &mut Uri, e: &Edits<Box<str>>, values: Vec<Option<HeaderValue>>) -> Result<u64, ProxyError> {
+    let mut params: Vec<Param> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|raw| Param {
+            name: form_urlencoded::parse(raw.as_bytes()).next().map(|(k, _)| k.into_owned()).unwrap_or_default(),
+            raw: raw.to_string(),
+        })
+        .collect();
+    params.retain(|p| !e.remove.iter().any(|r| **r == p.name));
+    for (from, to) in &e.rename {
+        for p in params.iter_mut().filter(|p| *p.name == **from) {
+            let value =
+                form_urlencoded::parse(p.raw.as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default();
+            p.raw = encoded(to, &value);
+            p.name = to.to_string();
+        }
+    }
+    let mut values = values.into_iter().map(|v| v.and_then(|v| v.to_str().ok().map(str::to_string)));
+    let mut skipped = 0;
+    for (name, _) in &e.replace {
+        let Some(v) = values.next().flatten() else {
+            skipped += 1;
+            continue;
+        };
+        if let Some(first) = params.iter().position(|p| *p.name == **name) {
+            params[first].raw = encoded(name, &v);
+            let mut i = 0;
+            params.retain(|p| {
+                i += 1;
+                i - 1 == first || *p.name != **name
+            });
+        }
+    }
+    for (name, _) in &e.add {
+        match values.next().flatten() {
+            Some(v) if !params.iter().any(|p| *p.name == **name) => {
+                params.push(Param { name: name.to_string(), raw: encoded(name, &v) })
+            }
+            Some(_) => {}
+            None => skipped += 1,
+        }
+    }
+    for (name, _) in &e.append {
+        match values.next().flatten() {
+            Some(v) => params.push(Param { name: name.to_string(), raw: encoded(name, &v) }),
+            None => skipped += 1,
+        }
+    }
+    let query: Vec<&str> = params.iter().map(|p| p.raw.as_str()).collect();
+    let pq = if query.is_empty() { uri.path().to_string() } else { format!("{}?{}", uri.path(), query.join("&")) };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(pq.parse().map_err(|_| ProxyError::BadRequest("invalid request target"))?);
+    *uri = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    Ok(skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_core::template::Scope;
+
+    fn t(s: &str) -> Template {
+        Template::parse(s, Scope::default()).unwrap()
+    }
+
+    #[test]
+    fn query_edits_keep_untouched_parameters_as_sent() {
+        let mut uri: Uri = "/p?keep=a%2Fb&drop=1&old=x+y&set=1&set=2".parse().unwrap();
+        let e = Edits {
+            remove: vec!["drop".into()],
+            rename: vec![("old".into(), "new".into())],
+            replace: vec![("set".into(), t("3")), ("absent".into(), t("z"))],
+            add: vec![("keep".into(), t("no")), ("fresh".into(), t("a b&c"))],
+            append: vec![("keep".into(), t("again"))],
+        };
+        let values = e.templates().map(|t| HeaderValue::from_str(t.literal().unwrap()).ok()).collect();
+        assert_eq!(edit_query(&mut uri, &e, values).unwrap(), 0);
+        assert_eq!(uri.to_string(), "/p?keep=a%2Fb&new=x+y&set=3&fresh=a+b%26c&keep=again");
+    }
+
+    #[test]
+    fn a_missing_value_skips_only_its_edit() {
+        let mut h = HeaderMap::new();
+        h.insert("a", HeaderValue::from_static("1"));
+        let e = Edits {
+            replace: vec![(HeaderName::from_static("a"), t("x"))],
+            add: vec![(HeaderName::from_static("b"), t("y"))],
+            ..Edits::default()
+        };
+        assert_eq!(edit_headers(&mut h, &e, vec![None, Some(HeaderValue::from_static("y"))]), 1);
+        assert_eq!(h["a"], "1");
+        assert_eq!(h["b"], "y");
+    }
+}
