@@ -9,6 +9,7 @@ mod balancing;
 mod cache_keys;
 mod client_address;
 mod config_samples;
+mod convert;
 mod cors;
 mod errors;
 mod health;

@@ -209,3 +209,63 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], head_only: bool) -> St
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     raw_exchange(addr, bytes, true).await
 }
+
+/// What a [`peer`] received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A small HTTP/1.1 server answering with `handler`; stopped when dropped.
+pub struct Peer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn peer<F, Fut>(handler: F) -> Peer
+where
+    F: Fn(Seen) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handler = std::sync::Arc::new(handler);
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            conns.spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let handler = handler.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let seen = Seen { method: parts.method, uri: parts.uri, headers: parts.headers, body };
+                        Ok::<_, std::convert::Infallible>(handler(seen).await)
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+            });
+        }
+    });
+    Peer { addr, task }
+}
+
+/// An answer with a status, a content type and a body.
+pub fn answer(status: u16, content_type: &str, body: impl Into<Bytes>) -> http::Response<Full<Bytes>> {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(Full::new(body.into()))
+        .unwrap()
+}

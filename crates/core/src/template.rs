@@ -308,6 +308,17 @@ mod tests {
         assert_eq!(out, "&lt;a href=&quot;x&quot;&gt;&amp;&apos;&lt;/a&gt;");
     }
 
+    /// Every input of the fuzz corpus compiles or is refused, never panics.
+    #[test]
+    fn the_fuzz_corpus_compiles_or_is_refused() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/template");
+        let c = caps();
+        for entry in std::fs::read_dir(dir).expect("the corpus is in the repository") {
+            let bytes = std::fs::read(entry.expect("a corpus entry").path()).expect("readable");
+            let _ = Template::parse(&String::from_utf8_lossy(&bytes), Scope { captures: &c, body: true });
+        }
+    }
+
     proptest::proptest! {
         /// Compiling never panics, and what compiles renders its literals back.
         #[test]

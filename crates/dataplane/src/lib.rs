@@ -20,6 +20,8 @@
 //!   request coalescing, purge by generation and pub/sub).
 //! - [`identity`]: consumers and API keys, JWT providers with their key
 //!   sets, the authenticated caller.
+//! - [`transform`]: converters between message shapes (XML → JSON, ...),
+//!   with caps on what untrusted documents may cost.
 //! - [`tls`]: rustls server configuration with certificates chosen by SNI,
 //!   and the check that a node's certificate files load.
 //! - [`proxy`]: listeners, the per-request phases, upstream connection
@@ -38,3 +40,4 @@ pub mod proxy;
 pub mod routing;
 pub mod telemetry;
 pub mod tls;
+pub mod transform;

@@ -229,6 +229,9 @@ pub struct RouteConfig {
     /// Header and query edits of the request and the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<super::TransformConfig>,
+    /// Convert XML answers (`application/xml`, `text/xml`, `*+xml`) to JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xml_to_json: Option<super::XmlConfig>,
 }
 
 fn default_upgrades() -> Vec<String> {

@@ -62,3 +62,52 @@ impl EditsConfig {
             && self.append.is_empty()
     }
 }
+
+/// How XML is read and mapped to JSON (`docs/transform.md`: the mapping).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmlConfig {
+    /// Dot paths of element names from the root that are always arrays,
+    /// e.g. `accounts.account`.
+    #[serde(default)]
+    pub always_array: Vec<String>,
+    /// Larger documents are refused (502 for an answer).
+    #[serde(default = "default_xml_max_bytes")]
+    pub max_bytes: usize,
+    #[serde(default = "default_xml_max_depth")]
+    pub max_depth: usize,
+    #[serde(default = "default_xml_max_elements")]
+    pub max_elements: usize,
+    /// Per element.
+    #[serde(default = "default_xml_max_attributes")]
+    pub max_attributes: usize,
+    /// Keep namespace prefixes (`soap:Body`) and `xmlns` attributes.
+    #[serde(default)]
+    pub keep_prefixes: bool,
+}
+
+impl Default for XmlConfig {
+    fn default() -> Self {
+        Self {
+            always_array: Vec::new(),
+            max_bytes: default_xml_max_bytes(),
+            max_depth: default_xml_max_depth(),
+            max_elements: default_xml_max_elements(),
+            max_attributes: default_xml_max_attributes(),
+            keep_prefixes: false,
+        }
+    }
+}
+
+fn default_xml_max_bytes() -> usize {
+    1 << 20
+}
+fn default_xml_max_depth() -> usize {
+    64
+}
+fn default_xml_max_elements() -> usize {
+    10_000
+}
+fn default_xml_max_attributes() -> usize {
+    64
+}

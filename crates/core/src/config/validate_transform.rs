@@ -127,6 +127,27 @@ fn edits<N>(
     out
 }
 
+/// Caps and paths of an XML mapping at `p`.
+pub(super) fn check_xml(errors: &mut ConfigErrors, p: &str, x: &super::XmlConfig) {
+    let mut range = |key: &str, v: usize, lo: usize, hi: usize, rule: &'static str| {
+        if v < lo || v > hi {
+            errors.push(format!("{p}.{key}"), K::OutOfRange { value: v.to_string(), rule });
+        }
+    };
+    range("max_bytes", x.max_bytes, 1, 64 << 20, "between 1 byte and 64 MiB");
+    range("max_depth", x.max_depth, 1, 256, "between 1 and 256");
+    range("max_elements", x.max_elements, 1, 1_000_000, "between 1 and 1000000");
+    range("max_attributes", x.max_attributes, 0, 1024, "between 0 and 1024");
+    for (j, path) in x.always_array.iter().enumerate() {
+        if path.is_empty() || path.split('.').any(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+            errors.push(
+                format!("{p}.always_array[{j}]"),
+                K::Invalid { value: path.clone(), reason: "a dot path of element names, e.g. `list.item`".into() },
+            );
+        }
+    }
+}
+
 /// The transformations of route `p`.
 pub(super) fn check_route_transform(
     errors: &mut ConfigErrors,
@@ -134,6 +155,9 @@ pub(super) fn check_route_transform(
     r: &RouteConfig,
     captures: &[Box<str>],
 ) -> TransformValues {
+    if let Some(x) = &r.xml_to_json {
+        check_xml(errors, &format!("{p}.xml_to_json"), x);
+    }
     let Some(t) = &r.transform else { return TransformValues::default() };
     let scope = Scope { captures, body: false };
     let tp = format!("{p}.transform");

@@ -172,6 +172,9 @@ pub(super) fn compile(
         if transform.edits_request() {
             route.policies.push(Policy::Transform(transform));
         }
+        if let Some(x) = &r.xml_to_json {
+            route.policies.push(Policy::XmlToJson(Arc::new(xml_to_json(gw, &r.name, x))));
+        }
         routes.push((spec, Arc::new(route)));
     }
     if !errors.is_empty() {
@@ -421,5 +424,28 @@ fn compile_upstream(
         budget: RetryBudget::new(cfg.retry.budget_ratio, cfg.retry.min_per_second),
         breaker: Breaker::new(cfg.circuit_breaker.max_requests, cfg.circuit_breaker.max_pending),
         sticky,
+    }
+}
+
+/// The XML rules of a config.
+pub(super) fn xml_rules(x: &meridian_core::config::XmlConfig) -> crate::transform::xml::XmlRules {
+    crate::transform::xml::XmlRules {
+        always_array: x.always_array.iter().cloned().collect(),
+        max_bytes: x.max_bytes,
+        max_depth: x.max_depth,
+        max_elements: x.max_elements,
+        max_attributes: x.max_attributes,
+        keep_prefixes: x.keep_prefixes,
+    }
+}
+
+fn xml_to_json(gw: &Gateway, route: &str, x: &meridian_core::config::XmlConfig) -> super::policy::convert::XmlToJson {
+    let count = |result: &str| gw.metrics.transforms.with_label_values(&[route, "xml_to_json", result]);
+    super::policy::convert::XmlToJson {
+        route: route.into(),
+        rules: xml_rules(x),
+        applied: count("applied"),
+        skipped: count("skipped"),
+        failed: count("failed"),
     }
 }

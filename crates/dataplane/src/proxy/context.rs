@@ -83,7 +83,62 @@ pub(crate) enum Answer {
     Full { head: http::response::Parts, body: Bytes },
 }
 
+/// Why an answer's body could not be read whole.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// Longer than the limit.
+    TooLarge,
+    /// The upstream's body failed (where from, why).
+    Failed { target: String, reason: String },
+}
+
+impl ReadError {
+    /// As the error of reading an upstream body.
+    pub fn into_proxy(self, limit: usize) -> super::error::ProxyError {
+        match self {
+            ReadError::TooLarge => super::error::ProxyError::UpstreamBody {
+                target: String::new(),
+                reason: format!("longer than {limit} bytes"),
+            },
+            ReadError::Failed { target, reason } => super::error::ProxyError::UpstreamBody { target, reason },
+        }
+    }
+}
+
 impl Answer {
+    /// The head and the whole body, at most `limit` bytes. A streamed body is
+    /// read to its end and its connection goes back to the pool.
+    pub async fn read_whole(self, limit: usize) -> Result<(http::response::Parts, Bytes), ReadError> {
+        match self {
+            Answer::Full { head, body } if body.len() <= limit => Ok((head, body)),
+            Answer::Full { .. } => Err(ReadError::TooLarge),
+            Answer::Upstream { head, body, conn, in_flight } => {
+                if super::headers::content_length(&head.headers).is_some_and(|n| n > limit as u64) {
+                    return Err(ReadError::TooLarge);
+                }
+                use http_body_util::BodyExt;
+                let collected = http_body_util::Limited::new(body, limit).collect().await.map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        return ReadError::TooLarge;
+                    }
+                    let target = conn.as_ref().map_or_else(String::new, |(pool, _)| pool.address.to_string());
+                    ReadError::Failed { target, reason: e.to_string() }
+                })?;
+                drop(in_flight);
+                if let Some((pool, sender)) = conn {
+                    pool.checkin(sender, meridian_core::clock::mono_ms());
+                }
+                Ok((head, collected.to_bytes()))
+            }
+        }
+    }
+
+    pub fn head(&self) -> &http::response::Parts {
+        match self {
+            Answer::Upstream { head, .. } | Answer::Full { head, .. } => head,
+        }
+    }
+
     pub fn head_mut(&mut self) -> &mut http::response::Parts {
         match self {
             Answer::Upstream { head, .. } | Answer::Full { head, .. } => head,

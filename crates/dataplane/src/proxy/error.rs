@@ -66,6 +66,9 @@ pub enum ProxyError {
     LimiterUnavailable,
     #[error("reading the body from {target}: {reason}")]
     UpstreamBody { target: String, reason: String },
+    /// The upstream's answer could not be converted to what the route promises.
+    #[error("converting the answer of upstream {upstream}: {reason}")]
+    UpstreamFormat { upstream: String, reason: String },
     #[error("{target} switched protocols without being asked")]
     UnexpectedUpgrade { target: String },
     #[error("exchange with {target} failed: {source}")]
@@ -86,7 +89,7 @@ impl ProxyError {
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpstreamBody { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamBody { .. } | ProxyError::UpstreamFormat { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::BadRequest(_) | ProxyError::BadPath(_) | ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -133,6 +136,7 @@ impl ProxyError {
             ProxyError::Misdirected(_) => "misdirected_request",
             ProxyError::AuthUnavailable(_) => "auth_unavailable",
             ProxyError::UpstreamBody { .. } => "upstream_body",
+            ProxyError::UpstreamFormat { .. } => "upstream_format",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::BadPath(_) => "bad_path",
             ProxyError::BadHost(_) => "bad_host",
@@ -162,6 +166,10 @@ impl ProxyError {
             ProxyError::Forbidden(why) | ProxyError::Misdirected(why) => (*why).into(),
             ProxyError::AuthUnavailable(why) => (*why).into(),
             ProxyError::UpstreamBody { .. } => "the upstream response could not be read".into(),
+            // What was wrong with the document, never where it came from.
+            ProxyError::UpstreamFormat { reason, .. } => {
+                format!("the upstream answer could not be converted: {reason}")
+            }
             ProxyError::BadRequest(why) => (*why).into(),
             ProxyError::BadPath(why) => why.to_string(),
             ProxyError::BadHost(why) => format!("invalid Host: {why}"),

@@ -8,14 +8,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
-use http_body_util::{BodyExt, Limited};
 
 use super::Flow;
 use crate::cache::{CachedResponse, Leader, Lookup, Role, RouteCache};
 use crate::proxy::context::{Answer, RequestCtx};
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers;
-use meridian_core::clock::mono_ms;
 
 /// A cacheable request that missed: what storing its answer needs.
 pub(crate) struct PendingStore {
@@ -101,23 +99,24 @@ pub(super) async fn on_response(
         }
     }
     answer.head_mut().headers.insert(&headers::X_CACHE, HeaderValue::from_static("MISS"));
-    let Answer::Upstream { head, body, conn, in_flight } = answer else { return Ok(answer) };
-    let fits = headers::content_length(&head.headers).is_some_and(|n| n as usize <= cache.max_entry_bytes);
+    let head = match &answer {
+        Answer::Upstream { head, .. } => head,
+        // A body already in memory (converted by a transform) has its length.
+        Answer::Full { head, .. } => head,
+    };
+    let length = match &answer {
+        Answer::Upstream { head, .. } => headers::content_length(&head.headers),
+        Answer::Full { body, .. } => Some(body.len() as u64),
+    };
+    let fits = length.is_some_and(|n| n as usize <= cache.max_entry_bytes);
     let cookie = pending.request_headers.contains_key(header::COOKIE);
     let ttl = cache.storable_for(status.as_u16(), &head.headers, cookie);
     let (false, true, Some(ttl)) = (pending.head, fits, ttl) else {
-        return Ok(Answer::Upstream { head, body, conn, in_flight });
+        return Ok(answer);
     };
     // Read the whole (small) body so it can be stored, then answer from memory.
-    let collected = Limited::new(body, cache.max_entry_bytes).collect().await.map_err(|e| {
-        let target = conn.as_ref().map_or_else(String::new, |(pool, _)| pool.address.to_string());
-        ProxyError::UpstreamBody { target, reason: e.to_string() }
-    })?;
-    drop(in_flight);
-    if let Some((pool, sender)) = conn {
-        pool.checkin(sender, mono_ms());
-    }
-    let body = collected.to_bytes();
+    let limit = cache.max_entry_bytes;
+    let (head, body) = answer.read_whole(limit).await.map_err(|e| e.into_proxy(limit))?;
     cache.store(&pending.primary, &pending.request_headers, status.as_u16(), &head.headers, body.clone(), ttl).await;
     Ok(Answer::Full { head, body })
 }

@@ -10,6 +10,7 @@
 pub(crate) mod access;
 pub(crate) mod auth;
 pub(crate) mod cache;
+pub(crate) mod convert;
 pub(crate) mod cors;
 pub(crate) mod ip_rules;
 pub(crate) mod rate_limit;
@@ -33,6 +34,8 @@ pub(crate) enum Policy {
     ResponseHeaders(Arc<transform::RouteTransform>),
     /// Request header and query edits.
     Transform(Arc<transform::RouteTransform>),
+    /// XML answers to JSON.
+    XmlToJson(Arc<convert::XmlToJson>),
 }
 
 /// What a request policy decided.
@@ -55,6 +58,7 @@ impl Policy {
             Policy::Cache(cache) => cache::on_request(cache, ctx).await,
             Policy::ResponseHeaders(t) => transform::on_request_response(t, ctx),
             Policy::Transform(t) => transform::on_request(t, ctx),
+            Policy::XmlToJson(_) => Ok(Flow::Next),
         }
     }
 
@@ -71,6 +75,7 @@ impl Policy {
         match self {
             Policy::Cache(cache) => cache::on_response(cache, ctx, answer).await,
             Policy::ResponseHeaders(t) => Ok(transform::on_response(t, ctx, answer)),
+            Policy::XmlToJson(c) => convert::on_response(c, ctx, answer).await,
             _ => Ok(answer),
         }
     }
