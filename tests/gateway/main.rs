@@ -24,3 +24,4 @@ mod reload;
 mod routing;
 mod tls;
 mod transform;
+mod validation;

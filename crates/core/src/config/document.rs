@@ -232,6 +232,9 @@ pub struct RouteConfig {
     /// Convert XML answers (`application/xml`, `text/xml`, `*+xml`) to JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xml_to_json: Option<super::XmlConfig>,
+    /// Body (JSON Schema), query and header checks before the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<super::ValidateConfig>,
 }
 
 fn default_upgrades() -> Vec<String> {

@@ -111,3 +111,83 @@ fn default_xml_max_elements() -> usize {
 fn default_xml_max_attributes() -> usize {
     64
 }
+
+/// A JSON document inside the gateway document (a JSON Schema): written as
+/// a table, or as a string of JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JsonDoc(pub serde_json::Value);
+
+// JSON has no NaN: equality of JSON values is an equivalence.
+impl Eq for JsonDoc {}
+
+impl JsonDoc {
+    /// The document: a string is read as JSON text.
+    pub fn value(&self) -> Result<std::borrow::Cow<'_, serde_json::Value>, String> {
+        match &self.0 {
+            serde_json::Value::String(text) => {
+                serde_json::from_str(text).map(std::borrow::Cow::Owned).map_err(|e| format!("not JSON: {e}"))
+            }
+            v => Ok(std::borrow::Cow::Borrowed(v)),
+        }
+    }
+}
+
+/// Request validation of a route (`docs/transform.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateConfig {
+    /// Method → JSON Schema (draft 2020-12) the body must match.
+    #[serde(default)]
+    pub body: BTreeMap<String, JsonDoc>,
+    /// A larger body is refused (413) before it is parsed.
+    #[serde(default = "default_validate_max_body")]
+    pub max_body_bytes: usize,
+    /// A body nested deeper is refused (400) before it is parsed.
+    #[serde(default = "default_validate_max_depth")]
+    pub max_depth: usize,
+    /// Query parameters by name.
+    #[serde(default)]
+    pub query: BTreeMap<String, ParamSpec>,
+    /// Request headers by name.
+    #[serde(default)]
+    pub headers: BTreeMap<String, ParamSpec>,
+    /// Most failures listed in a 400.
+    #[serde(default = "default_validate_max_errors")]
+    pub max_errors: usize,
+}
+
+fn default_validate_max_body() -> usize {
+    1 << 20
+}
+fn default_validate_max_depth() -> usize {
+    32
+}
+fn default_validate_max_errors() -> usize {
+    10
+}
+
+/// What a query parameter or header must be.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default, rename = "type")]
+    pub kind: ParamType,
+    /// The values allowed (before `type` applies).
+    #[serde(default, rename = "enum")]
+    pub one_of: Vec<String>,
+    /// A regular expression the whole value must match (linear-time engine).
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    #[default]
+    String,
+    Integer,
+    Number,
+    Boolean,
+}

@@ -174,3 +174,120 @@ pub(super) fn check_route_transform(
         ),
     }
 }
+
+/// A query parameter or header check, compiled.
+#[derive(Debug, Clone)]
+pub struct ParamCheck {
+    pub required: bool,
+    pub kind: super::ParamType,
+    pub one_of: Vec<String>,
+    /// Anchored: the whole value must match.
+    pub pattern: Option<regex::Regex>,
+}
+
+impl ParamCheck {
+    /// Why `value` (absent: `None`) does not pass.
+    pub fn refusal(&self, value: Option<&str>) -> Option<String> {
+        use super::ParamType as T;
+        let Some(v) = value else { return self.required.then(|| "is required".to_string()) };
+        if !self.one_of.is_empty() && !self.one_of.iter().any(|o| o == v) {
+            return Some(format!("must be one of {}", self.one_of.join(", ")));
+        }
+        let typed = match self.kind {
+            T::String => true,
+            T::Integer => v.parse::<i64>().is_ok(),
+            T::Number => v.parse::<f64>().is_ok_and(f64::is_finite),
+            T::Boolean => v == "true" || v == "false",
+        };
+        if !typed {
+            return Some(format!("must be {}", format!("{:?}", self.kind).to_lowercase()));
+        }
+        if self.pattern.as_ref().is_some_and(|p| !p.is_match(v)) {
+            return Some("does not match the pattern".into());
+        }
+        None
+    }
+}
+
+/// The compiled request validation of a route.
+#[derive(Debug, Clone)]
+pub struct ValidateValues {
+    /// Method → the schema its body must match.
+    pub body: Vec<(http::Method, std::sync::Arc<jsonschema::Validator>)>,
+    pub query: Vec<(Box<str>, ParamCheck)>,
+    pub headers: Vec<(HeaderName, ParamCheck)>,
+}
+
+/// A pattern compiled for the linear-time engine, anchored, size-capped.
+fn pattern(errors: &mut ConfigErrors, path: String, p: &str) -> Option<regex::Regex> {
+    regex::RegexBuilder::new(&format!("^(?:{p})$"))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| {
+            errors.push(path, K::Invalid { value: p.into(), reason: format!("not a pattern this engine runs: {e}") })
+        })
+        .ok()
+}
+
+fn param(errors: &mut ConfigErrors, p: &str, spec: &super::ParamSpec) -> Option<ParamCheck> {
+    let before = errors.len();
+    let pattern = spec.pattern.as_deref().and_then(|x| pattern(errors, format!("{p}.pattern"), x));
+    (errors.len() == before).then(|| ParamCheck {
+        required: spec.required,
+        kind: spec.kind,
+        one_of: spec.one_of.clone(),
+        pattern,
+    })
+}
+
+/// A JSON Schema (draft 2020-12) compiled: no remote `$ref`, patterns on
+/// the linear-time engine, formats checked.
+pub fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::draft202012::options()
+        .with_pattern_options(jsonschema::PatternOptions::regex())
+        .should_validate_formats(true)
+        .build(schema)
+        .map_err(|e| e.to_string())
+}
+
+/// The request validation of route `p`.
+pub(super) fn check_validate(errors: &mut ConfigErrors, p: &str, r: &RouteConfig) -> Option<ValidateValues> {
+    let v = r.validate.as_ref()?;
+    let vp = format!("{p}.validate");
+    let mut range = |key: &str, n: usize, lo: usize, hi: usize, rule: &'static str| {
+        if n < lo || n > hi {
+            errors.push(format!("{vp}.{key}"), K::OutOfRange { value: n.to_string(), rule });
+        }
+    };
+    range("max_body_bytes", v.max_body_bytes, 1, 64 << 20, "between 1 byte and 64 MiB");
+    range("max_depth", v.max_depth, 1, 128, "between 1 and 128");
+    range("max_errors", v.max_errors, 1, 100, "between 1 and 100");
+    let mut out = ValidateValues { body: Vec::new(), query: Vec::new(), headers: Vec::new() };
+    for (method, doc) in &v.body {
+        let mp = format!("{vp}.body.{method}");
+        let Ok(m) = http::Method::from_bytes(method.as_bytes()) else {
+            errors.push(mp, K::InvalidMethod(method.clone()));
+            continue;
+        };
+        match doc.value().and_then(|schema| compile_schema(&schema)) {
+            Ok(s) => out.body.push((m, std::sync::Arc::new(s))),
+            Err(reason) => errors.push(mp, K::Invalid { value: "schema".into(), reason }),
+        }
+    }
+    for (name, spec) in &v.query {
+        if let Some(c) = param(errors, &format!("{vp}.query.{name}"), spec) {
+            out.query.push((name.as_str().into(), c));
+        }
+    }
+    for (name, spec) in &v.headers {
+        let hp = format!("{vp}.headers.{name}");
+        let Ok(h) = HeaderName::from_bytes(name.as_bytes()) else {
+            errors.push(hp, K::InvalidHeaderName(name.clone()));
+            continue;
+        };
+        if let Some(c) = param(errors, &hp, spec) {
+            out.headers.push((h, c));
+        }
+    }
+    Some(out)
+}

@@ -78,6 +78,8 @@ pub struct RouteValues {
     pub access: super::RouteAccessValues,
     /// Header and query edits, templates compiled.
     pub transform: super::TransformValues,
+    /// Body schemas and parameter checks, compiled.
+    pub validate: Option<super::ValidateValues>,
 }
 
 /// The typed values of one upstream of a validated document.

@@ -31,6 +31,8 @@ pub struct ClientBodyError(#[source] pub hyper::Error);
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Option<Incoming>,
+    /// A body read whole before it is sent (validated, translated).
+    full: Option<Bytes>,
     remaining: u64,
     limit: u64,
     /// Set once the client's body has been read to its end: until then a
@@ -41,14 +43,25 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     pub fn empty() -> Self {
-        Self { inner: None, remaining: 0, limit: 0, complete: None }
+        Self { inner: None, full: None, remaining: 0, limit: 0, complete: None }
+    }
+
+    /// A body already in memory.
+    pub fn full(bytes: Bytes) -> Self {
+        Self { full: (!bytes.is_empty()).then_some(bytes), ..Self::empty() }
     }
 
     pub fn limited(body: Incoming, limit: u64) -> Self {
         if body.is_end_stream() {
             return Self::empty();
         }
-        Self { inner: Some(body), remaining: limit, limit, complete: Some(Arc::new(AtomicBool::new(false))) }
+        Self {
+            inner: Some(body),
+            full: None,
+            remaining: limit,
+            limit,
+            complete: Some(Arc::new(AtomicBool::new(false))),
+        }
     }
 
     /// Whether the client's body has been read whole, as it goes (`None`:
@@ -70,6 +83,9 @@ impl Body for UpstreamBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(full) = this.full.take() {
+            return Poll::Ready(Some(Ok(Frame::data(full))));
+        }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -100,10 +116,13 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.full.is_none() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(full) = &self.full {
+            return SizeHint::with_exact(full.len() as u64);
+        }
         self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }

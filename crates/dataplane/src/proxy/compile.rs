@@ -13,6 +13,7 @@ use super::policy::cors::RouteCors;
 use super::policy::ip_rules::{IpMatcher, IpRules};
 use super::policy::rate_limit::RouteLimit;
 use super::policy::transform::RouteTransform;
+use super::policy::validate::RouteValidate;
 use super::policy::Policy;
 use super::upstream::{Breaker, ConnPool, RetryBudget, Sticky, Upstream};
 use super::{Gateway, Registry, Route, Snapshot};
@@ -160,6 +161,19 @@ pub(super) fn compile(
                 .unwrap_or_else(|| Arc::new(route_limit(gw, &r.name, &r.name, cfg, key, overrides, group_overrides)));
             limiters.insert(r.name.clone(), l.clone());
             route.policies.push(Policy::RateLimit(l));
+        }
+        if let (Some(cfg), Some(values)) = (&r.validate, v.validate) {
+            let count = |result: &str| gw.metrics.transforms.with_label_values(&[&r.name, "validation", result]);
+            let max_body = (gw.settings.limits.max_body_bytes as usize).min(cfg.max_body_bytes);
+            route.policies.push(Policy::Validate(Arc::new(RouteValidate {
+                route: r.name.as_str().into(),
+                values,
+                max_body,
+                max_depth: cfg.max_depth,
+                max_errors: cfg.max_errors,
+                passed: count("applied"),
+                refused: count("refused"),
+            })));
         }
         let transform = Arc::new(RouteTransform::new(&r.name, v.transform, &gw.metrics));
         if transform.edits_response() {

@@ -63,10 +63,55 @@ pub(crate) struct RequestCtx<'a> {
     pub caller: Option<crate::identity::Caller>,
     /// The cache policy's request, between lookup and store.
     pub cache: Option<PendingStore>,
+    /// The client's body: streamed to the upstream unless a policy read it.
+    pub body: RequestBody,
     /// Response header values a transform rendered from the request.
     pub response_values: Option<Box<[Option<HeaderValue>]>>,
     /// Metrics and the access-log record of the exchange.
     pub fin: &'a mut Finish,
+}
+
+/// The request body as the phases hold it.
+pub(crate) enum RequestBody {
+    /// Not read yet: streamed to the upstream as it arrives.
+    Stream(Incoming),
+    /// Read whole by a policy (validation, a translation).
+    Read(Bytes),
+    /// Handed to the upstream request.
+    Taken,
+}
+
+impl RequestCtx<'_> {
+    /// The whole request body, read once: at most `limit` bytes (413
+    /// beyond), within the route's timeout (408 after).
+    pub async fn body_bytes(&mut self, limit: usize) -> Result<Bytes, super::error::ProxyError> {
+        use super::error::ProxyError;
+        use http_body_util::BodyExt;
+        match std::mem::replace(&mut self.body, RequestBody::Taken) {
+            RequestBody::Read(b) => {
+                self.body = RequestBody::Read(b.clone());
+                Ok(b)
+            }
+            RequestBody::Taken => Ok(Bytes::new()),
+            RequestBody::Stream(b) => {
+                let too_large = ProxyError::BodyTooLarge { limit: limit as u64 };
+                if super::headers::content_length(&self.head.headers).is_some_and(|n| n > limit as u64) {
+                    return Err(too_large);
+                }
+                let after = self.route.timeout;
+                let read = tokio::time::timeout(after, http_body_util::Limited::new(b, limit).collect())
+                    .await
+                    .map_err(|_| ProxyError::BodyTimeout { after })?;
+                let bytes = match read {
+                    Ok(c) => c.to_bytes(),
+                    Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
+                    Err(_) => return Err(ProxyError::BadRequest("the request body could not be read")),
+                };
+                self.body = RequestBody::Read(bytes.clone());
+                Ok(bytes)
+            }
+        }
+    }
 }
 
 /// What the phases answer with; the driver makes it a response.

@@ -8,6 +8,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
+/// One reason a request failed validation.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// `header`, `query` or `body`.
+    pub place: &'static str,
+    /// The header or parameter name, or a JSON Pointer into the body.
+    pub path: String,
+    pub message: String,
+}
+
 /// Which side of the proxy caused a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -22,6 +32,8 @@ pub enum ProxyError {
     NoRoute { host: String, path: String },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("the request failed validation ({} failures)", failures.len())]
+    Invalid { failures: Vec<Failure> },
     #[error("bad path: {0}")]
     BadPath(#[from] meridian_core::pattern::canonical::PathError),
     #[error("bad host: {0}")]
@@ -90,7 +102,10 @@ impl ProxyError {
             ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamBody { .. } | ProxyError::UpstreamFormat { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::BadRequest(_) | ProxyError::BadPath(_) | ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_)
+            | ProxyError::Invalid { .. }
+            | ProxyError::BadPath(_)
+            | ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoHealthyTarget { .. } | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -106,6 +121,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. }
             | ProxyError::BadRequest(_)
+            | ProxyError::Invalid { .. }
             | ProxyError::BadPath(_)
             | ProxyError::BadHost(_)
             | ProxyError::BodyTooLarge { .. }
@@ -138,6 +154,7 @@ impl ProxyError {
             ProxyError::UpstreamBody { .. } => "upstream_body",
             ProxyError::UpstreamFormat { .. } => "upstream_format",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::Invalid { .. } => "invalid_request",
             ProxyError::BadPath(_) => "bad_path",
             ProxyError::BadHost(_) => "bad_host",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
@@ -171,6 +188,7 @@ impl ProxyError {
                 format!("the upstream answer could not be converted: {reason}")
             }
             ProxyError::BadRequest(why) => (*why).into(),
+            ProxyError::Invalid { .. } => "the request does not match what this route accepts".into(),
             ProxyError::BadPath(why) => why.to_string(),
             ProxyError::BadHost(why) => format!("invalid Host: {why}"),
             ProxyError::BodyTooLarge { limit } => format!("request body exceeds {limit} bytes"),
@@ -193,11 +211,17 @@ impl ProxyError {
 
 /// The JSON body of a gateway-generated error.
 pub fn error_body(err: &ProxyError, request_id: &str) -> Bytes {
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "error": err.kind(),
         "message": err.public_message(),
         "request_id": request_id,
     });
+    if let ProxyError::Invalid { failures } = err {
+        body["failures"] = failures
+            .iter()
+            .map(|f| serde_json::json!({ "in": f.place, "path": f.path, "message": f.message }))
+            .collect();
+    }
     let mut s = body.to_string();
     s.push('\n');
     Bytes::from(s)

@@ -20,7 +20,7 @@ use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use super::body::{ProxyBody, UpstreamBody};
-use super::context::{Answer, RequestCtx, RequestHead};
+use super::context::{Answer, RequestBody, RequestCtx, RequestHead};
 use super::error::{error_body, ProxyError, Side};
 use super::finish::{AccessRecord, Finish};
 use super::forward::{forward, Pick, Sent};
@@ -137,6 +137,7 @@ async fn run(
         caller: None,
         cache: None,
         response_values: None,
+        body: RequestBody::Stream(body),
         fin,
     };
     upgrade.allow(gw, route);
@@ -146,7 +147,7 @@ async fn run(
             return Ok(decorate(&ctx, answer));
         }
     }
-    let (upstream_req, pick) = prepare(gw, &mut ctx, &upgrade, body)?;
+    let (upstream_req, pick) = prepare(gw, &mut ctx, &upgrade)?;
     let sent = match forward(gw, route, upstream_req, pick, &mut *ctx.fin).await {
         Ok(sent) => sent,
         Err(err) => {
@@ -249,7 +250,6 @@ fn prepare(
     gw: &Gateway,
     ctx: &mut RequestCtx<'_>,
     upgrade: &Upgrade,
-    body: Incoming,
 ) -> Result<(Request<UpstreamBody>, Pick), ProxyError> {
     let up = &ctx.route.upstream;
     let uri = upstream_uri(&mut ctx.head.uri, ctx.route.rewrite.as_ref(), &ctx.params, &ctx.conn.paths)?;
@@ -276,7 +276,12 @@ fn prepare(
     headers::append_via(&mut h, ctx.via);
     h.insert(&headers::X_REQUEST_ID, ctx.request_id.clone());
     let limit = gw.settings.limits.max_body_bytes;
-    let body = if upgrade.protocol.is_some() { UpstreamBody::empty() } else { UpstreamBody::limited(body, limit) };
+    let body = match std::mem::replace(&mut ctx.body, RequestBody::Taken) {
+        _ if upgrade.protocol.is_some() => UpstreamBody::empty(),
+        RequestBody::Stream(body) => UpstreamBody::limited(body, limit),
+        RequestBody::Read(bytes) => UpstreamBody::full(bytes),
+        RequestBody::Taken => UpstreamBody::empty(),
+    };
     let mut req = Request::new(body);
     *req.method_mut() = ctx.head.method.clone();
     *req.uri_mut() = uri;

@@ -1,5 +1,7 @@
 //! Converters between the shapes clients and backends speak, free of the
-//! proxy: XML → JSON ([`xml`]). The policies that apply them to requests
+//! proxy: XML → JSON ([`xml`]), checks on untrusted JSON ([`json`]). The
+//! policies that apply them to requests
 //! and answers live in `proxy::policy`.
 
+pub mod json;
 pub mod xml;

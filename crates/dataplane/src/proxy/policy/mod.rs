@@ -15,6 +15,7 @@ pub(crate) mod cors;
 pub(crate) mod ip_rules;
 pub(crate) mod rate_limit;
 pub(crate) mod transform;
+pub(crate) mod validate;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub(crate) enum Policy {
     Auth(Arc<auth::RouteAuth>),
     Access(Arc<access::RouteAccess>),
     RateLimit(Arc<rate_limit::RouteLimit>),
+    Validate(Arc<validate::RouteValidate>),
     Cache(Arc<crate::cache::RouteCache>),
     /// Response header edits: before the cache, so that hits and answers of
     /// later policies get them, with templates rendered from this request.
@@ -55,6 +57,7 @@ impl Policy {
             Policy::Auth(a) => auth::on_request(a, ctx).await,
             Policy::Access(a) => access::on_request(a, ctx),
             Policy::RateLimit(limit) => rate_limit::on_request(limit, ctx).await,
+            Policy::Validate(v) => validate::on_request(v, ctx).await,
             Policy::Cache(cache) => cache::on_request(cache, ctx).await,
             Policy::ResponseHeaders(t) => transform::on_request_response(t, ctx),
             Policy::Transform(t) => transform::on_request(t, ctx),
