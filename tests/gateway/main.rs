@@ -22,6 +22,7 @@ mod paths;
 mod protocols;
 mod reload;
 mod routing;
+mod soap;
 mod tls;
 mod transform;
 mod validation;

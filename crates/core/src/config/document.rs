@@ -235,6 +235,9 @@ pub struct RouteConfig {
     /// Body (JSON Schema), query and header checks before the upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validate: Option<super::ValidateConfig>,
+    /// Send the request to a SOAP service, its answer back as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soap: Option<super::SoapConfig>,
 }
 
 fn default_upgrades() -> Vec<String> {

@@ -191,3 +191,42 @@ pub enum ParamType {
     Number,
     Boolean,
 }
+
+/// A REST route onto a SOAP service (`docs/transform.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoapConfig {
+    #[serde(default)]
+    pub version: SoapVersion,
+    /// `SOAPAction` (1.1) or the `action` media type parameter (1.2).
+    pub action: Option<String>,
+    /// The content of the envelope's `Body`: a template whose values are
+    /// XML-escaped; `$(body.…)` reads the JSON request body.
+    pub body: String,
+    /// A larger JSON request body is refused (413).
+    #[serde(default = "default_soap_max_request")]
+    pub max_request_bytes: usize,
+    /// The status of a client fault (`Client`, `Sender`); server faults are 502.
+    #[serde(default = "default_client_fault_status")]
+    pub client_fault_status: u16,
+    /// How the answer is read; `always_array` paths start at the element
+    /// inside `Body` (`GetBalanceResponse.entry`).
+    #[serde(default)]
+    pub response: XmlConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SoapVersion {
+    #[default]
+    #[serde(rename = "1.1")]
+    V11,
+    #[serde(rename = "1.2")]
+    V12,
+}
+
+fn default_soap_max_request() -> usize {
+    64 << 10
+}
+fn default_client_fault_status() -> u16 {
+    400
+}

@@ -46,6 +46,7 @@ pub struct TransformValues {
     /// Parameter names as they read decoded.
     pub request_query: Edits<Box<str>>,
     pub response_headers: Edits<HeaderName>,
+    pub soap: Option<SoapValues>,
 }
 
 /// Headers that frame the message: the gateway owns them.
@@ -148,6 +149,49 @@ pub(super) fn check_xml(errors: &mut ConfigErrors, p: &str, x: &super::XmlConfig
     }
 }
 
+/// The compiled SOAP mapping of a route.
+#[derive(Debug, Clone)]
+pub struct SoapValues {
+    pub body: Template,
+    /// Whether the template reads the JSON request body.
+    pub reads_body: bool,
+}
+
+fn check_soap(errors: &mut ConfigErrors, p: &str, r: &RouteConfig, captures: &[Box<str>]) -> Option<SoapValues> {
+    let s = r.soap.as_ref()?;
+    let sp = format!("{p}.soap");
+    check_xml(errors, &format!("{sp}.response"), &s.response);
+    if !(400..=499).contains(&s.client_fault_status) {
+        errors.push(
+            format!("{sp}.client_fault_status"),
+            K::OutOfRange { value: s.client_fault_status.to_string(), rule: "a 4xx status" },
+        );
+    }
+    if s.max_request_bytes == 0 || s.max_request_bytes > 64 << 20 {
+        errors.push(
+            format!("{sp}.max_request_bytes"),
+            K::OutOfRange { value: s.max_request_bytes.to_string(), rule: "between 1 byte and 64 MiB" },
+        );
+    }
+    if let Some(a) = &s.action {
+        if a.contains(['"', '\\']) || http::HeaderValue::from_str(a).is_err() {
+            errors.push(
+                format!("{sp}.action"),
+                K::Invalid { value: a.clone(), reason: "an action is visible ASCII without quotes".into() },
+            );
+        }
+    }
+    if r.xml_to_json.is_some() {
+        errors.push(
+            format!("{p}.xml_to_json"),
+            K::Invalid { value: "xml_to_json".into(), reason: "a soap route converts its answers itself".into() },
+        );
+    }
+    let body = template(errors, &format!("{sp}.body"), &s.body, Scope { captures, body: true })?;
+    let reads_body = body.variables().any(|v| matches!(v, crate::template::Var::Body(_)));
+    Some(SoapValues { body, reads_body })
+}
+
 /// The transformations of route `p`.
 pub(super) fn check_route_transform(
     errors: &mut ConfigErrors,
@@ -158,7 +202,8 @@ pub(super) fn check_route_transform(
     if let Some(x) = &r.xml_to_json {
         check_xml(errors, &format!("{p}.xml_to_json"), x);
     }
-    let Some(t) = &r.transform else { return TransformValues::default() };
+    let soap = check_soap(errors, p, r, captures);
+    let Some(t) = &r.transform else { return TransformValues { soap, ..TransformValues::default() } };
     let scope = Scope { captures, body: false };
     let tp = format!("{p}.transform");
     TransformValues {
@@ -172,6 +217,7 @@ pub(super) fn check_route_transform(
             header_name,
             true,
         ),
+        soap,
     }
 }
 

@@ -175,7 +175,9 @@ pub(super) fn compile(
                 refused: count("refused"),
             })));
         }
-        let transform = Arc::new(RouteTransform::new(&r.name, v.transform, &gw.metrics));
+        let mut tv = v.transform;
+        let soap = tv.soap.take();
+        let transform = Arc::new(RouteTransform::new(&r.name, tv, &gw.metrics));
         if transform.edits_response() {
             route.policies.push(Policy::ResponseHeaders(transform.clone()));
         }
@@ -188,6 +190,15 @@ pub(super) fn compile(
         }
         if let Some(x) = &r.xml_to_json {
             route.policies.push(Policy::XmlToJson(Arc::new(xml_to_json(gw, &r.name, x))));
+        }
+        if let (Some(cfg), Some(values)) = (&r.soap, soap) {
+            match route_soap(gw, &r.name, cfg, values) {
+                Ok(s) => route.policies.push(Policy::Soap(Arc::new(s))),
+                Err(reason) => {
+                    errors.push(format!("routes[{i}].soap.body"), K::Invalid { value: cfg.body.clone(), reason });
+                    continue;
+                }
+            }
         }
         routes.push((spec, Arc::new(route)));
     }
@@ -462,4 +473,55 @@ fn xml_to_json(gw: &Gateway, route: &str, x: &meridian_core::config::XmlConfig) 
         skipped: count("skipped"),
         failed: count("failed"),
     }
+}
+
+fn route_soap(
+    gw: &Gateway,
+    route: &str,
+    cfg: &meridian_core::config::SoapConfig,
+    values: meridian_core::config::SoapValues,
+) -> Result<super::policy::soap::RouteSoap, String> {
+    use meridian_core::config::SoapVersion;
+    use meridian_core::template::{Values, Var};
+    // The envelope must be XML whatever the values: rendered with a sample
+    // value everywhere, it is read as a SOAP request.
+    struct Sample;
+    impl Values for Sample {
+        fn value(&self, _: &Var) -> Option<std::borrow::Cow<'_, str>> {
+            Some("x".into())
+        }
+    }
+    let mut sample = String::new();
+    values
+        .body
+        .render_with(&Sample, &mut sample, meridian_core::template::escape_xml)
+        .map_err(|v| format!("{v} has no sample value"))?;
+    let envelope = crate::transform::soap::envelope(cfg.version, &sample);
+    crate::transform::xml::to_json(envelope.as_bytes(), &crate::transform::xml::XmlRules::default())
+        .map_err(|e| format!("the envelope is not XML: {e}"))?;
+    let count = |result: &str| gw.metrics.transforms.with_label_values(&[route, "soap", result]);
+    let mut rules = xml_rules(&cfg.response);
+    rules.keep_prefixes = false;
+    rules.always_array = cfg.response.always_array.iter().map(|p| format!("Envelope.Body.{p}")).collect();
+    let header =
+        |s: String| http::HeaderValue::from_str(&s).map_err(|_| "the action is not a header value".to_string());
+    Ok(super::policy::soap::RouteSoap {
+        route: route.into(),
+        content_type: header(crate::transform::soap::content_type(cfg.version, cfg.action.as_deref()))?,
+        soap_action: match (cfg.version, &cfg.action) {
+            (SoapVersion::V11, Some(a)) => Some(header(format!("\"{a}\""))?),
+            (SoapVersion::V11, None) => Some(http::HeaderValue::from_static("\"\"")),
+            (SoapVersion::V12, _) => None,
+        },
+        version: cfg.version,
+        body: values.body,
+        reads_body: values.reads_body,
+        max_request: (gw.settings.limits.max_body_bytes as usize).min(cfg.max_request_bytes),
+        client_fault_status: http::StatusCode::from_u16(cfg.client_fault_status)
+            .unwrap_or(http::StatusCode::BAD_REQUEST),
+        rules,
+        applied: count("applied"),
+        faults: count("fault"),
+        failed: count("failed"),
+    })
 }

@@ -52,6 +52,12 @@ pub(crate) fn json_head(head: &mut http::response::Parts, len: usize) {
     }
 }
 
+/// Ask for an answer this policy can read: no content coding.
+pub(super) fn on_request(_: &XmlToJson, ctx: &mut RequestCtx<'_>) -> super::Flow {
+    ctx.head.headers.remove(header::ACCEPT_ENCODING);
+    super::Flow::Next
+}
+
 pub(super) async fn on_response(c: &XmlToJson, ctx: &mut RequestCtx<'_>, answer: Answer) -> Result<Answer, ProxyError> {
     let h = &answer.head().headers;
     if ctx.head.method == http::Method::HEAD || !is_xml(h) || encoded(h) {

@@ -14,6 +14,7 @@ pub(crate) mod convert;
 pub(crate) mod cors;
 pub(crate) mod ip_rules;
 pub(crate) mod rate_limit;
+pub(crate) mod soap;
 pub(crate) mod transform;
 pub(crate) mod validate;
 
@@ -38,6 +39,8 @@ pub(crate) enum Policy {
     Transform(Arc<transform::RouteTransform>),
     /// XML answers to JSON.
     XmlToJson(Arc<convert::XmlToJson>),
+    /// REST → SOAP and the answer back to JSON.
+    Soap(Arc<soap::RouteSoap>),
 }
 
 /// What a request policy decided.
@@ -61,7 +64,8 @@ impl Policy {
             Policy::Cache(cache) => cache::on_request(cache, ctx).await,
             Policy::ResponseHeaders(t) => transform::on_request_response(t, ctx),
             Policy::Transform(t) => transform::on_request(t, ctx),
-            Policy::XmlToJson(_) => Ok(Flow::Next),
+            Policy::XmlToJson(c) => Ok(convert::on_request(c, ctx)),
+            Policy::Soap(s) => soap::on_request(s, ctx).await,
         }
     }
 
@@ -79,6 +83,7 @@ impl Policy {
             Policy::Cache(cache) => cache::on_response(cache, ctx, answer).await,
             Policy::ResponseHeaders(t) => Ok(transform::on_response(t, ctx, answer)),
             Policy::XmlToJson(c) => convert::on_response(c, ctx, answer).await,
+            Policy::Soap(s) => soap::on_response(s, ctx, answer).await,
             _ => Ok(answer),
         }
     }
