@@ -70,11 +70,10 @@ pub fn read_answer(xml_bytes: &[u8], rules: &XmlRules) -> Result<Outcome, SoapEr
     };
     let text = |v: Option<&Value>| -> String {
         match v {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Object(o)) => o.get("#text").and_then(Value::as_str).unwrap_or("").to_string(),
             // Several `Text`s (languages): the first.
-            Some(Value::Array(a)) => a.first().map(|f| text_of(f)).unwrap_or_default(),
-            _ => String::new(),
+            Some(Value::Array(a)) => a.first().map(text_of).unwrap_or_default(),
+            Some(v) => text_of(v),
+            None => String::new(),
         }
     };
     let unprefixed = |s: String| s.rsplit(':').next().unwrap_or("").to_string();
