@@ -186,8 +186,9 @@ upstream = "bank"
 [routes.soap]
 body = '<b:Op><b:x>$(query.x)</b:Op>'
 "#;
-    let node = node_config(doc, "");
-    let err = meridian_region::gateway::start(node).await.err().map(|e| format!("{e:#}"));
-    let text = err.expect("refused");
-    assert!(text.contains("routes[0].soap.body"), "{text}");
+    let parsed: meridian_core::config::GatewayDocument =
+        meridian_core::config::parse(doc, meridian_core::config::Format::Toml).unwrap();
+    let errors = meridian_core::config::validate_document(parsed).unwrap_err();
+    assert!(errors.0.iter().any(|e| e.path == "routes[0].soap.body"), "{errors}");
+    assert!(errors.to_string().contains("not XML"), "{errors}");
 }

@@ -188,8 +188,39 @@ fn check_soap(errors: &mut ConfigErrors, p: &str, r: &RouteConfig, captures: &[B
         );
     }
     let body = template(errors, &format!("{sp}.body"), &s.body, Scope { captures, body: true })?;
+    if let Err(reason) = well_formed(&body) {
+        errors.push(format!("{sp}.body"), K::Invalid { value: s.body.clone(), reason });
+        return None;
+    }
     let reads_body = body.variables().any(|v| matches!(v, crate::template::Var::Body(_)));
     Some(SoapValues { body, reads_body })
+}
+
+/// Whether `t`, rendered with a sample value everywhere, is well-formed
+/// XML content (elements closed in order, no DOCTYPE).
+fn well_formed(t: &Template) -> Result<(), String> {
+    use quick_xml::events::Event;
+    struct Sample;
+    impl crate::template::Values for Sample {
+        fn value(&self, _: &crate::template::Var) -> Option<std::borrow::Cow<'_, str>> {
+            Some("x".into())
+        }
+    }
+    let mut text = String::new();
+    t.render_with(&Sample, &mut text, crate::template::escape_xml).map_err(|v| format!("{v} has no sample value"))?;
+    let mut reader = quick_xml::Reader::from_str(&text);
+    reader.config_mut().check_end_names = true;
+    let mut depth = 0usize;
+    loop {
+        match reader.read_event().map_err(|e| format!("not XML: {e}"))? {
+            Event::Start(_) => depth += 1,
+            Event::End(_) => depth = depth.saturating_sub(1),
+            Event::DocType(_) => return Err("a DOCTYPE is not accepted".into()),
+            Event::Eof if depth == 0 => return Ok(()),
+            Event::Eof => return Err("not XML: an element is not closed".into()),
+            _ => {}
+        }
+    }
 }
 
 /// The transformations of route `p`.

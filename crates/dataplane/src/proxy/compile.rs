@@ -482,23 +482,6 @@ fn route_soap(
     values: meridian_core::config::SoapValues,
 ) -> Result<super::policy::soap::RouteSoap, String> {
     use meridian_core::config::SoapVersion;
-    use meridian_core::template::{Values, Var};
-    // The envelope must be XML whatever the values: rendered with a sample
-    // value everywhere, it is read as a SOAP request.
-    struct Sample;
-    impl Values for Sample {
-        fn value(&self, _: &Var) -> Option<std::borrow::Cow<'_, str>> {
-            Some("x".into())
-        }
-    }
-    let mut sample = String::new();
-    values
-        .body
-        .render_with(&Sample, &mut sample, meridian_core::template::escape_xml)
-        .map_err(|v| format!("{v} has no sample value"))?;
-    let envelope = crate::transform::soap::envelope(cfg.version, &sample);
-    crate::transform::xml::to_json(envelope.as_bytes(), &crate::transform::xml::XmlRules::default())
-        .map_err(|e| format!("the envelope is not XML: {e}"))?;
     let count = |result: &str| gw.metrics.transforms.with_label_values(&[route, "soap", result]);
     let mut rules = xml_rules(&cfg.response);
     rules.keep_prefixes = false;
