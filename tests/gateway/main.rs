@@ -12,6 +12,7 @@ mod config_samples;
 mod convert;
 mod cors;
 mod errors;
+mod graphql;
 mod health;
 mod identity;
 mod introspection;

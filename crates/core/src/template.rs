@@ -156,6 +156,14 @@ impl Template {
         }
     }
 
+    /// The one variable a template is made of, without any text around it.
+    pub fn single_variable(&self) -> Option<&Var> {
+        match &*self.parts {
+            [Part::Var(v)] => Some(v),
+            _ => None,
+        }
+    }
+
     /// The variables the template uses.
     pub fn variables(&self) -> impl Iterator<Item = &Var> {
         self.parts.iter().filter_map(|p| match p {

@@ -238,6 +238,12 @@ pub struct RouteConfig {
     /// Send the request to a SOAP service, its answer back as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soap: Option<super::SoapConfig>,
+    /// Send the request as a fixed GraphQL query, its `data` back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphql: Option<super::GraphqlConfig>,
+    /// Depth, alias and cost limits on GraphQL queries this route proxies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphql_limits: Option<super::GraphqlLimitsConfig>,
 }
 
 fn default_upgrades() -> Vec<String> {

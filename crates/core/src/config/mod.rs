@@ -28,7 +28,10 @@ pub use validate_identity::{
     normalise_origin, CorsValues, CredentialSource, JwtAuthValues, JwtKey, JwtProviderValues, OriginPattern, Principal,
     RouteAccessValues,
 };
-pub use validate_transform::{compile_schema, Edits, ParamCheck, SoapValues, TransformValues, ValidateValues};
+pub use validate_transform::{
+    compile_schema, graphql_nesting_exceeds, Edits, GraphqlValues, ParamCheck, SoapValues, TransformValues,
+    ValidateValues, VarKind, GRAPHQL_MAX_NESTING,
+};
 pub use values::{is_cookie_name_byte, DocumentValues, HashOn, RateLimitKey, RouteValues, UpstreamValues, VipAddr};
 
 /// Encodings the admin API accepts for a document.

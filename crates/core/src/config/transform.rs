@@ -230,3 +230,62 @@ fn default_soap_max_request() -> usize {
 fn default_client_fault_status() -> u16 {
     400
 }
+
+/// A REST route onto a fixed GraphQL query (`docs/transform.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphqlConfig {
+    /// The query sent, its operation chosen by `operation_name` when it has several.
+    pub query: String,
+    pub operation_name: Option<String>,
+    /// Variable → template. Values are converted to the variable's declared
+    /// type (`Int`, `Float`, `Boolean`; others as strings); a template that is
+    /// one `$(body.…)` passes that JSON value as it is.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// A larger JSON request body is refused (413).
+    #[serde(default = "default_soap_max_request")]
+    pub max_request_bytes: usize,
+    /// A larger answer is a 502.
+    #[serde(default = "default_graphql_max_response")]
+    pub max_response_bytes: usize,
+}
+
+fn default_graphql_max_response() -> usize {
+    8 << 20
+}
+
+/// Limits on the GraphQL queries a route proxies, checked before the upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphqlLimitsConfig {
+    /// Deepest field nesting (fragments expanded).
+    #[serde(default = "default_graphql_depth")]
+    pub max_depth: usize,
+    /// Most aliased fields.
+    #[serde(default = "default_graphql_aliases")]
+    pub max_aliases: usize,
+    /// Most fields, each counted once per item a `first`/`last`/`limit`
+    /// argument of an enclosing field asks for.
+    #[serde(default = "default_graphql_cost")]
+    pub max_cost: u64,
+    /// Most operations in one batched request.
+    #[serde(default = "default_graphql_batch")]
+    pub max_batch: usize,
+    /// A larger query body is refused (413).
+    #[serde(default = "default_soap_max_request")]
+    pub max_body_bytes: usize,
+}
+
+fn default_graphql_depth() -> usize {
+    10
+}
+fn default_graphql_aliases() -> usize {
+    30
+}
+fn default_graphql_cost() -> u64 {
+    1000
+}
+fn default_graphql_batch() -> usize {
+    10
+}

@@ -47,6 +47,7 @@ pub struct TransformValues {
     pub request_query: Edits<Box<str>>,
     pub response_headers: Edits<HeaderName>,
     pub soap: Option<SoapValues>,
+    pub graphql: Option<GraphqlValues>,
 }
 
 /// Headers that frame the message: the gateway owns them.
@@ -223,6 +224,161 @@ fn well_formed(t: &Template) -> Result<(), String> {
     }
 }
 
+/// What a GraphQL variable's value is converted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarKind {
+    Int,
+    Float,
+    Boolean,
+    /// `String`, `ID`, enums and custom scalars.
+    Text,
+    /// Lists and input objects: from one `$(body.…)` as JSON.
+    Json,
+}
+
+/// The compiled REST → GraphQL mapping of a route.
+#[derive(Debug, Clone)]
+pub struct GraphqlValues {
+    pub variables: Vec<(String, VarKind, Template)>,
+    pub reads_body: bool,
+}
+
+/// Deepest raw nesting of `{`, `(` and `[` a GraphQL text may have before it
+/// is parsed (the parser recurses).
+pub const GRAPHQL_MAX_NESTING: usize = 128;
+
+/// Whether a GraphQL text nests braces, parentheses and brackets deeper
+/// than `max`, found in one pass (strings, block strings and comments skipped).
+pub fn graphql_nesting_exceeds(text: &str, max: usize) -> bool {
+    let b = text.as_bytes();
+    let (mut i, mut depth) = (0, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' if b[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < b.len() && !b[i..].starts_with(b"\"\"\"") {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 2;
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' | b'(' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b')' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+fn var_kind(t: &async_graphql_parser::types::Type) -> VarKind {
+    use async_graphql_parser::types::BaseType;
+    match &t.base {
+        BaseType::List(_) => VarKind::Json,
+        BaseType::Named(n) => match n.as_str() {
+            "Int" => VarKind::Int,
+            "Float" => VarKind::Float,
+            "Boolean" => VarKind::Boolean,
+            _ => VarKind::Text,
+        },
+    }
+}
+
+fn check_graphql(errors: &mut ConfigErrors, p: &str, r: &RouteConfig, captures: &[Box<str>]) -> Option<GraphqlValues> {
+    let g = r.graphql.as_ref()?;
+    let gp = format!("{p}.graphql");
+    let bad = |value: &str, reason: String| K::Invalid { value: value.into(), reason };
+    if r.soap.is_some() || r.xml_to_json.is_some() {
+        errors.push(
+            gp.clone(),
+            bad("graphql", "a route translates to one protocol: soap, graphql or xml_to_json".into()),
+        );
+    }
+    for (key, n) in [("max_request_bytes", g.max_request_bytes), ("max_response_bytes", g.max_response_bytes)] {
+        if n == 0 || n > 64 << 20 {
+            errors
+                .push(format!("{gp}.{key}"), K::OutOfRange { value: n.to_string(), rule: "between 1 byte and 64 MiB" });
+        }
+    }
+    if graphql_nesting_exceeds(&g.query, GRAPHQL_MAX_NESTING) {
+        errors.push(format!("{gp}.query"), bad("query", format!("nested deeper than {GRAPHQL_MAX_NESTING}")));
+        return None;
+    }
+    let doc = match async_graphql_parser::parse_query(&g.query) {
+        Ok(d) => d,
+        Err(e) => {
+            errors.push(format!("{gp}.query"), bad("query", format!("not a GraphQL query: {e}")));
+            return None;
+        }
+    };
+    let mut ops = doc.operations.iter();
+    let op = match &g.operation_name {
+        Some(name) => ops.find(|(n, _)| n.is_some_and(|n| n.as_str() == name)).map(|(_, op)| op),
+        None if doc.operations.iter().count() == 1 => ops.next().map(|(_, op)| op),
+        None => {
+            errors.push(format!("{gp}.operation_name"), bad("", "the query has several operations: name one".into()));
+            return None;
+        }
+    };
+    let Some(op) = op else {
+        let name = g.operation_name.clone().unwrap_or_default();
+        errors.push(format!("{gp}.operation_name"), bad(&name, "no such operation in the query".into()));
+        return None;
+    };
+    let declared: Vec<(&str, &async_graphql_parser::types::VariableDefinition)> =
+        op.node.variable_definitions.iter().map(|v| (v.node.name.node.as_str(), &v.node)).collect();
+    let mut variables = Vec::new();
+    for (name, text) in &g.variables {
+        let vp = format!("{gp}.variables.{name}");
+        let Some((_, def)) = declared.iter().find(|(n, _)| n == name) else {
+            errors.push(vp, bad(name, "the operation declares no such variable".into()));
+            continue;
+        };
+        if let Some(t) = template(errors, &vp, text, Scope { captures, body: true }) {
+            variables.push((name.clone(), var_kind(&def.var_type.node), t));
+        }
+    }
+    for (name, def) in &declared {
+        if !def.var_type.node.nullable && def.default_value.is_none() && !g.variables.contains_key(*name) {
+            errors.push(format!("{gp}.variables"), bad(name, format!("the operation requires ${name}")));
+        }
+    }
+    let reads_body =
+        variables.iter().any(|(_, _, t)| t.variables().any(|v| matches!(v, crate::template::Var::Body(_))));
+    Some(GraphqlValues { variables, reads_body })
+}
+
+/// Limits of a route that proxies GraphQL.
+fn check_graphql_limits(errors: &mut ConfigErrors, p: &str, r: &RouteConfig) {
+    let Some(l) = &r.graphql_limits else { return };
+    let lp = format!("{p}.graphql_limits");
+    let mut range = |key: &str, n: u64, lo: u64, hi: u64, rule: &'static str| {
+        if n < lo || n > hi {
+            errors.push(format!("{lp}.{key}"), K::OutOfRange { value: n.to_string(), rule });
+        }
+    };
+    range("max_depth", l.max_depth as u64, 1, 100, "between 1 and 100");
+    range("max_aliases", l.max_aliases as u64, 0, 10_000, "between 0 and 10000");
+    range("max_cost", l.max_cost, 1, 1_000_000_000, "between 1 and 10^9");
+    range("max_batch", l.max_batch as u64, 1, 100, "between 1 and 100");
+    range("max_body_bytes", l.max_body_bytes as u64, 1, 64 << 20, "between 1 byte and 64 MiB");
+}
+
 /// The transformations of route `p`.
 pub(super) fn check_route_transform(
     errors: &mut ConfigErrors,
@@ -234,7 +390,9 @@ pub(super) fn check_route_transform(
         check_xml(errors, &format!("{p}.xml_to_json"), x);
     }
     let soap = check_soap(errors, p, r, captures);
-    let Some(t) = &r.transform else { return TransformValues { soap, ..TransformValues::default() } };
+    check_graphql_limits(errors, p, r);
+    let graphql = check_graphql(errors, p, r, captures);
+    let Some(t) = &r.transform else { return TransformValues { soap, graphql, ..TransformValues::default() } };
     let scope = Scope { captures, body: false };
     let tp = format!("{p}.transform");
     TransformValues {
@@ -249,6 +407,7 @@ pub(super) fn check_route_transform(
             true,
         ),
         soap,
+        graphql,
     }
 }
 

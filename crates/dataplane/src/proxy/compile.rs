@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::policy::access::RouteAccess;
 use super::policy::auth::{ApiKeyMethod, IntrospectionMethod, JwtMethod, RouteAuth, METHODS};
 use super::policy::cors::RouteCors;
+use super::policy::graphql::{GraphqlLimits, RouteGraphql};
 use super::policy::ip_rules::{IpMatcher, IpRules};
 use super::policy::rate_limit::RouteLimit;
 use super::policy::transform::RouteTransform;
@@ -175,8 +176,19 @@ pub(super) fn compile(
                 refused: count("refused"),
             })));
         }
+        if let Some(l) = &r.graphql_limits {
+            let count = |result: &str| gw.metrics.transforms.with_label_values(&[&r.name, "graphql", result]);
+            route.policies.push(Policy::GraphqlLimits(Arc::new(GraphqlLimits {
+                route: r.name.as_str().into(),
+                limits: l.clone(),
+                max_body: (gw.settings.limits.max_body_bytes as usize).min(l.max_body_bytes),
+                applied: count("applied"),
+                refused: count("refused"),
+            })));
+        }
         let mut tv = v.transform;
         let soap = tv.soap.take();
+        let graphql = tv.graphql.take();
         let transform = Arc::new(RouteTransform::new(&r.name, tv, &gw.metrics));
         if transform.edits_response() {
             route.policies.push(Policy::ResponseHeaders(transform.clone()));
@@ -190,6 +202,22 @@ pub(super) fn compile(
         }
         if let Some(x) = &r.xml_to_json {
             route.policies.push(Policy::XmlToJson(Arc::new(xml_to_json(gw, &r.name, x))));
+        }
+        if let (Some(cfg), Some(values)) = (&r.graphql, graphql) {
+            let count = |result: &str| gw.metrics.transforms.with_label_values(&[&r.name, "graphql", result]);
+            route.policies.push(Policy::Graphql(Arc::new(RouteGraphql {
+                route: r.name.as_str().into(),
+                query: cfg.query.as_str().into(),
+                operation_name: cfg.operation_name.clone(),
+                variables: values.variables,
+                reads_body: values.reads_body,
+                max_request: (gw.settings.limits.max_body_bytes as usize).min(cfg.max_request_bytes),
+                max_response: cfg.max_response_bytes,
+                applied: count("applied"),
+                partial: count("partial"),
+                errors: count("errors"),
+                failed: count("failed"),
+            })));
         }
         if let (Some(cfg), Some(values)) = (&r.soap, soap) {
             match route_soap(gw, &r.name, cfg, values) {

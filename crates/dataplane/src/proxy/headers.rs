@@ -8,6 +8,8 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// `false` on an answer made of parts when one of them is missing.
+pub static X_MERIDIAN_COMPLETE: HeaderName = HeaderName::from_static("x-meridian-complete");
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");

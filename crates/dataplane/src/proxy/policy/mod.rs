@@ -12,6 +12,7 @@ pub(crate) mod auth;
 pub(crate) mod cache;
 pub(crate) mod convert;
 pub(crate) mod cors;
+pub(crate) mod graphql;
 pub(crate) mod ip_rules;
 pub(crate) mod rate_limit;
 pub(crate) mod soap;
@@ -31,6 +32,7 @@ pub(crate) enum Policy {
     Access(Arc<access::RouteAccess>),
     RateLimit(Arc<rate_limit::RouteLimit>),
     Validate(Arc<validate::RouteValidate>),
+    GraphqlLimits(Arc<graphql::GraphqlLimits>),
     Cache(Arc<crate::cache::RouteCache>),
     /// Response header edits: before the cache, so that hits and answers of
     /// later policies get them, with templates rendered from this request.
@@ -41,6 +43,8 @@ pub(crate) enum Policy {
     XmlToJson(Arc<convert::XmlToJson>),
     /// REST → SOAP and the answer back to JSON.
     Soap(Arc<soap::RouteSoap>),
+    /// REST → GraphQL and the answer's data back.
+    Graphql(Arc<graphql::RouteGraphql>),
 }
 
 /// What a request policy decided.
@@ -61,11 +65,13 @@ impl Policy {
             Policy::Access(a) => access::on_request(a, ctx),
             Policy::RateLimit(limit) => rate_limit::on_request(limit, ctx).await,
             Policy::Validate(v) => validate::on_request(v, ctx).await,
+            Policy::GraphqlLimits(l) => graphql::on_limits(l, ctx).await,
             Policy::Cache(cache) => cache::on_request(cache, ctx).await,
             Policy::ResponseHeaders(t) => transform::on_request_response(t, ctx),
             Policy::Transform(t) => transform::on_request(t, ctx),
             Policy::XmlToJson(c) => Ok(convert::on_request(c, ctx)),
             Policy::Soap(s) => soap::on_request(s, ctx).await,
+            Policy::Graphql(g) => graphql::on_request(g, ctx).await,
         }
     }
 
@@ -84,6 +90,7 @@ impl Policy {
             Policy::ResponseHeaders(t) => Ok(transform::on_response(t, ctx, answer)),
             Policy::XmlToJson(c) => convert::on_response(c, ctx, answer).await,
             Policy::Soap(s) => soap::on_response(s, ctx, answer).await,
+            Policy::Graphql(g) => graphql::on_response(g, ctx, answer).await,
             _ => Ok(answer),
         }
     }

@@ -48,17 +48,22 @@ pub(crate) struct WithBody<'v, 'c, 'a> {
     pub body: Option<&'v serde_json::Value>,
 }
 
+/// The field of a JSON body at a dot path (array items by index).
+pub(crate) fn body_field<'v>(body: &'v serde_json::Value, path: &[Box<str>]) -> Option<&'v serde_json::Value> {
+    let mut v = body;
+    for field in path {
+        v = match v {
+            serde_json::Value::Array(items) => items.get(field.parse::<usize>().ok()?)?,
+            other => other.get(&**field)?,
+        };
+    }
+    Some(v)
+}
+
 impl Values for WithBody<'_, '_, '_> {
     fn value(&self, var: &Var) -> Option<Cow<'_, str>> {
         let Var::Body(path) = var else { return self.request.value(var) };
-        let mut v = self.body?;
-        for field in path.iter() {
-            v = match v {
-                serde_json::Value::Array(items) => items.get(field.parse::<usize>().ok()?)?,
-                other => other.get(&**field)?,
-            };
-        }
-        match v {
+        match body_field(self.body?, path)? {
             serde_json::Value::Null => None,
             serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
             other => Some(Cow::Owned(other.to_string())),
