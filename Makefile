@@ -58,7 +58,7 @@ lint:
 # Every fuzz target for FUZZ_SECONDS each (nightly; cargo-fuzz installed when
 # missing). New inputs join fuzz/corpus/<target>; `make test` replays the corpus.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := canonical_path authority document cache_key dns_packet client_address jwt jwks origin introspection_answer xml_to_json template
+FUZZ_TARGETS := canonical_path authority document cache_key dns_packet client_address jwt jwks origin introspection_answer xml_to_json template graphql_query
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
 	@cd fuzz && for t in $(FUZZ_TARGETS); do \

@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod aggregate;
 mod balancing;
 mod cache_keys;
 mod client_address;

@@ -244,6 +244,9 @@ pub struct RouteConfig {
     /// Depth, alias and cost limits on GraphQL queries this route proxies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graphql_limits: Option<super::GraphqlLimitsConfig>,
+    /// Answer with the merged JSON of several backend calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<super::AggregateConfig>,
 }
 
 fn default_upgrades() -> Vec<String> {

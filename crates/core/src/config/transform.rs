@@ -289,3 +289,40 @@ fn default_graphql_cost() -> u64 {
 fn default_graphql_batch() -> usize {
     10
 }
+
+/// A route answered by several backend calls made at once, their JSON
+/// objects merged (`docs/transform.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    pub backends: Vec<AggregateBackend>,
+    /// A backend answer larger than this counts as failed.
+    #[serde(default = "default_xml_max_bytes")]
+    pub max_backend_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateBackend {
+    /// The upstream called (the route's when absent).
+    pub upstream: Option<String>,
+    /// Path and query sent, a template; values are percent-encoded.
+    pub path: String,
+    #[serde(default = "default_aggregate_method")]
+    pub method: String,
+    /// Time for this call (never past the route's `timeout`).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<std::time::Duration>,
+    /// Put this backend's answer under this key.
+    pub group: Option<String>,
+    /// Dot paths kept (all when empty).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Dot paths removed.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+fn default_aggregate_method() -> String {
+    "GET".to_string()
+}

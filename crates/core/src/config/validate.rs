@@ -355,7 +355,7 @@ fn check_route(errors: &mut ConfigErrors, i: usize, r: &RouteConfig, doc: &Gatew
     }
     let access = super::validate_identity::check_route_access(errors, &p, r, doc);
     let captures = path.as_ref().map_or(&[][..], |p| p.param_names());
-    let transform = super::validate_transform::check_route_transform(errors, &p, r, captures);
+    let transform = super::validate_transform::check_route_transform(errors, &p, r, doc, captures);
     let validate = super::validate_transform::check_validate(errors, &p, r);
     // Values only for a route without a broken rule: nothing is dropped silently.
     (errors.len() == before).then_some(RouteValues {

@@ -48,6 +48,8 @@ pub struct TransformValues {
     pub response_headers: Edits<HeaderName>,
     pub soap: Option<SoapValues>,
     pub graphql: Option<GraphqlValues>,
+    /// Each backend's path template and method.
+    pub aggregate: Vec<(Template, http::Method)>,
 }
 
 /// Headers that frame the message: the gateway owns them.
@@ -379,11 +381,87 @@ fn check_graphql_limits(errors: &mut ConfigErrors, p: &str, r: &RouteConfig) {
     range("max_body_bytes", l.max_body_bytes as u64, 1, 64 << 20, "between 1 byte and 64 MiB");
 }
 
+/// Most backends of one aggregate.
+pub const MAX_AGGREGATE_BACKENDS: usize = 16;
+
+fn dot_path_ok(p: &str) -> bool {
+    !p.is_empty() && p.split('.').all(|s| !s.is_empty())
+}
+
+fn check_aggregate(
+    errors: &mut ConfigErrors,
+    p: &str,
+    r: &RouteConfig,
+    doc: &super::GatewayDocument,
+    captures: &[Box<str>],
+) -> Vec<(Template, http::Method)> {
+    let Some(a) = &r.aggregate else { return Vec::new() };
+    let ap = format!("{p}.aggregate");
+    if r.soap.is_some() || r.graphql.is_some() || r.xml_to_json.is_some() {
+        errors.push(
+            ap.clone(),
+            K::Invalid { value: "aggregate".into(), reason: "an aggregate route translates nothing else".into() },
+        );
+    }
+    if a.backends.is_empty() || a.backends.len() > MAX_AGGREGATE_BACKENDS {
+        errors.push(
+            format!("{ap}.backends"),
+            K::OutOfRange { value: a.backends.len().to_string(), rule: "between 1 and 16 backends" },
+        );
+    }
+    if a.max_backend_bytes == 0 || a.max_backend_bytes > 64 << 20 {
+        errors.push(
+            format!("{ap}.max_backend_bytes"),
+            K::OutOfRange { value: a.max_backend_bytes.to_string(), rule: "between 1 byte and 64 MiB" },
+        );
+    }
+    let mut out = Vec::new();
+    for (j, b) in a.backends.iter().enumerate() {
+        let bp = format!("{ap}.backends[{j}]");
+        if let Some(u) = &b.upstream {
+            if !doc.upstreams.contains_key(u) {
+                errors.push(format!("{bp}.upstream"), K::UnknownUpstream(u.clone()));
+            }
+        }
+        if b.timeout.is_some_and(|t| t.is_zero()) {
+            errors
+                .push(format!("{bp}.timeout"), K::OutOfRange { value: "0s".into(), rule: "must be greater than zero" });
+        }
+        for (key, paths) in [("allow", &b.allow), ("deny", &b.deny)] {
+            for (k, path) in paths.iter().enumerate().filter(|(_, x)| !dot_path_ok(x)) {
+                errors.push(
+                    format!("{bp}.{key}[{k}]"),
+                    K::Invalid { value: path.clone(), reason: "a dot path of field names, e.g. `user.name`".into() },
+                );
+            }
+        }
+        if b.group.as_deref().is_some_and(str::is_empty) {
+            errors.push(format!("{bp}.group"), K::Empty);
+        }
+        let method = http::Method::from_bytes(b.method.as_bytes());
+        if method.is_err() {
+            errors.push(format!("{bp}.method"), K::InvalidMethod(b.method.clone()));
+        }
+        let t = template(errors, &format!("{bp}.path"), &b.path, Scope { captures, body: false });
+        if !b.path.starts_with('/') {
+            errors.push(
+                format!("{bp}.path"),
+                K::InvalidPath { value: b.path.clone(), reason: "must start with '/'".into() },
+            );
+        }
+        if let (Some(t), Ok(m)) = (t, method) {
+            out.push((t, m));
+        }
+    }
+    out
+}
+
 /// The transformations of route `p`.
 pub(super) fn check_route_transform(
     errors: &mut ConfigErrors,
     p: &str,
     r: &RouteConfig,
+    doc: &super::GatewayDocument,
     captures: &[Box<str>],
 ) -> TransformValues {
     if let Some(x) = &r.xml_to_json {
@@ -392,7 +470,10 @@ pub(super) fn check_route_transform(
     let soap = check_soap(errors, p, r, captures);
     check_graphql_limits(errors, p, r);
     let graphql = check_graphql(errors, p, r, captures);
-    let Some(t) = &r.transform else { return TransformValues { soap, graphql, ..TransformValues::default() } };
+    let aggregate = check_aggregate(errors, p, r, doc, captures);
+    let Some(t) = &r.transform else {
+        return TransformValues { soap, graphql, aggregate, ..TransformValues::default() };
+    };
     let scope = Scope { captures, body: false };
     let tp = format!("{p}.transform");
     TransformValues {
@@ -408,6 +489,7 @@ pub(super) fn check_route_transform(
         ),
         soap,
         graphql,
+        aggregate,
     }
 }
 

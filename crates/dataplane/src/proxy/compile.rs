@@ -8,6 +8,7 @@ use http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 
 use super::policy::access::RouteAccess;
+use super::policy::aggregate::{Backend, RouteAggregate};
 use super::policy::auth::{ApiKeyMethod, IntrospectionMethod, JwtMethod, RouteAuth, METHODS};
 use super::policy::cors::RouteCors;
 use super::policy::graphql::{GraphqlLimits, RouteGraphql};
@@ -189,6 +190,7 @@ pub(super) fn compile(
         let mut tv = v.transform;
         let soap = tv.soap.take();
         let graphql = tv.graphql.take();
+        let tv_aggregate = std::mem::take(&mut tv.aggregate);
         let transform = Arc::new(RouteTransform::new(&r.name, tv, &gw.metrics));
         if transform.edits_response() {
             route.policies.push(Policy::ResponseHeaders(transform.clone()));
@@ -216,6 +218,44 @@ pub(super) fn compile(
                 applied: count("applied"),
                 partial: count("partial"),
                 errors: count("errors"),
+                failed: count("failed"),
+            })));
+        }
+        if let Some(cfg) = &r.aggregate {
+            let backends = cfg
+                .backends
+                .iter()
+                .zip(tv_aggregate)
+                .map(|(b, (path, method))| {
+                    let up = b.upstream.as_ref().and_then(|u| upstreams.get(u)).unwrap_or(&route.upstream).clone();
+                    Backend {
+                        route: Route {
+                            name: route.name.clone(),
+                            connect_timeout: up.connect_timeout,
+                            retries: 0,
+                            upstream: up,
+                            rewrite: None,
+                            preserve_host: false,
+                            timeout: b.timeout.map_or(r.timeout, |t| t.min(r.timeout)),
+                            metrics: route.metrics.clone(),
+                            policies: Vec::new(),
+                            upgrades: Vec::new(),
+                        },
+                        path,
+                        method,
+                        group: b.group.clone(),
+                        allow: b.allow.iter().map(|p| p.split('.').map(str::to_string).collect()).collect(),
+                        deny: b.deny.iter().map(|p| p.split('.').map(str::to_string).collect()).collect(),
+                    }
+                })
+                .collect();
+            let count = |result: &str| gw.metrics.transforms.with_label_values(&[&r.name, "aggregate", result]);
+            route.policies.push(Policy::Aggregate(Arc::new(RouteAggregate {
+                route: r.name.as_str().into(),
+                backends,
+                max_backend_bytes: cfg.max_backend_bytes,
+                complete: count("applied"),
+                partial: count("partial"),
                 failed: count("failed"),
             })));
         }

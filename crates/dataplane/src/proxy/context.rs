@@ -45,6 +45,8 @@ impl RequestHead {
 
 /// The per-request context every phase after `route` works on.
 pub(crate) struct RequestCtx<'a> {
+    /// The gateway serving the request (metrics, settings, upstream calls).
+    pub gw: &'a super::Gateway,
     pub head: RequestHead,
     /// The client's connection: its address (formatted once), scheme, listener.
     pub conn: &'a ConnInfo,

@@ -81,6 +81,8 @@ pub enum ProxyError {
     /// The upstream's answer could not be converted to what the route promises.
     #[error("converting the answer of upstream {upstream}: {reason}")]
     UpstreamFormat { upstream: String, reason: String },
+    #[error("none of the {backends} backends of the aggregate answered")]
+    AggregateFailed { backends: usize },
     #[error("{target} switched protocols without being asked")]
     UnexpectedUpgrade { target: String },
     #[error("exchange with {target} failed: {source}")]
@@ -101,7 +103,9 @@ impl ProxyError {
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpstreamBody { .. } | ProxyError::UpstreamFormat { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamBody { .. }
+            | ProxyError::UpstreamFormat { .. }
+            | ProxyError::AggregateFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::BadRequest(_)
             | ProxyError::Invalid { .. }
             | ProxyError::BadPath(_)
@@ -153,6 +157,7 @@ impl ProxyError {
             ProxyError::AuthUnavailable(_) => "auth_unavailable",
             ProxyError::UpstreamBody { .. } => "upstream_body",
             ProxyError::UpstreamFormat { .. } => "upstream_format",
+            ProxyError::AggregateFailed { .. } => "aggregate_failed",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::Invalid { .. } => "invalid_request",
             ProxyError::BadPath(_) => "bad_path",
@@ -184,6 +189,7 @@ impl ProxyError {
             ProxyError::AuthUnavailable(why) => (*why).into(),
             ProxyError::UpstreamBody { .. } => "the upstream response could not be read".into(),
             // What was wrong with the document, never where it came from.
+            ProxyError::AggregateFailed { .. } => "no backend of this route answered".into(),
             ProxyError::UpstreamFormat { reason, .. } => {
                 format!("the upstream answer could not be converted: {reason}")
             }

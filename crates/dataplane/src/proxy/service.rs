@@ -126,6 +126,7 @@ async fn run(
     }
     let via = if head.version == Version::HTTP_2 { &VIA_2 } else { &VIA_11 };
     let mut ctx = RequestCtx {
+        gw,
         head,
         conn,
         client,
@@ -270,11 +271,7 @@ fn prepare(
     if !h.contains_key(header::HOST) {
         h.insert(header::HOST, ctx.head.host.clone());
     }
-    headers::append_forwarded_for(&mut h, &ctx.conn.client_ip);
-    h.insert(&headers::X_FORWARDED_PROTO, ctx.conn.proto.clone());
-    h.insert(&headers::X_FORWARDED_HOST, ctx.head.host.clone());
-    headers::append_via(&mut h, ctx.via);
-    h.insert(&headers::X_REQUEST_ID, ctx.request_id.clone());
+    forwarding_headers(&mut h, ctx);
     let limit = gw.settings.limits.max_body_bytes;
     let body = match std::mem::replace(&mut ctx.body, RequestBody::Taken) {
         _ if upgrade.protocol.is_some() => UpstreamBody::empty(),
@@ -287,6 +284,15 @@ fn prepare(
     *req.uri_mut() = uri;
     *req.headers_mut() = h;
     Ok((req, pick))
+}
+
+/// What every request sent upstream carries: `X-Forwarded-*`, `Via`, `X-Request-Id`.
+pub(crate) fn forwarding_headers(h: &mut http::HeaderMap, ctx: &RequestCtx<'_>) {
+    headers::append_forwarded_for(h, &ctx.conn.client_ip);
+    h.insert(&headers::X_FORWARDED_PROTO, ctx.conn.proto.clone());
+    h.insert(&headers::X_FORWARDED_HOST, ctx.head.host.clone());
+    headers::append_via(h, ctx.via);
+    h.insert(&headers::X_REQUEST_ID, ctx.request_id.clone());
 }
 
 /// respond: the upstream's answer as the client gets it (before response policies).

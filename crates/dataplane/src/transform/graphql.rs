@@ -129,6 +129,16 @@ mod tests {
         assert_eq!(measure(q).unwrap(), Measure { depth: 4, aliases: 2, cost: 1 + 1 + (1 + 10 * 3) + 2 + 2 });
     }
 
+    /// Every input of the fuzz corpus is measured or refused, never panics.
+    #[test]
+    fn the_fuzz_corpus_is_measured_or_refused() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/graphql_query");
+        for entry in std::fs::read_dir(dir).expect("the corpus is in the repository") {
+            let bytes = std::fs::read(entry.expect("a corpus entry").path()).expect("readable");
+            let _ = measure(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
     #[test]
     fn hostile_queries_are_refused() {
         let cycle = "{ ...A } fragment A on Q { ...B } fragment B on Q { ...A }";

@@ -3,6 +3,7 @@
 //! checks on untrusted JSON ([`json`]). The policies that apply them to
 //! requests and answers live in `proxy::policy`.
 
+pub mod aggregate;
 pub mod graphql;
 pub mod json;
 pub mod soap;

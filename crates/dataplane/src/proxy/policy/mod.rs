@@ -8,6 +8,7 @@
 //! a file beside this one, and the driver (`service`) does not change.
 
 pub(crate) mod access;
+pub(crate) mod aggregate;
 pub(crate) mod auth;
 pub(crate) mod cache;
 pub(crate) mod convert;
@@ -45,6 +46,8 @@ pub(crate) enum Policy {
     Soap(Arc<soap::RouteSoap>),
     /// REST → GraphQL and the answer's data back.
     Graphql(Arc<graphql::RouteGraphql>),
+    /// The merged answers of several backend calls.
+    Aggregate(Arc<aggregate::RouteAggregate>),
 }
 
 /// What a request policy decided.
@@ -72,6 +75,7 @@ impl Policy {
             Policy::XmlToJson(c) => Ok(convert::on_request(c, ctx)),
             Policy::Soap(s) => soap::on_request(s, ctx).await,
             Policy::Graphql(g) => graphql::on_request(g, ctx).await,
+            Policy::Aggregate(a) => aggregate::on_request(a, ctx).await,
         }
     }
 
