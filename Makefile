@@ -74,6 +74,8 @@ bench: bench-deps release
 	benches/dns.sh 10
 	$(CARGO) bench --bench identity -- 2000 docs/bench/identity-micro.json
 	benches/identity.sh 3 5 docs/bench/identity.json
+	$(CARGO) bench --bench transform -- 2000 docs/bench/transform-micro.json
+	benches/transform.sh 3 5 docs/bench/transform.json
 	@if [ "$$(id -u)" = 0 ]; then $(CARGO) bench --bench vip -- 20 10; else echo "vip benchmark skipped: needs root"; fi
 
 # The whole system: two regions of three nodes, Redis, two DNS balancers,

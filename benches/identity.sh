@@ -16,14 +16,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/.."
 # shellcheck source=benches/lib.sh
 . "$here/lib.sh"
-work="$(mktemp -d "${TMPDIR:-/tmp}/meridian-identity.XXXXXX")"
-upstream_bin="${TMPDIR:-/tmp}/meridian-bench/target/release/upstream"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-[ -x "$upstream_bin" ] || { echo "build the upstream first: ../shared/bench/proxy_compare.py builds it" >&2; exit 2; }
-command -v wrk >/dev/null || { echo "needs wrk (make bench-deps)" >&2; exit 2; }
-taskset -c 0 "$upstream_bin" 127.0.0.1:9001 >/dev/null 2>&1 & pids+=($!)
+bench_setup identity
 
 # Keys, and tokens for the cache-miss runs (more than a run can use).
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/rsa.pem" 2>/dev/null
@@ -85,63 +78,19 @@ LUA
   echo "$work/tokens.lua"
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-instructions() { # name, config, then wrk arguments after the URL
-  local name="$1" conf="$2"; shift 2
-  taskset -c 1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/$name.cg" \
-    "$root/target/release/meridian" gateway --config "$conf" >/dev/null 2>&1 &
-  local vg=$!
-  for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.2; done
-  taskset -c 0 wrk -t1 -c20 -d2s "$@" http://127.0.0.1:8080/ >/dev/null
-  callgrind_control -i on "$vg" >/dev/null
-  local text; text="$(taskset -c 0 wrk -t1 -c20 -d"${secs}"s "$@" http://127.0.0.1:8080/)"
-  callgrind_control -i off "$vg" >/dev/null
-  callgrind_control -d "$vg" >/dev/null
-  sleep 1
-  local reqs ir
-  reqs="$(awk '/requests in/ {print $1}' <<<"$text")"
-  ir="$(callgrind_total "$work/$name.cg")"
-  printf '%-18s %8d requests  %8d instructions/request\n' "$name" "$reqs" "$((ir / reqs))"
-  printf '{"variant":"%s","requests":%d,"instructions_per_request":%d}\n' "$name" "$reqs" "$((ir / reqs))" >> "$work/results.jsonl"
-  kill "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true
-}
-measure() { # name, pid, then wrk arguments after the URL
-  local name="$1" pid="$2"; shift 2
-  taskset -c 0 wrk -t1 -c20 -d2s "$@" http://127.0.0.1:8080/ >/dev/null
-  local before after text reqs
-  before="$(cpu_ticks "$pid")"
-  text="$(taskset -c 0 wrk -t1 -c20 -d"${secs}"s --latency "$@" http://127.0.0.1:8080/)"
-  after="$(cpu_ticks "$pid")"
-  reqs="$(awk '/requests in/ {print $1}' <<<"$text")"
-  local non2xx; non2xx="$(awk '/Non-2xx/ {print $4}' <<<"$text")"
-  local p99; p99="$(awk '$1=="99%" {print $2}' <<<"$text")"
-  local us; us="$(awk -v t=$((after - before)) -v r="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t * 1e6 / hz / r}')"
-  printf '%-18s %9d requests %8.0f req/s  p99 %-8s  %6s µs CPU/request  non-2xx %s\n' \
-    "$name" "$reqs" "$(awk -v r="$reqs" -v s="$secs" 'BEGIN {print r / s}')" "$p99" "$us" "${non2xx:-0}"
-  printf '{"variant":"%s","requests":%d,"seconds":%d,"cpu_us_per_request":%s,"p99":"%s","non_2xx":%d}\n' \
-    "$name" "$reqs" "$secs" "$us" "$p99" "${non2xx:-0}" >> "$work/results.jsonl"
-}
-
 write_nginx_conf "$work"
-
-start() { # command...; waits for the port, prints the pid
-  taskset -c 1 "$@" >/dev/null 2>&1 &
-  local p=$!
-  for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.1; done
-  echo "$p"
-}
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; sleep 0.3; }
 
 if [ "$callgrind" = 1 ]; then
   for v in off api_key jwt_rs256 jwt_es256 introspection; do
     config "$v" > "$work/$v.toml"
     case "$v" in
-      off) instructions "$v" "$work/$v.toml" ;;
-      api_key) instructions "$v" "$work/$v.toml" -H "x-api-key: $key" ;;
-      jwt_rs256) instructions "$v" "$work/$v.toml" -H "authorization: Bearer $rs_token" ;;
-      jwt_es256) instructions "$v" "$work/$v.toml" -H "authorization: Bearer $es_token" ;;
-      introspection) instructions "$v" "$work/$v.toml" -H "authorization: Bearer opaque-bench-token" ;;
+      off) wrk_args=() ;;
+      api_key) wrk_args=(-H "x-api-key: $key") ;;
+      jwt_rs256) wrk_args=(-H "authorization: Bearer $rs_token") ;;
+      jwt_es256) wrk_args=(-H "authorization: Bearer $es_token") ;;
+      introspection) wrk_args=(-H "authorization: Bearer opaque-bench-token") ;;
     esac
+    instructions "$v" "$root/target/release/meridian" gateway --config "$work/$v.toml"
   done
   mkdir -p "$(dirname "$out")"
   python3 - "$work/results.jsonl" "$out" <<'PY'
@@ -175,20 +124,5 @@ for rep in $(seq "$reps"); do
     stop "$p"
   done
 done
-mkdir -p "$(dirname "$out")"
-python3 - "$work/results.jsonl" "$out" <<'PY'
-import json, sys, statistics
-runs = [json.loads(l) for l in open(sys.argv[1])]
-by = {}
-for r in runs:
-    by.setdefault(r["variant"], []).append(r)
-summary = {v: {"median_cpu_us_per_request": statistics.median(x["cpu_us_per_request"] for x in rs),
-               "median_req_per_s": statistics.median(x["requests"] / x["seconds"] for x in rs)} for v, rs in by.items()}
-off = summary["off"]["median_cpu_us_per_request"]
-for v in summary:
-    summary[v]["ratio_to_off"] = round(summary[v]["median_cpu_us_per_request"] / off, 3)
-json.dump({"runs": runs, "summary": summary}, open(sys.argv[2], "w"), indent=2)
-for v, s in summary.items():
-    print(f"{v:<18} {s['median_cpu_us_per_request']:7.2f} µs/request  {s['median_req_per_s']:9.0f} req/s  ×{s['ratio_to_off']:.2f} of off")
-PY
+summarise_runs "$work/results.jsonl" "$out"
 echo "raw: $out"

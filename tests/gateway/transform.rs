@@ -206,3 +206,44 @@ async fn bad_templates_and_framing_headers_are_refused_with_their_path() {
         assert!(text.contains(reason), "{reason} not in {text}");
     }
 }
+
+/// Every route example of `docs/transform.md` is a valid document once its
+/// upstreams (and the identity provider it names) exist.
+#[test]
+fn the_examples_of_the_transform_page_validate() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/transform.md")).unwrap();
+    let blocks: Vec<&str> = text
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .filter(|b| b.contains("[[routes]]"))
+        .collect();
+    assert!(blocks.len() >= 6, "one example per capability");
+    for block in blocks {
+        let mut doc: toml::Table = toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let mut names = std::collections::BTreeSet::new();
+        for r in doc["routes"].as_array().unwrap() {
+            names.insert(r["upstream"].as_str().unwrap().to_string());
+            let backends = r.get("aggregate").and_then(|a| a.get("backends")).and_then(|b| b.as_array());
+            for b in backends.into_iter().flatten() {
+                names.extend(b.get("upstream").and_then(|u| u.as_str()).map(str::to_string));
+            }
+        }
+        let upstreams: toml::Table = names
+            .into_iter()
+            .map(|n| (n, toml::Value::Table(toml::from_str("targets = [{ address = \"127.0.0.1:9\" }]").unwrap())))
+            .collect();
+        doc.insert("upstreams".into(), toml::Value::Table(upstreams));
+        let providers: toml::Table = toml::from_str(
+            "[idp]\nissuer = \"https://idp.test\"\nalgorithms = [\"HS256\"]\nkeys = [{ secret = \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC1zZWNyZXQ=\" }]",
+        )
+        .unwrap();
+        doc.insert("jwt_providers".into(), toml::Value::Table(providers));
+        let parsed: meridian_core::config::GatewayDocument =
+            meridian_core::config::parse(&toml::to_string(&doc).unwrap(), meridian_core::config::Format::Toml)
+                .unwrap_or_else(|e| panic!("{e}\n{block}"));
+        if let Err(e) = meridian_core::config::validate_document(parsed) {
+            panic!("{e}\n{block}");
+        }
+    }
+}

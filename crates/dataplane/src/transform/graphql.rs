@@ -40,11 +40,8 @@ pub fn measure(text: &str) -> Result<Measure, QueryError> {
     if graphql_nesting_exceeds(text, GRAPHQL_MAX_NESTING) {
         return Err(QueryError::Nesting);
     }
-    let doc = async_graphql_parser::parse_query(text).map_err(|e| {
-        let mut s = e.to_string();
-        s.truncate(200);
-        QueryError::Syntax(s)
-    })?;
+    let doc =
+        async_graphql_parser::parse_query(text).map_err(|e| QueryError::Syntax(super::shorten(e.to_string(), 200)))?;
     measure_document(&doc)
 }
 

@@ -3,6 +3,7 @@
 //!
 //! - any path: `200` with a JSON echo; `?status=503` answers that status,
 //!   `?delay_ms=200` waits first, `?bytes=N` sends an N-byte body instead,
+//!   `?xml_items=N` an XML document of N accounts (a legacy backend),
 //!   `?cache_control=...` and `?vary=...` set those response headers;
 //! - `GET /healthz`: `200`, or `503` after `POST /_control/health?state=down`;
 //! - `POST /_control/fail?status=500` makes every answer fail (`status=0` stops that);
@@ -125,6 +126,7 @@ async fn handle(ctl: Arc<BackendControl>, req: Request<Incoming>) -> Response<Fu
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
     let bytes = query(&req, "bytes").and_then(|s| s.parse::<usize>().ok());
+    let xml_items = query(&req, "xml_items").and_then(|s| s.parse::<usize>().ok());
     let cache_control = query(&req, "cache_control").map(str::to_string);
     let vary = query(&req, "vary").map(str::to_string);
     let method = req.method().to_string();
@@ -140,6 +142,11 @@ async fn handle(ctl: Arc<BackendControl>, req: Request<Incoming>) -> Response<Fu
     };
     if let Some(n) = bytes {
         return respond(status, &name, vec![b'x'; n.min(64 << 20)]);
+    }
+    if let Some(n) = xml_items {
+        let mut r = respond(status, &name, xml_document(n.min(100_000)));
+        r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/xml"));
+        return r;
     }
     let echo = serde_json::json!({
         "backend": name,
@@ -159,6 +166,21 @@ async fn handle(ctl: Arc<BackendControl>, req: Request<Incoming>) -> Response<Fu
         }
     }
     r
+}
+
+/// An XML document of `n` accounts (about 100 bytes each): what a legacy
+/// backend answers (`?xml_items=N`).
+pub fn xml_document(n: usize) -> String {
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<accounts xmlns=\"urn:bank\">");
+    for i in 0..n {
+        s.push_str(&format!(
+            "<account id=\"{i}\"><owner>Owner {i}</owner><balance currency=\"EUR\">{}.{:02}</balance></account>",
+            i * 7,
+            i % 100
+        ));
+    }
+    s.push_str("</accounts>\n");
+    s
 }
 
 /// Start a backend on `addr` (port 0 picks one).

@@ -27,16 +27,8 @@ pub(crate) struct RouteValidate {
 }
 
 /// A message of at most 200 bytes (a failure may quote the input).
-fn short(mut s: String) -> String {
-    if s.len() > 200 {
-        let mut end = 200;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
+fn short(s: String) -> String {
+    crate::transform::shorten(s, 200)
 }
 
 pub(super) async fn on_request(v: &RouteValidate, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
