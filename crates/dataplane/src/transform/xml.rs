@@ -78,8 +78,8 @@ fn malformed(e: impl std::fmt::Display) -> XmlError {
 /// An element being read.
 struct Frame {
     name: String,
-    /// Dot path from the root.
-    path: String,
+    /// The length of the path buffer before this element's name was added.
+    parent_path: usize,
     attrs: Vec<(String, String)>,
     children: Vec<(String, Value, bool)>,
     text: String,
@@ -96,6 +96,8 @@ pub fn to_json(input: &[u8], rules: &XmlRules) -> Result<Value, XmlError> {
     cfg.check_end_names = true;
     cfg.expand_empty_elements = false;
     let mut stack: Vec<Frame> = Vec::new();
+    // The dot path of the open element, kept only when a rule needs it.
+    let mut path = String::new();
     let mut root: Option<(String, Value)> = None;
     let mut elements = 0usize;
     loop {
@@ -107,14 +109,14 @@ pub fn to_json(input: &[u8], rules: &XmlRules) -> Result<Value, XmlError> {
             }
             Event::Start(e) => {
                 elements += 1;
-                open(&mut stack, &e, rules, elements)?;
+                open(&mut stack, &mut path, &e, rules, elements)?;
             }
             Event::Empty(e) => {
                 elements += 1;
-                open(&mut stack, &e, rules, elements)?;
-                close(&mut stack, &mut root, rules);
+                open(&mut stack, &mut path, &e, rules, elements)?;
+                close(&mut stack, &mut path, &mut root, rules);
             }
-            Event::End(_) => close(&mut stack, &mut root, rules),
+            Event::End(_) => close(&mut stack, &mut path, &mut root, rules),
             Event::Text(t) => {
                 let s = t.xml_content().map_err(malformed)?;
                 push_text(&mut stack, &s)?;
@@ -155,23 +157,39 @@ pub fn to_json(input: &[u8], rules: &XmlRules) -> Result<Value, XmlError> {
     Ok(Value::Object(map))
 }
 
-fn name_of(raw: &[u8], keep_prefixes: bool) -> String {
+/// A name, its prefix dropped unless kept, after `lead` (`@` for attributes).
+fn name_of(raw: &[u8], keep_prefixes: bool, lead: &str) -> String {
     let local = if keep_prefixes { raw } else { raw.rsplit(|b| *b == b':').next().unwrap_or(raw) };
-    String::from_utf8_lossy(local).into_owned()
+    let mut s = String::with_capacity(lead.len() + local.len());
+    s.push_str(lead);
+    match std::str::from_utf8(local) {
+        Ok(text) => s.push_str(text),
+        Err(_) => s.push_str(&String::from_utf8_lossy(local)),
+    }
+    s
 }
 
-fn open(stack: &mut Vec<Frame>, e: &BytesStart<'_>, rules: &XmlRules, elements: usize) -> Result<(), XmlError> {
+fn open(
+    stack: &mut Vec<Frame>,
+    path: &mut String,
+    e: &BytesStart<'_>,
+    rules: &XmlRules,
+    elements: usize,
+) -> Result<(), XmlError> {
     if elements > rules.max_elements {
         return Err(XmlError::TooManyElements(rules.max_elements));
     }
     if stack.len() >= rules.max_depth {
         return Err(XmlError::TooDeep(rules.max_depth));
     }
-    let name = name_of(e.name().as_ref(), rules.keep_prefixes);
-    let path = match stack.last() {
-        Some(parent) => format!("{}.{name}", parent.path),
-        None => name.clone(),
-    };
+    let name = name_of(e.name().as_ref(), rules.keep_prefixes, "");
+    let parent_path = path.len();
+    if !rules.always_array.is_empty() {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(&name);
+    }
     let mut attrs = Vec::new();
     for (n, a) in e.attributes().enumerate() {
         if n >= rules.max_attributes {
@@ -188,9 +206,9 @@ fn open(stack: &mut Vec<Frame>, e: &BytesStart<'_>, rules: &XmlRules, elements: 
             }
             other => malformed(other),
         })?;
-        attrs.push((format!("@{}", name_of(key, rules.keep_prefixes)), value.into_owned()));
+        attrs.push((name_of(key, rules.keep_prefixes, "@"), value.into_owned()));
     }
-    stack.push(Frame { name, path, attrs, children: Vec::new(), text: String::new() });
+    stack.push(Frame { name, parent_path, attrs, children: Vec::new(), text: String::new() });
     Ok(())
 }
 
@@ -204,19 +222,31 @@ fn push_text(stack: &mut [Frame], s: &str) -> Result<(), XmlError> {
 }
 
 /// The element on top is complete: its value goes to its parent (or is the root).
-fn close(stack: &mut Vec<Frame>, root: &mut Option<(String, Value)>, rules: &XmlRules) {
+fn close(stack: &mut Vec<Frame>, path: &mut String, root: &mut Option<(String, Value)>, rules: &XmlRules) {
     let Some(f) = stack.pop() else { return };
-    let array = rules.always_array.contains(&f.path);
-    let value = value_of(f.attrs, f.children, f.text.trim());
+    let array = !rules.always_array.is_empty() && rules.always_array.contains(path.as_str());
+    path.truncate(f.parent_path);
+    let value = value_of(f.attrs, f.children, f.text);
     match stack.last_mut() {
         Some(parent) => parent.children.push((f.name, value, array)),
         None => *root = Some((f.name, if array { Value::Array(vec![value]) } else { value })),
     }
 }
 
-fn value_of(attrs: Vec<(String, String)>, children: Vec<(String, Value, bool)>, text: &str) -> Value {
+/// `text` trimmed, reusing its allocation when nothing is cut.
+fn trimmed(text: String) -> String {
+    let t = text.trim();
+    if t.len() == text.len() {
+        text
+    } else {
+        t.to_string()
+    }
+}
+
+fn value_of(attrs: Vec<(String, String)>, children: Vec<(String, Value, bool)>, text: String) -> Value {
+    let text = trimmed(text);
     if attrs.is_empty() && children.is_empty() {
-        return if text.is_empty() { Value::Null } else { Value::String(text.to_string()) };
+        return if text.is_empty() { Value::Null } else { Value::String(text) };
     }
     let mut map = Map::new();
     for (k, v) in attrs {
@@ -235,7 +265,7 @@ fn value_of(attrs: Vec<(String, String)>, children: Vec<(String, Value, bool)>, 
         }
     }
     if !text.is_empty() {
-        map.insert("#text".into(), Value::String(text.to_string()));
+        map.insert("#text".into(), Value::String(text));
     }
     Value::Object(map)
 }

@@ -132,32 +132,57 @@ pub(crate) fn query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>
     form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
-/// Render every value of `c` for the request; `None` where a value is missing.
-fn render<N>(c: &Compiled<N>, values: &RequestValues<'_, '_>, route: &str) -> Vec<Option<HeaderValue>> {
-    c.values
-        .iter()
-        .map(|v| match v {
-            Value::Fixed(h) => Some(h.clone()),
-            Value::Template(t) => match t.render(values) {
-                Ok(s) => HeaderValue::from_str(&s).ok(),
-                Err(var) => {
-                    tracing::debug!(route, variable = %var, "transform skipped: the request has no value for it");
-                    None
-                }
-            },
-        })
-        .collect()
+/// A template's value for the request as a header value: a header or the
+/// request id alone is reused as it is, anything else rendered once.
+fn render_one(t: &Template, values: &RequestValues<'_, '_>, route: &str) -> Option<HeaderValue> {
+    match t.single_variable() {
+        Some(Var::Header(h)) => return values.0.head.headers.get(h).cloned(),
+        Some(Var::RequestId) => return Some(values.0.request_id.clone()),
+        _ => {}
+    }
+    match t.render(values) {
+        Ok(s) => HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok(),
+        Err(var) => {
+            tracing::debug!(route, variable = %var, "transform skipped: the request has no value for it");
+            None
+        }
+    }
+}
+
+/// The templated values of `c` rendered for the request (`None` when every
+/// value is fixed: nothing is allocated).
+fn render<N>(c: &Compiled<N>, values: &RequestValues<'_, '_>, route: &str) -> Option<Vec<Option<HeaderValue>>> {
+    c.templated.then(|| {
+        c.values
+            .iter()
+            .map(|v| match v {
+                Value::Fixed(_) => None,
+                Value::Template(t) => render_one(t, values, route),
+            })
+            .collect()
+    })
+}
+
+/// Value `i` of `c`: fixed, or taken from what was rendered.
+fn value_at<N>(c: &Compiled<N>, rendered: &mut Option<Vec<Option<HeaderValue>>>, i: usize) -> Option<HeaderValue> {
+    match c.values.get(i)? {
+        Value::Fixed(h) => Some(h.clone()),
+        Value::Template(_) => rendered.as_mut()?.get_mut(i)?.take(),
+    }
 }
 
 pub(super) fn on_request(t: &RouteTransform, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
-    let (headers, query) = {
+    let (mut headers, mut query) = {
         let values = RequestValues(ctx);
         (render(&t.request_headers, &values, &t.route), render(&t.query, &values, &t.route))
     };
     let mut skipped = 0;
-    skipped += edit_headers(&mut ctx.head.headers, &t.request_headers.edits, headers);
+    if !t.request_headers.edits.is_empty() {
+        let value = |i| value_at(&t.request_headers, &mut headers, i);
+        skipped += edit_headers(&mut ctx.head.headers, &t.request_headers.edits, value);
+    }
     if !t.query.edits.is_empty() {
-        skipped += edit_query(&mut ctx.head.uri, &t.query.edits, query)?;
+        skipped += edit_query(&mut ctx.head.uri, &t.query.edits, |i| value_at(&t.query, &mut query, i))?;
     }
     count(&t.request, skipped);
     Ok(Flow::Next)
@@ -165,27 +190,16 @@ pub(super) fn on_request(t: &RouteTransform, ctx: &mut RequestCtx<'_>) -> Result
 
 /// Before the cache: the answer's values rendered while the request is at hand.
 pub(super) fn on_request_response(t: &RouteTransform, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {
-    if t.response_headers.templated {
-        let rendered = render(&t.response_headers, &RequestValues(ctx), &t.route);
+    if let Some(rendered) = render(&t.response_headers, &RequestValues(ctx), &t.route) {
         ctx.response_values = Some(rendered.into_boxed_slice());
     }
     Ok(Flow::Next)
 }
 
 pub(super) fn on_response(t: &RouteTransform, ctx: &mut RequestCtx<'_>, mut answer: Answer) -> Answer {
-    let values = match ctx.response_values.take() {
-        Some(v) => v.into_vec(),
-        None => t
-            .response_headers
-            .values
-            .iter()
-            .map(|v| match v {
-                Value::Fixed(h) => Some(h.clone()),
-                Value::Template(_) => None,
-            })
-            .collect(),
-    };
-    let skipped = edit_headers(&mut answer.head_mut().headers, &t.response_headers.edits, values);
+    let mut rendered = ctx.response_values.take().map(Vec::from);
+    let value = |i| value_at(&t.response_headers, &mut rendered, i);
+    let skipped = edit_headers(&mut answer.head_mut().headers, &t.response_headers.edits, value);
     count(&t.response, skipped);
     answer
 }
@@ -198,47 +212,49 @@ fn count(c: &Counted, skipped: u64) {
     }
 }
 
-/// Apply `e` to a header map; the number of edits skipped for a missing value.
-fn edit_headers(h: &mut HeaderMap, e: &Edits<HeaderName>, values: Vec<Option<HeaderValue>>) -> u64 {
+/// Apply `e` to a header map, value `i` of `replace`, `add`, `append` (in
+/// that order) from `value`; the number of edits skipped for a missing value.
+fn edit_headers(h: &mut HeaderMap, e: &Edits<HeaderName>, mut value: impl FnMut(usize) -> Option<HeaderValue>) -> u64 {
     for name in &e.remove {
         h.remove(name);
     }
     for (from, to) in &e.rename {
-        if h.contains_key(from) {
+        let several = h.get_all(from).iter().nth(1).is_some();
+        if several {
             let moved: Vec<HeaderValue> = h.get_all(from).iter().cloned().collect();
             h.remove(from);
             for v in moved {
                 h.append(to, v);
             }
+        } else if let Some(v) = h.remove(from) {
+            h.append(to, v);
         }
     }
-    let mut values = values.into_iter();
+    // Values are asked for only by edits that apply: an edit with nothing
+    // to do is not skipped for want of its value.
     let mut skipped = 0;
-    for (name, _) in &e.replace {
-        match values.next().flatten() {
-            Some(v) if h.contains_key(name) => {
-                h.insert(name, v);
-            }
-            Some(_) => {}
-            None => skipped += 1,
+    let mut set = |h: &mut HeaderMap, name: &HeaderName, i: usize, append: bool| match value(i) {
+        Some(v) if append => {
+            h.append(name, v);
+        }
+        Some(v) => {
+            h.insert(name, v);
+        }
+        None => skipped += 1,
+    };
+    let (r, a) = (e.replace.len(), e.add.len());
+    for (i, (name, _)) in e.replace.iter().enumerate() {
+        if h.contains_key(name) {
+            set(h, name, i, false);
         }
     }
-    for (name, _) in &e.add {
-        match values.next().flatten() {
-            Some(v) if !h.contains_key(name) => {
-                h.insert(name, v);
-            }
-            Some(_) => {}
-            None => skipped += 1,
+    for (i, (name, _)) in e.add.iter().enumerate() {
+        if !h.contains_key(name) {
+            set(h, name, r + i, false);
         }
     }
-    for (name, _) in &e.append {
-        match values.next().flatten() {
-            Some(v) => {
-                h.append(name, v);
-            }
-            None => skipped += 1,
-        }
+    for (i, (name, _)) in e.append.iter().enumerate() {
+        set(h, name, r + a + i, true);
     }
     skipped
 }
@@ -255,7 +271,11 @@ fn encoded(name: &str, value: &str) -> String {
 
 /// Apply `e` to the query of `uri`. Parameters no edit names keep their
 /// encoding as sent; names and values an edit writes are form-encoded.
-fn edit_query(uri: &mut Uri, e: &Edits<Box<str>>, values: Vec<Option<HeaderValue>>) -> Result<u64, ProxyError> {
+fn edit_query(
+    uri: &mut Uri,
+    e: &Edits<Box<str>>,
+    value: impl FnMut(usize) -> Option<HeaderValue>,
+) -> Result<u64, ProxyError> {
     let mut params: Vec<Param> = uri
         .query()
         .unwrap_or("")
@@ -275,33 +295,34 @@ fn edit_query(uri: &mut Uri, e: &Edits<Box<str>>, values: Vec<Option<HeaderValue
             p.name = to.to_string();
         }
     }
-    let mut values = values.into_iter().map(|v| v.and_then(|v| v.to_str().ok().map(str::to_string)));
+    let mut value = value;
+    let mut text = |i: usize| value(i).and_then(|v| v.to_str().ok().map(str::to_string));
+    let (r, a) = (e.replace.len(), e.add.len());
     let mut skipped = 0;
-    for (name, _) in &e.replace {
-        let Some(v) = values.next().flatten() else {
+    for (i, (name, _)) in e.replace.iter().enumerate() {
+        let Some(first) = params.iter().position(|p| *p.name == **name) else { continue };
+        let Some(v) = text(i) else {
             skipped += 1;
             continue;
         };
-        if let Some(first) = params.iter().position(|p| *p.name == **name) {
-            params[first].raw = encoded(name, &v);
-            let mut i = 0;
-            params.retain(|p| {
-                i += 1;
-                i - 1 == first || *p.name != **name
-            });
-        }
+        params[first].raw = encoded(name, &v);
+        let mut n = 0;
+        params.retain(|p| {
+            n += 1;
+            n - 1 == first || *p.name != **name
+        });
     }
-    for (name, _) in &e.add {
-        match values.next().flatten() {
-            Some(v) if !params.iter().any(|p| *p.name == **name) => {
-                params.push(Param { name: name.to_string(), raw: encoded(name, &v) })
-            }
-            Some(_) => {}
+    for (i, (name, _)) in e.add.iter().enumerate() {
+        if params.iter().any(|p| *p.name == **name) {
+            continue;
+        }
+        match text(r + i) {
+            Some(v) => params.push(Param { name: name.to_string(), raw: encoded(name, &v) }),
             None => skipped += 1,
         }
     }
-    for (name, _) in &e.append {
-        match values.next().flatten() {
+    for (i, (name, _)) in e.append.iter().enumerate() {
+        match text(r + a + i) {
             Some(v) => params.push(Param { name: name.to_string(), raw: encoded(name, &v) }),
             None => skipped += 1,
         }
@@ -333,8 +354,8 @@ mod tests {
             add: vec![("keep".into(), t("no")), ("fresh".into(), t("a b&c"))],
             append: vec![("keep".into(), t("again"))],
         };
-        let values = e.templates().map(|t| HeaderValue::from_str(t.literal().unwrap()).ok()).collect();
-        assert_eq!(edit_query(&mut uri, &e, values).unwrap(), 0);
+        let values: Vec<_> = e.templates().map(|t| HeaderValue::from_str(t.literal().unwrap()).ok()).collect();
+        assert_eq!(edit_query(&mut uri, &e, |i| values[i].clone()).unwrap(), 0);
         assert_eq!(uri.to_string(), "/p?keep=a%2Fb&new=x+y&set=3&fresh=a+b%26c&keep=again");
     }
 
@@ -347,7 +368,8 @@ mod tests {
             add: vec![(HeaderName::from_static("b"), t("y"))],
             ..Edits::default()
         };
-        assert_eq!(edit_headers(&mut h, &e, vec![None, Some(HeaderValue::from_static("y"))]), 1);
+        let values = [None, Some(HeaderValue::from_static("y"))];
+        assert_eq!(edit_headers(&mut h, &e, |i| values[i].clone()), 1);
         assert_eq!(h["a"], "1");
         assert_eq!(h["b"], "y");
     }
