@@ -53,16 +53,6 @@ pub struct EditsConfig {
     pub append: BTreeMap<String, String>,
 }
 
-impl EditsConfig {
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty()
-            && self.rename.is_empty()
-            && self.replace.is_empty()
-            && self.add.is_empty()
-            && self.append.is_empty()
-    }
-}
-
 /// How XML is read and mapped to JSON (`docs/transform.md`: the mapping).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -85,7 +85,7 @@ fn positive(errors: &mut ConfigErrors, path: String, d: Duration) {
     }
 }
 
-fn range<T: PartialOrd + std::fmt::Display>(
+pub(super) fn range<T: PartialOrd + std::fmt::Display>(
     errors: &mut ConfigErrors,
     path: String,
     v: T,

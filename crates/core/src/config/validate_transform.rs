@@ -5,8 +5,13 @@ use http::HeaderName;
 
 use super::error::{ConfigErrorKind as K, ConfigErrors};
 use super::transform::EditsConfig;
+use super::validate::range;
 use super::RouteConfig;
 use crate::template::{Scope, Template};
+
+/// Largest body or document cap a route may set.
+const MAX_CAP: usize = 64 << 20;
+const BYTES: &str = "between 1 byte and 64 MiB";
 
 /// Edits of one kind of name (headers, query parameters), typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,15 +138,10 @@ fn edits<N>(
 
 /// Caps and paths of an XML mapping at `p`.
 pub(super) fn check_xml(errors: &mut ConfigErrors, p: &str, x: &super::XmlConfig) {
-    let mut range = |key: &str, v: usize, lo: usize, hi: usize, rule: &'static str| {
-        if v < lo || v > hi {
-            errors.push(format!("{p}.{key}"), K::OutOfRange { value: v.to_string(), rule });
-        }
-    };
-    range("max_bytes", x.max_bytes, 1, 64 << 20, "between 1 byte and 64 MiB");
-    range("max_depth", x.max_depth, 1, 256, "between 1 and 256");
-    range("max_elements", x.max_elements, 1, 1_000_000, "between 1 and 1000000");
-    range("max_attributes", x.max_attributes, 0, 1024, "between 0 and 1024");
+    range(errors, format!("{p}.max_bytes"), x.max_bytes, 1, MAX_CAP, BYTES);
+    range(errors, format!("{p}.max_depth"), x.max_depth, 1, 256, "between 1 and 256");
+    range(errors, format!("{p}.max_elements"), x.max_elements, 1, 1_000_000, "between 1 and 1000000");
+    range(errors, format!("{p}.max_attributes"), x.max_attributes, 0, 1024, "between 0 and 1024");
     for (j, path) in x.always_array.iter().enumerate() {
         if path.is_empty() || path.split('.').any(|s| s.is_empty() || s.contains(char::is_whitespace)) {
             errors.push(
@@ -170,12 +170,7 @@ fn check_soap(errors: &mut ConfigErrors, p: &str, r: &RouteConfig, captures: &[B
             K::OutOfRange { value: s.client_fault_status.to_string(), rule: "a 4xx status" },
         );
     }
-    if s.max_request_bytes == 0 || s.max_request_bytes > 64 << 20 {
-        errors.push(
-            format!("{sp}.max_request_bytes"),
-            K::OutOfRange { value: s.max_request_bytes.to_string(), rule: "between 1 byte and 64 MiB" },
-        );
-    }
+    range(errors, format!("{sp}.max_request_bytes"), s.max_request_bytes, 1, MAX_CAP, BYTES);
     if let Some(a) = &s.action {
         if a.contains(['"', '\\']) || http::HeaderValue::from_str(a).is_err() {
             errors.push(
@@ -311,12 +306,8 @@ fn check_graphql(errors: &mut ConfigErrors, p: &str, r: &RouteConfig, captures: 
             bad("graphql", "a route translates to one protocol: soap, graphql or xml_to_json".into()),
         );
     }
-    for (key, n) in [("max_request_bytes", g.max_request_bytes), ("max_response_bytes", g.max_response_bytes)] {
-        if n == 0 || n > 64 << 20 {
-            errors
-                .push(format!("{gp}.{key}"), K::OutOfRange { value: n.to_string(), rule: "between 1 byte and 64 MiB" });
-        }
-    }
+    range(errors, format!("{gp}.max_request_bytes"), g.max_request_bytes, 1, MAX_CAP, BYTES);
+    range(errors, format!("{gp}.max_response_bytes"), g.max_response_bytes, 1, MAX_CAP, BYTES);
     if graphql_nesting_exceeds(&g.query, GRAPHQL_MAX_NESTING) {
         errors.push(format!("{gp}.query"), bad("query", format!("nested deeper than {GRAPHQL_MAX_NESTING}")));
         return None;
@@ -369,16 +360,11 @@ fn check_graphql(errors: &mut ConfigErrors, p: &str, r: &RouteConfig, captures: 
 fn check_graphql_limits(errors: &mut ConfigErrors, p: &str, r: &RouteConfig) {
     let Some(l) = &r.graphql_limits else { return };
     let lp = format!("{p}.graphql_limits");
-    let mut range = |key: &str, n: u64, lo: u64, hi: u64, rule: &'static str| {
-        if n < lo || n > hi {
-            errors.push(format!("{lp}.{key}"), K::OutOfRange { value: n.to_string(), rule });
-        }
-    };
-    range("max_depth", l.max_depth as u64, 1, 100, "between 1 and 100");
-    range("max_aliases", l.max_aliases as u64, 0, 10_000, "between 0 and 10000");
-    range("max_cost", l.max_cost, 1, 1_000_000_000, "between 1 and 10^9");
-    range("max_batch", l.max_batch as u64, 1, 100, "between 1 and 100");
-    range("max_body_bytes", l.max_body_bytes as u64, 1, 64 << 20, "between 1 byte and 64 MiB");
+    range(errors, format!("{lp}.max_depth"), l.max_depth, 1, 100, "between 1 and 100");
+    range(errors, format!("{lp}.max_aliases"), l.max_aliases, 0, 10_000, "between 0 and 10000");
+    range(errors, format!("{lp}.max_cost"), l.max_cost, 1, 1_000_000_000, "between 1 and 10^9");
+    range(errors, format!("{lp}.max_batch"), l.max_batch, 1, 100, "between 1 and 100");
+    range(errors, format!("{lp}.max_body_bytes"), l.max_body_bytes, 1, MAX_CAP, BYTES);
 }
 
 /// Most backends of one aggregate.
@@ -409,12 +395,7 @@ fn check_aggregate(
             K::OutOfRange { value: a.backends.len().to_string(), rule: "between 1 and 16 backends" },
         );
     }
-    if a.max_backend_bytes == 0 || a.max_backend_bytes > 64 << 20 {
-        errors.push(
-            format!("{ap}.max_backend_bytes"),
-            K::OutOfRange { value: a.max_backend_bytes.to_string(), rule: "between 1 byte and 64 MiB" },
-        );
-    }
+    range(errors, format!("{ap}.max_backend_bytes"), a.max_backend_bytes, 1, MAX_CAP, BYTES);
     let mut out = Vec::new();
     for (j, b) in a.backends.iter().enumerate() {
         let bp = format!("{ap}.backends[{j}]");
@@ -572,14 +553,9 @@ pub fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validato
 pub(super) fn check_validate(errors: &mut ConfigErrors, p: &str, r: &RouteConfig) -> Option<ValidateValues> {
     let v = r.validate.as_ref()?;
     let vp = format!("{p}.validate");
-    let mut range = |key: &str, n: usize, lo: usize, hi: usize, rule: &'static str| {
-        if n < lo || n > hi {
-            errors.push(format!("{vp}.{key}"), K::OutOfRange { value: n.to_string(), rule });
-        }
-    };
-    range("max_body_bytes", v.max_body_bytes, 1, 64 << 20, "between 1 byte and 64 MiB");
-    range("max_depth", v.max_depth, 1, 128, "between 1 and 128");
-    range("max_errors", v.max_errors, 1, 100, "between 1 and 100");
+    range(errors, format!("{vp}.max_body_bytes"), v.max_body_bytes, 1, MAX_CAP, BYTES);
+    range(errors, format!("{vp}.max_depth"), v.max_depth, 1, 128, "between 1 and 128");
+    range(errors, format!("{vp}.max_errors"), v.max_errors, 1, 100, "between 1 and 100");
     let mut out = ValidateValues { body: Vec::new(), query: Vec::new(), headers: Vec::new() };
     for (method, doc) in &v.body {
         let mp = format!("{vp}.body.{method}");

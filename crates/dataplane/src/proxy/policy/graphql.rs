@@ -17,8 +17,7 @@ use http::{Method, StatusCode};
 use prometheus::IntCounter;
 use serde_json::{json, Map, Value};
 
-use super::soap::{body_field, json_body, missing, WithBody};
-use super::transform::{query_value, RequestValues};
+use super::transform::{body_field, json_body, missing, query_value, RequestValues, WithBody};
 use super::Flow;
 use crate::proxy::context::{Answer, ReadError, RequestBody, RequestCtx};
 use crate::proxy::error::{Failure, ProxyError};

@@ -4,7 +4,6 @@
 //! fault mapped to a status (client faults: `client_fault_status`, 400 by
 //! default; server and other faults: 502) with a JSON error body.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,18 +11,14 @@ use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
 use prometheus::IntCounter;
 
-use super::transform::RequestValues;
+use super::transform::{json_body, missing, RequestValues, WithBody};
 use super::Flow;
 use crate::proxy::context::{Answer, ReadError, RequestBody, RequestCtx};
-use crate::proxy::error::{Failure, ProxyError};
-use crate::transform::json::deeper_than;
+use crate::proxy::error::ProxyError;
 use crate::transform::soap::{self, Outcome};
 use crate::transform::xml::XmlRules;
 use meridian_core::config::SoapVersion;
-use meridian_core::template::{escape_xml, Template, Values, Var};
-
-/// Deepest JSON request body a translation reads.
-pub(crate) const MAX_BODY_DEPTH: usize = 64;
+use meridian_core::template::{escape_xml, Template};
 
 pub(crate) struct RouteSoap {
     pub route: Arc<str>,
@@ -40,63 +35,6 @@ pub(crate) struct RouteSoap {
     pub applied: IntCounter,
     pub faults: IntCounter,
     pub failed: IntCounter,
-}
-
-/// Request values plus the fields of a JSON body.
-pub(crate) struct WithBody<'v, 'c, 'a> {
-    pub request: RequestValues<'c, 'a>,
-    pub body: Option<&'v serde_json::Value>,
-}
-
-/// The field of a JSON body at a dot path (array items by index).
-pub(crate) fn body_field<'v>(body: &'v serde_json::Value, path: &[Box<str>]) -> Option<&'v serde_json::Value> {
-    let mut v = body;
-    for field in path {
-        v = match v {
-            serde_json::Value::Array(items) => items.get(field.parse::<usize>().ok()?)?,
-            other => other.get(&**field)?,
-        };
-    }
-    Some(v)
-}
-
-impl Values for WithBody<'_, '_, '_> {
-    fn value(&self, var: &Var) -> Option<Cow<'_, str>> {
-        let Var::Body(path) = var else { return self.request.value(var) };
-        match body_field(self.body?, path)? {
-            serde_json::Value::Null => None,
-            serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
-            other => Some(Cow::Owned(other.to_string())),
-        }
-    }
-}
-
-/// The JSON body of a request a translation reads (size and depth capped).
-pub(crate) async fn json_body(ctx: &mut RequestCtx<'_>, limit: usize) -> Result<serde_json::Value, ProxyError> {
-    let bytes = ctx.body_bytes(limit).await?;
-    let refuse = |message: String| ProxyError::Invalid {
-        failures: vec![Failure { place: "body", path: String::new(), message }],
-    };
-    if deeper_than(&bytes, MAX_BODY_DEPTH) {
-        return Err(refuse(format!("nested deeper than {MAX_BODY_DEPTH} levels")));
-    }
-    if bytes.is_empty() {
-        return Ok(serde_json::Value::Null);
-    }
-    serde_json::from_slice(&bytes).map_err(|e| refuse(format!("not JSON: {e}")))
-}
-
-/// The 400 of a template value the request does not have.
-pub(crate) fn missing(var: &Var) -> ProxyError {
-    let place = match var {
-        Var::Body(_) => "body",
-        Var::Query(_) => "query",
-        Var::Header(_) => "header",
-        _ => "request",
-    };
-    ProxyError::Invalid {
-        failures: vec![Failure { place, path: var.to_string(), message: "the request has no value for it".into() }],
-    }
 }
 
 pub(super) async fn on_request(s: &RouteSoap, ctx: &mut RequestCtx<'_>) -> Result<Flow, ProxyError> {

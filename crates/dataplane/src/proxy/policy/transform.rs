@@ -9,6 +9,10 @@
 //! An edit whose template needs a value the request does not have (a
 //! missing header, no consumer, a value that cannot be a header) is skipped
 //! and counted (`result="skipped"`).
+//!
+//! Also here: what templates read from a request ([`RequestValues`], and
+//! [`WithBody`] with a JSON body read by [`json_body`]), shared by the
+//! protocol translations (`soap`, `graphql`, `aggregate`).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -19,7 +23,8 @@ use prometheus::IntCounter;
 
 use super::Flow;
 use crate::proxy::context::{Answer, RequestCtx};
-use crate::proxy::error::ProxyError;
+use crate::proxy::error::{Failure, ProxyError};
+use crate::transform::json::deeper_than;
 use meridian_core::config::Edits;
 use meridian_core::template::{Template, Values, Var};
 
@@ -124,6 +129,66 @@ impl Values for RequestValues<'_, '_> {
             // Only protocol translations read the body; they answer it themselves.
             Var::Body(_) => None,
         }
+    }
+}
+
+/// Deepest JSON request body a translation reads.
+pub(crate) const MAX_BODY_DEPTH: usize = 64;
+
+/// Request values plus the fields of a JSON body.
+pub(crate) struct WithBody<'v, 'c, 'a> {
+    pub request: RequestValues<'c, 'a>,
+    pub body: Option<&'v serde_json::Value>,
+}
+
+/// The field of a JSON body at a dot path (array items by index).
+pub(crate) fn body_field<'v>(body: &'v serde_json::Value, path: &[Box<str>]) -> Option<&'v serde_json::Value> {
+    let mut v = body;
+    for field in path {
+        v = match v {
+            serde_json::Value::Array(items) => items.get(field.parse::<usize>().ok()?)?,
+            other => other.get(&**field)?,
+        };
+    }
+    Some(v)
+}
+
+impl Values for WithBody<'_, '_, '_> {
+    fn value(&self, var: &Var) -> Option<Cow<'_, str>> {
+        let Var::Body(path) = var else { return self.request.value(var) };
+        match body_field(self.body?, path)? {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
+            other => Some(Cow::Owned(other.to_string())),
+        }
+    }
+}
+
+/// The JSON body of a request a translation reads (size and depth capped).
+pub(crate) async fn json_body(ctx: &mut RequestCtx<'_>, limit: usize) -> Result<serde_json::Value, ProxyError> {
+    let bytes = ctx.body_bytes(limit).await?;
+    let refuse = |message: String| ProxyError::Invalid {
+        failures: vec![Failure { place: "body", path: String::new(), message }],
+    };
+    if deeper_than(&bytes, MAX_BODY_DEPTH) {
+        return Err(refuse(format!("nested deeper than {MAX_BODY_DEPTH} levels")));
+    }
+    if bytes.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&bytes).map_err(|e| refuse(format!("not JSON: {e}")))
+}
+
+/// The 400 of a template value the request does not have.
+pub(crate) fn missing(var: &Var) -> ProxyError {
+    let place = match var {
+        Var::Body(_) => "body",
+        Var::Query(_) => "query",
+        Var::Header(_) => "header",
+        _ => "request",
+    };
+    ProxyError::Invalid {
+        failures: vec![Failure { place, path: var.to_string(), message: "the request has no value for it".into() }],
     }
 }
 

@@ -45,7 +45,7 @@ pub(super) async fn on_request(v: &RouteValidate, ctx: &mut RequestCtx<'_>) -> R
             failures.push(Failure { place: "query", path: name.to_string(), message: why });
         }
     }
-    let schema = v.values.body.iter().find(|(m, _)| *m == ctx.head.method).map(|(_, s)| s.clone());
+    let schema = v.values.body.iter().find(|(m, _)| *m == ctx.head.method).map(|(_, s)| s);
     if let Some(schema) = schema {
         let body = ctx.body_bytes(v.max_body).await.inspect_err(|_| v.refused.inc())?;
         if deeper_than(&body, v.max_depth) {
